@@ -1,0 +1,730 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// An Agent holds one process's share of the client connections, in named
+// groups, and carries out the coordinator's commands on them. With -procs 1
+// the coordinator calls it directly; otherwise each worker process runs one
+// behind a JSON pipe (see fleet.go). An Agent runs one command at a time;
+// Counters may be read at any moment.
+type Agent struct {
+	mu     sync.Mutex
+	groups map[string]*group
+
+	connected atomic.Int64
+	failed    atomic.Int64
+	sent      atomic.Int64
+}
+
+// NewAgent returns an empty Agent.
+func NewAgent() *Agent { return &Agent{groups: map[string]*group{}} }
+
+// Counters is a snapshot of an Agent's progress, for the live display.
+type Counters struct {
+	Connected int64 `json:"connected"`
+	Failed    int64 `json:"failed"`
+	Sent      int64 `json:"sent"`
+	Received  int64 `json:"received"`
+}
+
+// Counters returns the progress so far.
+func (a *Agent) Counters() Counters {
+	c := Counters{Connected: a.connected.Load(), Failed: a.failed.Load(), Sent: a.sent.Load()}
+	a.mu.Lock()
+	for _, g := range a.groups {
+		c.Received += g.receivedTotal()
+	}
+	a.mu.Unlock()
+	return c
+}
+
+// Connection kinds.
+const (
+	KindMember         = "member"          // reads everything, accounts broadcast messages
+	KindSlow           = "slow"            // upgraded, never reads
+	KindStallHandshake = "stall-handshake" // sends half the upgrade request, stalls
+	KindStallFrame     = "stall-frame"     // upgrades, sends half a frame, stalls
+)
+
+// Request is one command from the coordinator; exactly one spec is set.
+type Request struct {
+	Op      string       `json:"op"`
+	Open    *OpenSpec    `json:"open,omitempty"`
+	Prepare *PrepareSpec `json:"prepare,omitempty"`
+	Send    *SendSpec    `json:"send,omitempty"`
+	Drain   *DrainSpec   `json:"drain,omitempty"`
+	Group   string       `json:"group,omitempty"` // inspect, probe, close
+	Close   *CloseSpec   `json:"close,omitempty"`
+	Probe   *ProbeSpec   `json:"probe,omitempty"`
+}
+
+// Response carries the result of a Request.
+type Response struct {
+	Error   string         `json:"error,omitempty"`
+	Open    *OpenResult    `json:"open,omitempty"`
+	Prepare *PrepareResult `json:"prepare,omitempty"`
+	Send    *SendResult    `json:"send,omitempty"`
+	Drain   *DrainResult   `json:"drain,omitempty"`
+	Inspect *InspectResult `json:"inspect,omitempty"`
+	Probe   *ProbeResult   `json:"probe,omitempty"`
+	Close   *CloseResult   `json:"close,omitempty"`
+}
+
+// Handle carries out one command.
+func (a *Agent) Handle(ctx context.Context, req Request) Response {
+	var (
+		resp Response
+		err  error
+	)
+	switch req.Op {
+	case "open":
+		resp.Open, err = a.open(ctx, req.Open)
+	case "prepare":
+		resp.Prepare, err = a.prepare(req.Prepare)
+	case "send":
+		resp.Send, err = a.send(ctx, req.Send)
+	case "drain":
+		resp.Drain, err = a.drain(ctx, req.Drain)
+	case "inspect":
+		resp.Inspect, err = a.inspect(req.Group)
+	case "probe":
+		resp.Probe, err = a.probe(req.Probe)
+	case "close":
+		resp.Close, err = a.close(req.Close)
+	default:
+		err = fmt.Errorf("chatbench: unknown worker command %q", req.Op)
+	}
+	if err != nil {
+		resp.Error = err.Error()
+	}
+	return resp
+}
+
+// CloseAll closes every connection (used when a worker exits).
+func (a *Agent) CloseAll() {
+	a.mu.Lock()
+	names := make([]string, 0, len(a.groups))
+	for n := range a.groups {
+		names = append(names, n)
+	}
+	a.mu.Unlock()
+	for _, n := range names {
+		_, _ = a.close(&CloseSpec{Group: n, Mode: CloseAbort})
+	}
+}
+
+func (a *Agent) group(name string) (*group, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	g := a.groups[name]
+	if g == nil {
+		return nil, fmt.Errorf("chatbench: no connection group %q", name)
+	}
+	return g, nil
+}
+
+// group is a set of connections opened by one OpenSpec.
+type group struct {
+	spec    OpenSpec
+	members []*member
+	phase   atomic.Pointer[phaseState]
+}
+
+// member is one client connection.
+type member struct {
+	index int // within the group
+	id    int // global
+	conn  *Conn
+	raw   net.Conn // stall-handshake only
+
+	stalledAt time.Time // when the stall began (attackers)
+	closing   atomic.Bool
+	closedAt  atomic.Int64 // Unix ns the server side ended it; 0 while open
+	closeHow  atomic.Value // string
+	done      chan struct{}
+
+	// Broadcast accounting, written by the member's reader goroutine.
+	received   atomic.Int64
+	duplicates atomic.Int64
+	corrupt    atomic.Int64
+	reordered  atomic.Int64
+	stray      atomic.Int64
+	lastRecv   atomic.Int64
+	tracks     []seqTracker
+	trackPhase uint16
+	hasTracks  bool
+}
+
+func (m *member) open() bool { return m.closedAt.Load() == 0 && !m.closing.Load() }
+
+// ended records how the connection ended, once.
+func (m *member) ended(err error) {
+	how := "closed by us"
+	if !m.closing.Load() {
+		how = classifyClose(err)
+	}
+	if m.closedAt.CompareAndSwap(0, time.Now().UnixNano()) {
+		m.closeHow.Store(how)
+	}
+}
+
+// classifyClose names how the server ended a connection.
+func classifyClose(err error) string {
+	var ce *CloseError
+	switch {
+	case errors.As(err, &ce):
+		if ce.Code == CloseNoStatus {
+			return "close frame (no status)"
+		}
+		return fmt.Sprintf("close %d", ce.Code)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "EOF"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "reset"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	default:
+		return "error"
+	}
+}
+
+// classifyDialError turns a failed connection attempt into a short class
+// for the report.
+func classifyDialError(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return "no free source port (EADDRNOTAVAIL)"
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		return "too many open files"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "EOF during handshake"
+	case errors.Is(err, ErrHandshake):
+		msg := err.Error()
+		if i := strings.Index(msg, "answered "); i >= 0 {
+			return "handshake: " + msg[i+len("answered "):]
+		}
+		if strings.Contains(msg, "timeout") || strings.Contains(msg, "deadline") {
+			return "timeout"
+		}
+		return "handshake failed"
+	default:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return "timeout"
+		}
+		return "other"
+	}
+}
+
+// OpenSpec asks an Agent to open Count connections of one kind.
+type OpenSpec struct {
+	Group          string        `json:"group"`
+	Kind           string        `json:"kind"`
+	Count          int           `json:"count"`
+	IDBase         int           `json:"id_base"` // global id of the first
+	Addr           string        `json:"addr"`
+	Room           string        `json:"room"`
+	Rooms          int           `json:"rooms"` // >1: member id%Rooms picks room Room-k
+	SourceIPs      []string      `json:"source_ips,omitempty"`
+	Concurrency    int           `json:"concurrency"`
+	ConnectTimeout time.Duration `json:"connect_timeout"`
+	RcvBuf         int           `json:"rcvbuf,omitempty"`
+}
+
+// OpenResult reports one open command.
+type OpenResult struct {
+	Opened     int            `json:"opened"`
+	Failed     int            `json:"failed"`
+	Errors     map[string]int `json:"errors,omitempty"`
+	FirstError string         `json:"first_error,omitempty"`
+	Connect    HistogramData  `json:"connect_ns"`
+	Start      time.Time      `json:"start"`
+	End        time.Time      `json:"end"`
+}
+
+func roomPath(room string, rooms, id int) string {
+	if rooms > 1 {
+		return fmt.Sprintf("/chat/%s-%d", room, id%rooms)
+	}
+	return "/chat/" + room
+}
+
+func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
+	if s == nil || s.Count < 0 {
+		return nil, errors.New("chatbench: bad open spec")
+	}
+	a.mu.Lock()
+	g := a.groups[s.Group]
+	if g == nil {
+		g = &group{spec: *s}
+		a.groups[s.Group] = g
+	}
+	a.mu.Unlock()
+	if g.spec.Kind != s.Kind {
+		return nil, fmt.Errorf("chatbench: group %q holds %s connections, not %s", s.Group, g.spec.Kind, s.Kind)
+	}
+	ips := make([]net.IP, len(s.SourceIPs))
+	for i, txt := range s.SourceIPs {
+		if ips[i] = net.ParseIP(txt); ips[i] == nil {
+			return nil, fmt.Errorf("chatbench: bad source address %q", txt)
+		}
+	}
+	conc := s.Concurrency
+	if conc <= 0 || conc > s.Count {
+		conc = max(1, s.Count)
+	}
+	var (
+		hist    Histogram
+		mu      sync.Mutex
+		errs    = map[string]int{}
+		first   string
+		opened  []*member
+		next    atomic.Int64
+		wg      sync.WaitGroup
+		started = time.Now()
+	)
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= s.Count || ctx.Err() != nil {
+					return
+				}
+				id := s.IDBase + i
+				o := DialOptions{Addr: s.Addr, Path: roomPath(s.Room, s.Rooms, id), Timeout: s.ConnectTimeout, RcvBuf: s.RcvBuf}
+				if len(ips) > 0 {
+					o.LocalIP = ips[id%len(ips)]
+				}
+				t0 := time.Now()
+				m, err := dialMember(ctx, s.Kind, o)
+				lat := time.Since(t0)
+				mu.Lock()
+				if err != nil {
+					a.failed.Add(1)
+					c := classifyDialError(err)
+					errs[c]++
+					if first == "" {
+						first = err.Error()
+					}
+				} else {
+					a.connected.Add(1)
+					m.id = id
+					hist.Record(int64(lat))
+					opened = append(opened, m)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	// Members are kept in id order so that senders are the lowest ids.
+	sort.Slice(opened, func(i, j int) bool { return opened[i].id < opened[j].id })
+	a.mu.Lock()
+	base := len(g.members)
+	for k, m := range opened {
+		m.index = base + k
+		g.members = append(g.members, m)
+	}
+	a.mu.Unlock()
+	for _, m := range opened {
+		g.startReader(m)
+	}
+	res := &OpenResult{Opened: len(opened), Failed: s.Count - len(opened), FirstError: first, Connect: hist.Data(), Start: started, End: time.Now()}
+	if len(errs) > 0 {
+		res.Errors = errs
+	}
+	if n := s.Count - len(opened) - sumCounts(errs); n > 0 {
+		if res.Errors == nil {
+			res.Errors = map[string]int{}
+		}
+		res.Errors["cancelled"] += n
+	}
+	return res, nil
+}
+
+func sumCounts(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// dialMember opens one connection and, for attackers, sets up the stall.
+func dialMember(ctx context.Context, kind string, o DialOptions) (*member, error) {
+	m := &member{done: make(chan struct{})}
+	switch kind {
+	case KindMember, KindSlow:
+		c, err := Dial(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		m.conn = c
+	case KindStallHandshake:
+		dctx := ctx
+		if o.Timeout > 0 {
+			var cancel context.CancelFunc
+			dctx, cancel = context.WithTimeout(ctx, o.Timeout)
+			defer cancel()
+		}
+		nc, err := DialTCP(dctx, o)
+		if err != nil {
+			return nil, err
+		}
+		// Half of the upgrade request: the request line and part of the
+		// headers, never the blank line that ends them.
+		req, _ := UpgradeRequest(o.Addr, o.Path)
+		if _, err := nc.Write(req[:len(req)/2]); err != nil {
+			nc.Close()
+			return nil, err
+		}
+		m.raw = nc
+	case KindStallFrame:
+		c, err := Dial(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		// A binary frame announcing 1000 payload bytes, then only 10 of them.
+		frame := appendFrameHeader(nil, OpBinary, 1000, 0x01020304)
+		frame = append(frame, make([]byte, 10)...)
+		if _, err := c.nc.Write(frame); err != nil {
+			c.Close()
+			return nil, err
+		}
+		m.conn = c
+	default:
+		return nil, fmt.Errorf("chatbench: unknown connection kind %q", kind)
+	}
+	m.stalledAt = time.Now()
+	return m, nil
+}
+
+// startReader starts the goroutine that watches a member. Slow consumers
+// get none: they never read.
+func (g *group) startReader(m *member) {
+	switch g.spec.Kind {
+	case KindMember:
+		go g.readLoop(m)
+	case KindStallHandshake:
+		go watch(m, m.raw)
+	case KindStallFrame:
+		go watch(m, m.conn.br)
+	default:
+		close(m.done)
+	}
+}
+
+// watch reads and discards until the connection ends, to notice when the
+// server gives up on an attacker.
+func watch(m *member, r io.Reader) {
+	defer close(m.done)
+	buf := make([]byte, 512)
+	for {
+		if _, err := r.Read(buf); err != nil {
+			m.ended(err)
+			return
+		}
+	}
+}
+
+func (g *group) readLoop(m *member) {
+	defer close(m.done)
+	for {
+		op, p, err := m.conn.ReadMessage()
+		if err != nil {
+			m.ended(err)
+			return
+		}
+		if op == OpText || op == OpBinary {
+			g.onMessage(m, p)
+		}
+	}
+}
+
+// phaseState is what receivers need during one broadcast phase.
+type phaseState struct {
+	tag     uint16
+	senders int
+	hist    ConcurrentHistogram
+	acks    []*senderAcks // by global sender index; nil for remote senders
+	local   []int         // global sender index of local members 0..len-1
+	base    phaseBase     // members' counters when the phase began
+}
+
+// senderAcks counts, for a sender of this process, how many local members
+// have each of its messages; the closed-loop sender waits on it.
+type senderAcks struct {
+	counts []atomic.Int32
+	need   int32
+	wake   chan struct{}
+}
+
+func (g *group) onMessage(m *member, p []byte) {
+	now := time.Now().UnixNano()
+	ps := g.phase.Load()
+	pl, err := DecodePayload(p)
+	if err != nil {
+		if errors.Is(err, errPayloadMagic) {
+			m.stray.Add(1)
+		} else {
+			m.corrupt.Add(1)
+		}
+		return
+	}
+	if ps == nil || pl.Phase != ps.tag {
+		m.stray.Add(1)
+		return
+	}
+	if int(pl.Sender) >= ps.senders {
+		m.corrupt.Add(1)
+		return
+	}
+	if !m.hasTracks || m.trackPhase != ps.tag {
+		m.tracks = make([]seqTracker, ps.senders)
+		m.trackPhase = ps.tag
+		m.hasTracks = true
+	}
+	switch m.tracks[pl.Sender].observe(pl.Seq) {
+	case seqDuplicate:
+		m.duplicates.Add(1)
+		return
+	case seqLate:
+		m.reordered.Add(1)
+	}
+	m.received.Add(1)
+	m.lastRecv.Store(now)
+	ps.hist.Record(m.index, now-pl.SentNs)
+	if a := ps.acks[pl.Sender]; a != nil && int(pl.Seq) < len(a.counts) {
+		if a.counts[pl.Seq].Add(1) == a.need {
+			select {
+			case a.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (g *group) receivedTotal() int64 {
+	var n int64
+	for _, m := range g.members {
+		n += m.received.Load()
+	}
+	return n
+}
+
+// tally sums the members' broadcast counters.
+func (g *group) tally() (d Deliveries, stray int64, last int64) {
+	for _, m := range g.members {
+		d.Received += m.received.Load()
+		d.Duplicates += m.duplicates.Load()
+		d.Corrupt += m.corrupt.Load()
+		d.Reordered += m.reordered.Load()
+		stray += m.stray.Load()
+		last = max(last, m.lastRecv.Load())
+	}
+	return d, stray, last
+}
+
+// PrepareSpec sets up a broadcast phase on a group; it must reach every
+// worker before any sends.
+type PrepareSpec struct {
+	Group        string `json:"group"`
+	Phase        uint16 `json:"phase"`
+	TotalSenders int    `json:"total_senders"`
+	SenderIDs    []int  `json:"sender_ids"` // global sender index of local members 0..len-1
+	Messages     int    `json:"messages"`
+	ClosedLoop   bool   `json:"closed_loop"`
+}
+
+// PrepareResult reports the members alive when the phase starts.
+type PrepareResult struct {
+	Live int `json:"live"`
+}
+
+// phaseBase is the members' counters when the phase began, subtracted at
+// drain time.
+type phaseBase struct {
+	d     Deliveries
+	stray int64
+}
+
+func (a *Agent) prepare(s *PrepareSpec) (*PrepareResult, error) {
+	g, err := a.group(s.Group)
+	if err != nil {
+		return nil, err
+	}
+	if len(s.SenderIDs) > len(g.members) {
+		return nil, fmt.Errorf("chatbench: %d senders asked of a group of %d", len(s.SenderIDs), len(g.members))
+	}
+	ps := &phaseState{tag: s.Phase, senders: s.TotalSenders, acks: make([]*senderAcks, s.TotalSenders)}
+	live := 0
+	for _, m := range g.members {
+		if m.open() {
+			live++
+		}
+	}
+	if s.ClosedLoop {
+		for _, id := range s.SenderIDs {
+			ps.acks[id] = &senderAcks{counts: make([]atomic.Int32, s.Messages), need: int32(live - 1), wake: make(chan struct{}, 1)}
+		}
+	}
+	for _, id := range s.SenderIDs {
+		if id < 0 || id >= s.TotalSenders {
+			return nil, fmt.Errorf("chatbench: sender index %d out of range", id)
+		}
+	}
+	ps.local = append([]int(nil), s.SenderIDs...)
+	d, stray, _ := g.tally()
+	ps.base = phaseBase{d: d, stray: stray}
+	g.phase.Store(ps)
+	return &PrepareResult{Live: live}, nil
+}
+
+// SendSpec runs the senders of a prepared phase.
+type SendSpec struct {
+	Group         string        `json:"group"`
+	Messages      int           `json:"messages"` // per sender
+	Size          int           `json:"size"`
+	Binary        bool          `json:"binary"`
+	RatePerSender float64       `json:"rate_per_sender"` // messages/s; 0: closed loop
+	Window        int           `json:"window"`          // closed loop: messages in flight per sender
+	Duration      time.Duration `json:"duration"`        // stop sending after this
+	AckTimeout    time.Duration `json:"ack_timeout"`     // closed loop: give up waiting after this
+}
+
+// SendResult reports the sending side of a phase.
+type SendResult struct {
+	Sent        int64     `json:"sent"`
+	SendErrors  int64     `json:"send_errors"`
+	AckTimeouts int64     `json:"ack_timeouts"`
+	First       time.Time `json:"first"`
+	Last        time.Time `json:"last"`
+}
+
+func (a *Agent) send(ctx context.Context, s *SendSpec) (*SendResult, error) {
+	g, err := a.group(s.Group)
+	if err != nil {
+		return nil, err
+	}
+	ps := g.phase.Load()
+	if ps == nil {
+		return nil, errors.New("chatbench: send before prepare")
+	}
+	if s.Size < PayloadHeaderSize {
+		return nil, fmt.Errorf("chatbench: message size %d is below the %d-byte header", s.Size, PayloadHeaderSize)
+	}
+	// The local senders are the group's first members, with the global
+	// indexes the coordinator gave at prepare time.
+	senders := ps.local
+	res := &SendResult{First: time.Now()}
+	var (
+		wg              sync.WaitGroup
+		sent, errs, tos atomic.Int64
+	)
+	deadline := time.Now().Add(s.Duration)
+	if s.Duration <= 0 {
+		deadline = time.Now().Add(24 * time.Hour)
+	}
+	op := OpText
+	if s.Binary {
+		op = OpBinary
+	}
+	for k, sid := range senders {
+		m := g.members[k]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, s.Size)
+			var interval time.Duration
+			start := time.Now()
+			if s.RatePerSender > 0 {
+				interval = time.Duration(float64(time.Second) / s.RatePerSender)
+				// Stagger senders over one interval so they do not fire together.
+				if n := len(senders); n > 1 {
+					start = start.Add(interval * time.Duration(k) / time.Duration(n))
+				}
+			}
+			acks := ps.acks[sid]
+			window := max(1, s.Window)
+			timer := time.NewTimer(time.Hour)
+			defer timer.Stop()
+			for seq := 0; seq < s.Messages; seq++ {
+				if ctx.Err() != nil || time.Now().After(deadline) || !m.open() {
+					return
+				}
+				stamp := time.Now()
+				if interval > 0 {
+					due := start.Add(time.Duration(seq) * interval)
+					if d := time.Until(due); d > 0 {
+						time.Sleep(d)
+					}
+					// Open loop: latency counts from when the message was
+					// due, so a sender that fell behind does not hide the
+					// server's delay (coordinated omission).
+					stamp = due
+				} else if acks != nil && acks.need > 0 && seq >= window {
+					if !waitAck(acks, seq-window, s.AckTimeout, timer, deadline) {
+						tos.Add(1)
+					}
+					stamp = time.Now()
+				}
+				EncodePayload(buf, Payload{Phase: ps.tag, Sender: uint32(sid), Seq: uint32(seq), SentNs: stamp.UnixNano()})
+				if err := m.conn.WriteMessage(op, buf); err != nil {
+					errs.Add(1)
+					return
+				}
+				sent.Add(1)
+				a.sent.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	res.Last = time.Now()
+	res.Sent, res.SendErrors, res.AckTimeouts = sent.Load(), errs.Load(), tos.Load()
+	return res, nil
+}
+
+// waitAck waits until message seq of a sender reached every local member,
+// for at most timeout; false on timeout.
+func waitAck(a *senderAcks, seq int, timeout time.Duration, timer *time.Timer, deadline time.Time) bool {
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	limit := time.Now().Add(timeout)
+	if deadline.Before(limit) {
+		limit = deadline
+	}
+	for a.counts[seq].Load() < a.need {
+		d := time.Until(limit)
+		if d <= 0 {
+			return false
+		}
+		timer.Reset(d)
+		select {
+		case <-a.wake:
+		case <-timer.C:
+		}
+	}
+	return true
+}

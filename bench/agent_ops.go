@@ -1,0 +1,276 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DrainSpec waits for a phase's deliveries to arrive.
+type DrainSpec struct {
+	Group    string        `json:"group"`
+	Expected int64         `json:"expected"` // this worker's share
+	Idle     time.Duration `json:"idle"`     // give up after this long without progress
+	Max      time.Duration `json:"max"`      // and after this long in all
+}
+
+// DrainResult is one worker's receive-side account of a phase.
+type DrainResult struct {
+	Deliveries  Deliveries     `json:"deliveries"`
+	Stray       int64          `json:"stray"` // messages of other phases or not from chatbench
+	Latency     HistogramData  `json:"latency_ns"`
+	LastReceive time.Time      `json:"last_receive"`
+	Closed      int            `json:"closed"` // members the server closed
+	CloseHow    map[string]int `json:"close_how,omitempty"`
+	Waited      time.Duration  `json:"waited"`
+}
+
+func (a *Agent) drain(ctx context.Context, s *DrainSpec) (*DrainResult, error) {
+	g, err := a.group(s.Group)
+	if err != nil {
+		return nil, err
+	}
+	ps := g.phase.Load()
+	if ps == nil {
+		return nil, errors.New("chatbench: drain before prepare")
+	}
+	start := time.Now()
+	idle := s.Idle
+	if idle <= 0 {
+		idle = 2 * time.Second
+	}
+	maxWait := s.Max
+	if maxWait <= 0 {
+		maxWait = time.Minute
+	}
+	var (
+		lastCount    int64 = -1
+		lastProgress       = time.Now()
+	)
+	for {
+		d, _, _ := g.tally()
+		got := d.Received - ps.base.d.Received
+		if got >= s.Expected {
+			break
+		}
+		if got != lastCount {
+			lastCount = got
+			lastProgress = time.Now()
+		}
+		if time.Since(lastProgress) > idle || time.Since(start) > maxWait || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	d, stray, last := g.tally()
+	res := &DrainResult{
+		Deliveries: Deliveries{
+			Expected:   s.Expected,
+			Received:   d.Received - ps.base.d.Received,
+			Duplicates: d.Duplicates - ps.base.d.Duplicates,
+			Corrupt:    d.Corrupt - ps.base.d.Corrupt,
+			Reordered:  d.Reordered - ps.base.d.Reordered,
+		},
+		Stray:   stray - ps.base.stray,
+		Latency: ps.hist.Snapshot().Data(),
+		Waited:  time.Since(start),
+	}
+	res.Deliveries.Settle()
+	if last > 0 {
+		res.LastReceive = time.Unix(0, last)
+	}
+	for _, m := range g.members {
+		if m.closedAt.Load() != 0 && !m.closing.Load() {
+			res.Closed++
+			if res.CloseHow == nil {
+				res.CloseHow = map[string]int{}
+			}
+			how, _ := m.closeHow.Load().(string)
+			res.CloseHow[how]++
+		}
+	}
+	return res, nil
+}
+
+// InspectResult says which connections of a group are still open, and how
+// and when the others ended (attackers: measured from the stall).
+type InspectResult struct {
+	Total      int            `json:"total"`
+	Open       int            `json:"open"`
+	CloseHow   map[string]int `json:"close_how,omitempty"`
+	CloseAfter []float64      `json:"close_after_s,omitempty"` // seconds from stall to close
+}
+
+func (a *Agent) inspect(name string) (*InspectResult, error) {
+	g, err := a.group(name)
+	if err != nil {
+		return nil, err
+	}
+	res := &InspectResult{Total: len(g.members)}
+	for _, m := range g.members {
+		at := m.closedAt.Load()
+		if at == 0 {
+			res.Open++
+			continue
+		}
+		if res.CloseHow == nil {
+			res.CloseHow = map[string]int{}
+		}
+		how, _ := m.closeHow.Load().(string)
+		res.CloseHow[how]++
+		res.CloseAfter = append(res.CloseAfter, time.Unix(0, at).Sub(m.stalledAt).Seconds())
+	}
+	return res, nil
+}
+
+// ProbeSpec reads what the server left for slow consumers.
+type ProbeSpec struct {
+	Group string        `json:"group"`
+	Wait  time.Duration `json:"wait"` // read for at most this long
+}
+
+// ProbeResult says what happened to connections that never read: how
+// the server ended them (or "open" when it still had not after Wait), and
+// how many bytes it had queued for them.
+type ProbeResult struct {
+	Total    int            `json:"total"`
+	Fates    map[string]int `json:"fates"`
+	Messages int64          `json:"messages"`
+	Bytes    int64          `json:"bytes"`
+	MaxBytes int64          `json:"max_bytes"`
+}
+
+func (a *Agent) probe(s *ProbeSpec) (*ProbeResult, error) {
+	g, err := a.group(s.Group)
+	if err != nil {
+		return nil, err
+	}
+	if g.spec.Kind != KindSlow {
+		return nil, fmt.Errorf("chatbench: probe is for slow consumers, group %q holds %s", s.Group, g.spec.Kind)
+	}
+	wait := s.Wait
+	if wait <= 0 {
+		wait = 2 * time.Second
+	}
+	res := &ProbeResult{Total: len(g.members), Fates: map[string]int{}}
+	var (
+		mu sync.Mutex
+		wg sync.WaitGroup
+	)
+	deadline := time.Now().Add(wait)
+	for _, m := range g.members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = m.conn.nc.SetReadDeadline(deadline)
+			var msgs, bytes int64
+			fate := ""
+			for {
+				_, p, err := m.conn.ReadMessage()
+				if err != nil {
+					fate = classifyClose(err)
+					if fate == "timeout" {
+						fate = "open"
+					}
+					break
+				}
+				msgs++
+				bytes += int64(len(p))
+			}
+			mu.Lock()
+			res.Fates[fate]++
+			res.Messages += msgs
+			res.Bytes += bytes
+			res.MaxBytes = max(res.MaxBytes, bytes)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return res, nil
+}
+
+// Close modes.
+const (
+	CloseAbort = "abort" // RST, as a vanished client
+	CloseWS    = "ws"    // close frame 1001, wait for the server's
+	CloseFIN   = "fin"   // plain TCP close
+)
+
+// CloseSpec closes and forgets a group.
+type CloseSpec struct {
+	Group string `json:"group"`
+	Mode  string `json:"mode"`
+}
+
+// CloseResult reports a close command.
+type CloseResult struct {
+	Closed  int           `json:"closed"`
+	Elapsed time.Duration `json:"elapsed"`
+}
+
+func (a *Agent) close(s *CloseSpec) (*CloseResult, error) {
+	a.mu.Lock()
+	g := a.groups[s.Group]
+	delete(a.groups, s.Group)
+	a.mu.Unlock()
+	if g == nil {
+		return &CloseResult{}, nil
+	}
+	mode := s.Mode
+	if g.spec.Kind != KindMember {
+		// Attackers and slow consumers are in no state for a close
+		// handshake (half a frame sent, or nothing read): drop them.
+		mode = CloseAbort
+	}
+	start := time.Now()
+	var (
+		wg     sync.WaitGroup
+		closed atomic.Int64
+	)
+	// Bounded parallelism: enough to make a storm, not a goroutine per
+	// connection for nothing.
+	sem := make(chan struct{}, 1024)
+	for _, m := range g.members {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			m.closing.Store(true)
+			closeMember(m, mode)
+			closed.Add(1)
+		}()
+	}
+	wg.Wait()
+	return &CloseResult{Closed: int(closed.Load()), Elapsed: time.Since(start)}, nil
+}
+
+func closeMember(m *member, mode string) {
+	if m.raw != nil {
+		m.raw.Close()
+		<-m.done
+		return
+	}
+	switch mode {
+	case CloseWS:
+		// RFC 6455 section 7.1.1: the client sends its close frame and
+		// waits for the server's, which the reader goroutine consumes.
+		var p [2]byte
+		binary.BigEndian.PutUint16(p[:], CloseGoingAway)
+		if err := m.conn.WriteMessage(OpClose, p[:]); err == nil {
+			select {
+			case <-m.done:
+			case <-time.After(time.Second):
+			}
+		}
+		m.conn.Close()
+	case CloseFIN:
+		m.conn.Close()
+	default:
+		m.conn.Abort()
+	}
+	<-m.done
+}

@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+
+	"chatd/server"
+)
+
+var errHelp = errors.New("help requested")
+
+// byteSize is a flag value in bytes that also takes KiB/MiB suffixes.
+type byteSize struct{ p *int }
+
+func (b byteSize) String() string {
+	if b.p == nil {
+		return ""
+	}
+	return strconv.Itoa(*b.p)
+}
+
+func (b byteSize) Set(s string) error {
+	mult := 1
+	t := strings.TrimSpace(s)
+	for _, suf := range []struct {
+		s string
+		m int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"K", 1 << 10}, {"M", 1 << 20}, {"k", 1 << 10}} {
+		if strings.HasSuffix(t, suf.s) {
+			mult, t = suf.m, strings.TrimSuffix(t, suf.s)
+			break
+		}
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n < 0 {
+		return fmt.Errorf("want a byte count like 65536 or 64KiB")
+	}
+	*b.p = n * mult
+	return nil
+}
+
+// origins is a comma-separated list flag.
+type origins struct{ p *[]string }
+
+func (o origins) String() string {
+	if o.p == nil {
+		return ""
+	}
+	return strings.Join(*o.p, ",")
+}
+
+func (o origins) Set(s string) error {
+	*o.p = nil
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*o.p = append(*o.p, v)
+		}
+	}
+	return nil
+}
+
+type options struct {
+	cfg      server.Config
+	logLevel string
+}
+
+// parseConfig turns flags and CHATD_* environment variables into a
+// server.Config. Flags win over the environment.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (server.Config, error) {
+	var o options
+	c := &o.cfg
+	fs := flag.NewFlagSet("chatd", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&c.Addr, "addr", server.DefaultAddr, "listen address")
+	fs.IntVar(&c.Workers, "workers", 0, "worker goroutines (0: one per CPU)")
+	c.MaxMessage = server.DefaultMaxMessage
+	fs.Var(byteSize{&c.MaxMessage}, "max-message", "largest client message in bytes; larger closes with 1009")
+	c.WriteQueue = server.DefaultWriteQueue
+	fs.Var(byteSize{&c.WriteQueue}, "write-queue", "bytes queued for one connection before it is closed as a slow consumer (1008)")
+	fs.DurationVar(&c.PingInterval, "ping-interval", server.DefaultPingInterval, "ping a connection silent this long")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "close a connection silent this long (must exceed -ping-interval)")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "time allowed for the HTTP request head")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", server.DefaultDrainTimeout, "on SIGTERM, time allowed to flush close frames")
+	fs.IntVar(&c.MaxConns, "max-conns", 0, "WebSocket connection cap, over it HTTP 503 (0: open-file limit minus a reserve)")
+	fs.Var(origins{&c.AllowedOrigins}, "allowed-origins", "comma-separated Origin values allowed to upgrade (empty: any)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+
+	usage := func() {
+		fmt.Fprintf(stderr, "Usage: chatd [flags]\n\nA WebSocket chat server: ws://HOST/chat is the lobby, ws://HOST/chat/{room} a room.\nEvery flag can also be set as CHATD_<NAME> (e.g. CHATD_MAX_MESSAGE); flags win.\n\nFlags:\n")
+		fs.SetOutput(stderr)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "CHATD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" && envErr == nil {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("invalid value %q for %s (flag -%s): %v", v, name, f.Name, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return *c, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			usage()
+			return *c, errHelp
+		}
+		return *c, err
+	}
+	if fs.NArg() > 0 {
+		return *c, fmt.Errorf("unexpected argument %q (see chatd -h)", fs.Arg(0))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return *c, fmt.Errorf("invalid value %q for flag -log-level: want debug, info, warn or error", o.logLevel)
+	}
+	c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if err := validate(c); err != nil {
+		return *c, err
+	}
+	return *c, nil
+}
+
+// validate names the flag behind a bad Config value.
+func validate(c *server.Config) error {
+	checks := []struct {
+		flag string
+		bad  bool
+		want string
+	}{
+		{"workers", c.Workers < 0, "0 or more"},
+		{"max-message", c.MaxMessage <= 0, "more than 0"},
+		{"write-queue", c.WriteQueue <= 0, "more than 0"},
+		{"ping-interval", c.PingInterval <= 0, "more than 0"},
+		{"idle-timeout", c.IdleTimeout <= c.PingInterval, "longer than -ping-interval"},
+		{"handshake-timeout", c.HandshakeTimeout <= 0, "more than 0"},
+		{"drain-timeout", c.DrainTimeout <= 0, "more than 0"},
+		{"max-conns", c.MaxConns < 0, "0 or more"},
+	}
+	for _, ch := range checks {
+		if ch.bad {
+			return fmt.Errorf("invalid value for flag -%s: want %s", ch.flag, ch.want)
+		}
+	}
+	return c.Validate()
+}
+
+func runServer(ctx context.Context, cfg server.Config) error {
+	return server.Run(ctx, cfg)
+}

@@ -1,0 +1,255 @@
+package poller
+
+import (
+	"fmt"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/mailru/easygo/netpoll"
+	"golang.org/x/sys/unix"
+)
+
+// Handler receives a descriptor's events on a worker goroutine. Callbacks for
+// one Desc are never concurrent with each other.
+type Handler interface {
+	// OnData is called with bytes read from the socket. p is the worker's
+	// buffer: valid until OnData returns.
+	OnData(w *Worker, p []byte)
+	// OnWritable is called when the socket accepts writes again after a
+	// write returned less than asked.
+	OnWritable(w *Worker)
+	// OnWake is called after Desc.Wake.
+	OnWake(w *Worker)
+	// OnHangup is called once when the peer closed (err == nil: EOF) or the
+	// socket failed, or a callback panicked (err is a *PanicError). No
+	// OnData follows. The handler should Close the Desc.
+	OnHangup(w *Worker, err error)
+}
+
+// PanicError is passed to OnHangup when a callback panicked.
+type PanicError struct{ Value any }
+
+func (e *PanicError) Error() string { return fmt.Sprintf("poller: handler panic: %v", e.Value) }
+
+// Desc state bits.
+const (
+	stRead   = 1 << iota // readable or hung up since last run
+	stWrite              // writable since last run
+	stWake               // Wake called
+	stSched              // queued or running
+	stClosed             // Close called
+	stHup                // OnHangup delivered
+)
+
+// Desc is a registered descriptor.
+type Desc struct {
+	fd    int
+	h     Handler
+	p     *Poller
+	state atomic.Uint32
+}
+
+// Register adds fd (a connected, non-blocking socket) to the poller. From now
+// on the Desc owns fd: it is closed by Desc.Close.
+func (p *Poller) Register(fd int, h Handler) (*Desc, error) {
+	d := &Desc{fd: fd, h: h, p: p}
+	err := p.ep.Add(fd, netpoll.EPOLLIN|netpoll.EPOLLOUT|netpoll.EPOLLRDHUP|netpoll.EPOLLET, d.dispatch)
+	if err != nil {
+		return nil, fmt.Errorf("poller: epoll add fd %d: %w", fd, err)
+	}
+	return d, nil
+}
+
+// Fd returns the descriptor number (for logging and socket options).
+func (d *Desc) Fd() int { return d.fd }
+
+// dispatch runs on the epoll goroutine: it records readiness and queues the
+// descriptor unless it is already queued or running.
+func (d *Desc) dispatch(ev netpoll.EpollEvent) {
+	var bits uint32
+	if ev&(netpoll.EPOLLIN|netpoll.EPOLLRDHUP|netpoll.EPOLLHUP|netpoll.EPOLLERR) != 0 {
+		bits |= stRead
+	}
+	if ev&netpoll.EPOLLOUT != 0 {
+		bits |= stWrite
+	}
+	if bits == 0 {
+		return // _EPOLLCLOSED: the poller is shutting down.
+	}
+	d.schedule(bits)
+}
+
+func (d *Desc) schedule(bits uint32) {
+	old := d.state.Or(bits | stSched)
+	if old&(stSched|stClosed) == 0 {
+		d.p.push(task{d: d})
+	}
+}
+
+// Wake asks for OnWake to be called on a worker. Safe from any goroutine.
+func (d *Desc) Wake() { d.schedule(stWake) }
+
+// Closed reports whether Close was called.
+func (d *Desc) Closed() bool { return d.state.Load()&stClosed != 0 }
+
+// run is one job: it handles every pending event, then releases the Desc.
+func (d *Desc) run(w *Worker) {
+	for {
+		st := d.state.And(^uint32(stRead | stWrite | stWake))
+		if st&stClosed != 0 {
+			return
+		}
+		more := d.handle(w, st)
+		if d.state.Load()&stClosed != 0 {
+			return
+		}
+		if more {
+			// Read budget spent: requeue behind the others.
+			d.state.Or(stRead)
+			d.p.push(task{d: d})
+			return
+		}
+		if d.state.CompareAndSwap(st&^(stRead|stWrite|stWake), st&^(stRead|stWrite|stWake|stSched)) {
+			return
+		}
+		// New events arrived while running; handle them in this job.
+	}
+}
+
+// handle processes one snapshot of events. It reports whether the read
+// budget ran out with data possibly left in the socket.
+func (d *Desc) handle(w *Worker, st uint32) (more bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			more = false
+			d.hangup(w, &PanicError{Value: r})
+		}
+	}()
+	if st&stWrite != 0 {
+		d.h.OnWritable(w)
+	}
+	if st&stWake != 0 && d.state.Load()&stClosed == 0 {
+		d.h.OnWake(w)
+	}
+	if st&stRead != 0 && st&stHup == 0 {
+		return d.read(w)
+	}
+	return false
+}
+
+func (d *Desc) read(w *Worker) (more bool) {
+	budget := d.p.cfg.ReadBudget
+	for budget > 0 && d.state.Load()&(stClosed|stHup) == 0 {
+		n, err := ignoreEINTR(func() (int, error) { return unix.Read(d.fd, w.buf) })
+		switch {
+		case n > 0:
+			budget -= n
+			d.h.OnData(w, w.buf[:n])
+			if n < len(w.buf) {
+				// A short read drained the socket; with edge triggering any
+				// byte that arrives later raises a new event.
+				return false
+			}
+		case err == unix.EAGAIN:
+			return false
+		case err == nil:
+			d.hangup(w, nil)
+			return false
+		default:
+			d.hangup(w, err)
+			return false
+		}
+	}
+	return budget <= 0 && d.state.Load()&(stClosed|stHup) == 0
+}
+
+func (d *Desc) hangup(w *Worker, err error) {
+	if d.state.Or(stHup)&stHup != 0 {
+		// A second failure (e.g. OnHangup itself panicked): just close.
+		d.Close()
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			d.p.log.Error("poller: OnHangup panicked", "panic", r)
+			d.Close()
+		}
+	}()
+	d.h.OnHangup(w, err)
+}
+
+// Close removes the descriptor from epoll and closes it. It must be called
+// from one of the Desc's own callbacks (see the package doc). Idempotent.
+func (d *Desc) Close() error {
+	if d.state.Or(stClosed)&stClosed != 0 {
+		return nil
+	}
+	// Remove from epoll before close: an epoll registration belongs to the
+	// open file description, not the number.
+	_ = d.p.ep.Del(d.fd)
+	return unix.Close(d.fd)
+}
+
+// Detach removes the descriptor from epoll without closing it, handing the
+// fd to the caller (used to pass a plain HTTP connection to net/http). Like
+// Close, it must be called from one of the Desc's callbacks.
+func (d *Desc) Detach() (fd int, err error) {
+	if d.state.Or(stClosed)&stClosed != 0 {
+		return -1, ErrClosed
+	}
+	return d.fd, d.p.ep.Del(d.fd)
+}
+
+// Shutdown half-closes the socket for writing (sends FIN after queued data).
+func (d *Desc) Shutdown() error { return unix.Shutdown(d.fd, unix.SHUT_WR) }
+
+// Write writes b without blocking. It returns the number of bytes the kernel
+// took; n < len(b) with a nil error means the socket buffer is full and
+// OnWritable will follow.
+func (d *Desc) Write(b []byte) (int, error) {
+	n, err := ignoreEINTR(func() (int, error) { return unix.Write(d.fd, b) })
+	if err == unix.EAGAIN {
+		return 0, nil
+	}
+	if n < 0 {
+		n = 0
+	}
+	return n, err
+}
+
+// maxIovecs bounds one writev call; the caller loops for more.
+const maxIovecs = 64
+
+// Writev writes up to 64 buffers with one writev(2) call, without blocking
+// and without allocating. The return value is as for Write.
+func (d *Desc) Writev(bufs [][]byte) (int, error) {
+	var iov [maxIovecs]unix.Iovec
+	cnt := 0
+	for _, b := range bufs {
+		if len(b) == 0 {
+			continue
+		}
+		if cnt == maxIovecs {
+			break
+		}
+		iov[cnt].Base = &b[0]
+		iov[cnt].SetLen(len(b))
+		cnt++
+	}
+	if cnt == 0 {
+		return 0, nil
+	}
+	for {
+		r, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(d.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(cnt))
+		switch errno {
+		case 0:
+			return int(r), nil
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, nil
+		default:
+			return 0, errno
+		}
+	}
+}

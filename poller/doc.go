@@ -1,0 +1,39 @@
+// Package poller is chatd's I/O engine: a listener, an epoll readiness loop
+// on raw file descriptors (github.com/mailru/easygo/netpoll's Epoll type) and
+// a fixed pool of worker goroutines.
+//
+// It knows file descriptors and bytes only. It never imports a WebSocket or
+// chat package; the layer above implements Handler.
+//
+// # Usage
+//
+//	p, _ := poller.New(poller.Config{Workers: 2})
+//	ln, _ := p.Listen(":8080", func(fd int) {
+//		d, err := p.Register(fd, myHandler)
+//		...
+//	})
+//	defer p.Close()
+//
+// # Goroutines and callbacks
+//
+// One goroutine (easygo's wait loop) calls epoll_wait and only dispatches: it
+// accepts new sockets (calling the AcceptFunc on that goroutine, so it must
+// not block) and marks descriptors ready. A ready descriptor is run as one
+// job on the worker pool; a descriptor is never run by two workers at once,
+// so a Handler's callbacks for one Desc are serialized and never concurrent
+// with each other. Bytes handed to Handler.OnData are the worker's buffer:
+// they are valid until the callback returns.
+//
+// Descriptors are registered edge-triggered for EPOLLIN|EPOLLOUT|EPOLLRDHUP,
+// so no epoll_ctl call is needed after registration: EPOLLOUT fires only
+// after a write hit EAGAIN and the socket drained, which is exactly when a
+// queued writer wants to flush.
+//
+// Desc.Close must be called from one of that Desc's own callbacks (the only
+// place where no other worker can be reading the fd), which guarantees a
+// closed fd number is never read after the kernel hands it to a new socket.
+// Other goroutines ask for attention with Desc.Wake, which runs OnWake.
+//
+// Desc.Write and Desc.Writev may be called from any goroutine; the caller
+// serializes writes per descriptor (the server holds a per-connection lock).
+package poller

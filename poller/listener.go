@@ -1,0 +1,149 @@
+package poller
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mailru/easygo/netpoll"
+	"golang.org/x/sys/unix"
+)
+
+// AcceptFunc receives each accepted socket (non-blocking, close-on-exec).
+// It runs on the epoll goroutine and must not block. It owns fd.
+type AcceptFunc func(fd int)
+
+// Listener is a listening socket served by the poller's epoll loop.
+type Listener struct {
+	p      *Poller
+	ln     *net.TCPListener
+	fd     int
+	accept AcceptFunc
+
+	mu      sync.Mutex
+	closed  bool
+	paused  bool
+	backoff time.Duration
+
+	// Accepted counts accepted sockets; AcceptErrors counts accept failures
+	// that made the listener back off (EMFILE and the like).
+	Accepted     atomic.Uint64
+	AcceptErrors atomic.Uint64
+	lastLog      atomic.Int64
+}
+
+const (
+	minAcceptBackoff = 5 * time.Millisecond
+	maxAcceptBackoff = time.Second
+	acceptBatch      = 256
+)
+
+// Listen opens a TCP listener on addr (as net.Listen understands it) and
+// serves it from the epoll loop, calling accept for each new socket.
+func (p *Poller) Listen(addr string, accept AcceptFunc) (*Listener, error) {
+	nl, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	tl := nl.(*net.TCPListener)
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		tl.Close()
+		return nil, err
+	}
+	// Take the listener's own fd number (no dup). net.Listen made it
+	// non-blocking; we accept on it ourselves and never call tl.Accept.
+	var lfd int
+	if err := rc.Control(func(fd uintptr) { lfd = int(fd) }); err != nil {
+		tl.Close()
+		return nil, err
+	}
+	l := &Listener{p: p, ln: tl, fd: lfd, accept: accept}
+	if err := p.ep.Add(lfd, netpoll.EPOLLIN, l.onEvent); err != nil {
+		tl.Close()
+		return nil, fmt.Errorf("poller: epoll add listener: %w", err)
+	}
+	p.mu.Lock()
+	p.listeners = append(p.listeners, l)
+	p.mu.Unlock()
+	return l, nil
+}
+
+// Addr returns the bound address.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Close stops accepting and closes the listening socket.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	_ = l.p.ep.Del(l.fd)
+	return l.ln.Close()
+}
+
+// onEvent runs on the epoll goroutine. The listener is level-triggered, so
+// whatever is left after one batch raises the event again.
+func (l *Listener) onEvent(ev netpoll.EpollEvent) {
+	if ev&netpoll.EPOLLIN == 0 {
+		return
+	}
+	for i := 0; i < acceptBatch; i++ {
+		fd, _, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		if err == nil {
+			l.Accepted.Add(1)
+			l.mu.Lock()
+			l.backoff = 0
+			l.mu.Unlock()
+			l.accept(fd)
+			continue
+		}
+		switch err {
+		case unix.EAGAIN:
+			return
+		case unix.EINTR, unix.ECONNABORTED, unix.EPROTO:
+			continue
+		default:
+			// EMFILE, ENFILE, ENOBUFS, ENOMEM: the pending connection stays
+			// in the backlog. Stop polling the listener for a while instead
+			// of spinning on a level-triggered event that cannot be served.
+			l.pause(err)
+			return
+		}
+	}
+}
+
+func (l *Listener) pause(err error) {
+	l.AcceptErrors.Add(1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed || l.paused {
+		return
+	}
+	l.paused = true
+	if l.backoff == 0 {
+		l.backoff = minAcceptBackoff
+	} else if l.backoff *= 2; l.backoff > maxAcceptBackoff {
+		l.backoff = maxAcceptBackoff
+	}
+	_ = l.p.ep.Mod(l.fd, 0)
+	now := time.Now().UnixNano()
+	if last := l.lastLog.Load(); now-last > int64(time.Second) && l.lastLog.CompareAndSwap(last, now) {
+		l.p.log.Warn("accept failed; backing off", "err", err, "backoff", l.backoff, "failures", l.AcceptErrors.Load())
+	}
+	time.AfterFunc(l.backoff, l.resume)
+}
+
+func (l *Listener) resume() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return
+	}
+	l.paused = false
+	_ = l.p.ep.Mod(l.fd, netpoll.EPOLLIN)
+}

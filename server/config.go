@@ -1,0 +1,158 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultAddr             = ":8080"
+	DefaultMaxMessage       = 64 << 10
+	DefaultWriteQueue       = 256 << 10
+	DefaultPingInterval     = 30 * time.Second
+	DefaultIdleTimeout      = 90 * time.Second
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultDrainTimeout     = 5 * time.Second
+	// fdReserve is kept free under the open-file limit for the listener,
+	// epoll, handshakes in progress and plain HTTP requests.
+	fdReserve = 100
+	// maxHeaderBytes caps an HTTP request head (request line + headers).
+	maxHeaderBytes = 8 << 10
+)
+
+// Errors returned by New and Config.Validate.
+var (
+	ErrBadConfig = errors.New("server: invalid config")
+	ErrClosed    = errors.New("server: closed")
+)
+
+// Config configures a Server. The zero value is a working server on :8080:
+// every zero field means the default documented on it.
+type Config struct {
+	// Addr is the TCP listen address. Zero means ":8080".
+	Addr string
+	// Workers is the size of the worker pool. Zero means GOMAXPROCS.
+	Workers int
+	// MaxMessage is the largest message (bytes, all fragments) a client may
+	// send; larger ones close the connection with 1009. Zero means 64 KiB.
+	MaxMessage int
+	// WriteQueue is how many bytes may wait for one slow connection before
+	// it is closed with 1008 "slow consumer". Zero means 256 KiB.
+	WriteQueue int
+	// PingInterval: a connection silent this long is pinged. Zero: 30s.
+	PingInterval time.Duration
+	// IdleTimeout: a connection silent this long is closed (1001). Zero: 90s.
+	IdleTimeout time.Duration
+	// HandshakeTimeout bounds the time from accept to a complete HTTP
+	// request head. Zero means 10s.
+	HandshakeTimeout time.Duration
+	// DrainTimeout bounds how long Shutdown waits for close frames to be
+	// flushed. Zero means 5s.
+	DrainTimeout time.Duration
+	// MaxConns caps upgraded WebSocket connections; handshakes over it get
+	// HTTP 503. Zero means the process's open-file limit minus a reserve.
+	MaxConns int
+	// AllowedOrigins lists the Origin header values accepted on upgrade
+	// (exact match, or "*"). Empty accepts any origin (the seed's page is
+	// served cross-origin); a disallowed origin gets HTTP 403.
+	AllowedOrigins []string
+	// Logger receives the server's logs. Nil discards them.
+	Logger *slog.Logger
+
+	// testHookMessage, when set, is called for each raw message (tests
+	// use it to inject a panic).
+	testHookMessage func(payload []byte)
+}
+
+// Validate reports the first invalid field.
+func (c Config) Validate() error {
+	bad := func(field string, v any) error {
+		return fmt.Errorf("%w: %s must not be negative (got %v)", ErrBadConfig, field, v)
+	}
+	switch {
+	case c.Workers < 0:
+		return bad("Workers", c.Workers)
+	case c.MaxMessage < 0:
+		return bad("MaxMessage", c.MaxMessage)
+	case c.WriteQueue < 0:
+		return bad("WriteQueue", c.WriteQueue)
+	case c.PingInterval < 0:
+		return bad("PingInterval", c.PingInterval)
+	case c.IdleTimeout < 0:
+		return bad("IdleTimeout", c.IdleTimeout)
+	case c.HandshakeTimeout < 0:
+		return bad("HandshakeTimeout", c.HandshakeTimeout)
+	case c.DrainTimeout < 0:
+		return bad("DrainTimeout", c.DrainTimeout)
+	case c.MaxConns < 0:
+		return bad("MaxConns", c.MaxConns)
+	}
+	for _, o := range c.AllowedOrigins {
+		if o == "" || strings.ContainsAny(o, " \t\r\n,") {
+			return fmt.Errorf("%w: AllowedOrigins entry %q is not an origin", ErrBadConfig, o)
+		}
+	}
+	d := c.withDefaults()
+	if d.IdleTimeout <= d.PingInterval {
+		return fmt.Errorf("%w: IdleTimeout (%v) must be longer than PingInterval (%v)", ErrBadConfig, d.IdleTimeout, d.PingInterval)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.MaxMessage == 0 {
+		c.MaxMessage = DefaultMaxMessage
+	}
+	if c.WriteQueue == 0 {
+		c.WriteQueue = DefaultWriteQueue
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+		if c.IdleTimeout <= c.PingInterval {
+			c.IdleTimeout = 3 * c.PingInterval
+		}
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c
+}
+
+// DefaultMaxConns is the open-file limit (RLIMIT_NOFILE, soft) minus a
+// reserve for the listener, epoll and handshakes in progress.
+func DefaultMaxConns() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == 0 {
+		return 1024 - fdReserve
+	}
+	cur := rl.Cur
+	if cur > 1<<30 {
+		cur = 1 << 30
+	}
+	n := int(cur) - fdReserve
+	if n < 1 {
+		n = 1
+	}
+	return n
+}

@@ -1,0 +1,419 @@
+package server
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"chatd/poller"
+	"chatd/server/wsframe"
+
+	"github.com/gobwas/ws"
+)
+
+// Connection states.
+const (
+	stateHandshake uint32 = iota
+	stateOpen
+	stateClosing // a close frame (or rejection) is queued; no new output
+	stateClosed
+)
+
+// closeLinger bounds how long a closing connection waits for its last bytes
+// to drain and for the peer to answer before the socket is closed anyway.
+const closeLinger = 2 * time.Second
+
+// Conn is one client connection: first an HTTP handshake in progress, then
+// a WebSocket. At rest it is this struct and nothing else: no goroutine, no
+// timer, no read buffer (see wsframe.Decoder), no write buffer.
+type Conn struct {
+	srv   *Server
+	d     *poller.Desc
+	state atomic.Uint32
+
+	// Set by the handshake, read-only afterwards.
+	proto  protocol
+	ext    any    // protocol-specific per-connection state
+	target string // room key (raw) or app key (Pusher)
+
+	// Read side: touched only from the Desc's callbacks.
+	hbuf       *[]byte
+	dec        wsframe.Decoder
+	peerClosed bool // the peer sent close or hung up
+	shutWr     bool // we sent FIN
+
+	// Timer side.
+	lastRead atomic.Int64 // wheel tick of the last byte read
+	deadline atomic.Int64 // handshake or linger deadline (ticks)
+	pingAt   int64        // wheel goroutine only
+
+	// Write side, guarded by wmu.
+	wmu       sync.Mutex
+	outq      [][]byte // whole frames waiting; entries may be shared
+	outBytes  int
+	closeSent bool // nothing more may be queued after the close/rejection
+	closed    bool
+	wantFinal bool
+	reason    CloseReason
+
+	// Raw protocol: the one room this connection is in.
+	room *Room
+
+	// Wheel links, guarded by wheel.mu.
+	wnext, wprev *Conn
+	wdue         int64
+	wslot        int32
+	inWheel      bool
+}
+
+// protocol is what runs on an upgraded connection (raw chat or Pusher).
+// Calls come from the connection's Desc callbacks, one at a time.
+type protocol interface {
+	onOpen(c *Conn)
+	onMessage(c *Conn, op ws.OpCode, payload []byte)
+	onClose(c *Conn)
+	// shutdownCode is sent to every connection on graceful shutdown.
+	shutdownCode() ws.StatusCode
+	// slowConsumerCode closes a member whose write queue overflowed.
+	slowConsumerCode() ws.StatusCode
+}
+
+// pollHandler and frameHandler give Conn the poller's and the decoder's
+// callback sets without putting them in Conn's exported API.
+type (
+	pollHandler  Conn
+	frameHandler Conn
+)
+
+// ---- poller callbacks (one at a time per connection) ----
+
+func (h *pollHandler) OnData(_ *poller.Worker, p []byte) {
+	c := (*Conn)(h)
+	c.lastRead.Store(c.srv.wheel.now.Load())
+	switch c.state.Load() {
+	case stateHandshake:
+		c.handshakeData(p)
+	case stateOpen, stateClosing:
+		if err := c.dec.Feed(p, (*frameHandler)(c)); err != nil {
+			c.protocolError(err)
+		}
+	}
+}
+
+func (h *pollHandler) OnWritable(*poller.Worker) {
+	c := (*Conn)(h)
+	c.wmu.Lock()
+	if !c.closed && len(c.outq) > 0 {
+		c.flushLocked()
+	}
+	c.wmu.Unlock()
+	c.maybeFinish()
+}
+
+func (h *pollHandler) OnWake(*poller.Worker) { (*Conn)(h).maybeFinish() }
+
+func (h *pollHandler) OnHangup(_ *poller.Worker, err error) {
+	c := (*Conn)(h)
+	c.peerClosed = true
+	var pe *poller.PanicError
+	if errors.As(err, &pe) {
+		c.srv.logLimited("connection handler panicked; closing it with 1011", "panic", pe.Value)
+		c.srv.stats.Panics.Add(1)
+		if c.state.Load() == stateHandshake {
+			c.finalize(ReasonPanic)
+			return
+		}
+		c.closeWith(ws.StatusInternalServerError, "internal error", ReasonPanic)
+		c.maybeFinish()
+		return
+	}
+	reason := ReasonPeerHangup
+	c.wmu.Lock()
+	if c.closeSent {
+		reason = c.reason
+	}
+	c.wmu.Unlock()
+	c.finalize(reason)
+}
+
+// ---- decoder callbacks ----
+
+func (h *frameHandler) OnMessage(op ws.OpCode, payload []byte) {
+	c := (*Conn)(h)
+	if c.state.Load() != stateOpen {
+		return // RFC 6455 1.4: after sending close, data is discarded.
+	}
+	c.proto.onMessage(c, op, payload)
+}
+
+func (h *frameHandler) OnPing(payload []byte) {
+	c := (*Conn)(h)
+	// RFC 6455 5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send
+	// a Pong frame in response ... with identical Application data".
+	c.sendOwned(wsframe.AppendFrame(make([]byte, 0, 2+len(payload)), ws.OpPong, payload))
+}
+
+func (h *frameHandler) OnPong([]byte) {}
+
+func (h *frameHandler) OnClose(code ws.StatusCode, _ []byte) {
+	c := (*Conn)(h)
+	c.peerClosed = true
+	// RFC 6455 5.5.1: the endpoint "MUST send a Close frame in response",
+	// typically echoing the status code it received.
+	c.closeWith(code, "", ReasonPeerClosed)
+	c.maybeFinish()
+}
+
+// protocolError closes the connection for a peer's protocol violation.
+func (c *Conn) protocolError(err error) {
+	var ce *wsframe.CloseError
+	if !errors.As(err, &ce) {
+		ce = &wsframe.CloseError{Code: ws.StatusProtocolError, Reason: "protocol error"}
+	}
+	reason := ReasonProtocolError
+	switch ce.Code {
+	case ws.StatusMessageTooBig:
+		reason = ReasonTooBig
+	case ws.StatusInvalidFramePayloadData:
+		reason = ReasonBadUTF8
+	}
+	// Nothing the peer sends after a violation can be trusted: stop parsing
+	// and close once our close frame is out.
+	c.dec.Stop()
+	c.peerClosed = true
+	c.closeWith(ce.Code, ce.Reason, reason)
+	c.maybeFinish()
+}
+
+// ---- write path ----
+
+// sendOwned queues or writes one frame built for this connection only.
+func (c *Conn) sendOwned(frame []byte) {
+	c.wmu.Lock()
+	if !c.closeSent && !c.closed {
+		c.writeLocked(frame)
+	}
+	c.wmu.Unlock()
+}
+
+// sendShared delivers bytes of a shared fan-out batch. It reports whether
+// the bytes were queued (so the batch buffer must not be reused).
+func (c *Conn) sendShared(bufs ...[]byte) (retained bool) {
+	c.wmu.Lock()
+	if !c.closeSent && !c.closed {
+		retained = c.writeLocked(bufs...)
+	}
+	c.wmu.Unlock()
+	return retained
+}
+
+// writeLocked writes bufs after whatever is queued. Bytes the kernel does
+// not take are queued by reference; the caller must not modify them. It
+// reports whether anything was queued.
+func (c *Conn) writeLocked(bufs ...[]byte) (queued bool) {
+	if len(c.outq) == 0 {
+		var n int
+		var err error
+		if len(bufs) == 1 {
+			n, err = c.d.Write(bufs[0])
+		} else {
+			n, err = c.d.Writev(bufs)
+		}
+		if err != nil {
+			c.writeFailedLocked()
+			return false
+		}
+		for len(bufs) > 0 && n >= len(bufs[0]) {
+			n -= len(bufs[0])
+			bufs = bufs[1:]
+		}
+		if len(bufs) == 0 {
+			return false
+		}
+		bufs[0] = bufs[0][n:]
+	}
+	for _, b := range bufs {
+		if len(b) > 0 {
+			c.outq = append(c.outq, b)
+			c.outBytes += len(b)
+		}
+	}
+	if c.outBytes > c.srv.cfg.WriteQueue && !c.closeSent {
+		c.slowConsumerLocked()
+	}
+	return true
+}
+
+// flushLocked writes queued bytes with writev until the kernel stops taking
+// them. Everything queued for a member goes out in as few syscalls as the
+// socket allows: this is where a backlog of small frames is coalesced.
+func (c *Conn) flushLocked() {
+	for len(c.outq) > 0 {
+		batch := c.outq
+		if len(batch) > 64 {
+			batch = batch[:64]
+		}
+		want := 0
+		for _, b := range batch {
+			want += len(b)
+		}
+		n, err := c.d.Writev(batch)
+		if err != nil {
+			c.writeFailedLocked()
+			return
+		}
+		c.outBytes -= n
+		i := 0
+		for i < len(c.outq) && n >= len(c.outq[i]) {
+			n -= len(c.outq[i])
+			c.outq[i] = nil
+			i++
+		}
+		if i < len(c.outq) && n > 0 {
+			c.outq[i] = c.outq[i][n:]
+		}
+		c.outq = c.outq[i:]
+		if n < want && len(c.outq) > 0 && i < len(batch) {
+			break // the socket is full again; EPOLLOUT will call back
+		}
+	}
+	if len(c.outq) == 0 {
+		c.outq = nil // drop the backing array: an idle conn holds no buffer
+		c.outBytes = 0
+	}
+}
+
+func (c *Conn) writeFailedLocked() {
+	c.outq, c.outBytes = nil, 0
+	if !c.closeSent {
+		c.closeSent = true
+		c.reason = ReasonWriteError
+	}
+	c.wantFinal = true
+	c.d.Wake()
+}
+
+// slowConsumerLocked closes a member whose queue passed the limit: the
+// queue is cut back to the frame in flight, a 1008 close follows it, and
+// the member is closed for good after closeLinger at the latest. Nobody
+// else waits for it.
+func (c *Conn) slowConsumerLocked() {
+	c.srv.stats.SlowConsumers.Add(1)
+	if len(c.outq) > 1 {
+		for i := 1; i < len(c.outq); i++ {
+			c.outq[i] = nil
+		}
+		c.outq = c.outq[:1]
+		c.outBytes = len(c.outq[0])
+	}
+	c.queueCloseLocked(c.proto.slowConsumerCode(), "slow consumer", ReasonSlowConsumer)
+}
+
+// closeWith starts the close handshake with code (0: an empty close body).
+// Safe from any goroutine; idempotent.
+func (c *Conn) closeWith(code ws.StatusCode, reason string, why CloseReason) {
+	c.wmu.Lock()
+	if !c.closeSent && !c.closed {
+		c.queueCloseLocked(code, reason, why)
+	}
+	c.wmu.Unlock()
+}
+
+func (c *Conn) queueCloseLocked(code ws.StatusCode, reason string, why CloseReason) {
+	frame := wsframe.AppendClose(nil, code, reason)
+	c.reason = why
+	c.closeSent = true
+	c.state.Store(stateClosing)
+	c.outq = append(c.outq, frame)
+	c.outBytes += len(frame)
+	if len(c.outq) == 1 {
+		c.flushLocked()
+	}
+	c.deadline.Store(c.srv.wheel.now.Load() + c.srv.wheel.ticks(closeLinger))
+	c.srv.wheel.schedule(c, c.deadline.Load())
+	c.d.Wake()
+}
+
+// rejectHTTP sends an HTTP response (a refused handshake) and closes.
+func (c *Conn) rejectHTTP(resp []byte, why CloseReason) {
+	c.wmu.Lock()
+	if !c.closeSent && !c.closed {
+		c.writeLocked(resp)
+		c.closeSent = true
+		c.reason = why
+		c.state.Store(stateClosing)
+		c.deadline.Store(c.srv.wheel.now.Load() + c.srv.wheel.ticks(closeLinger))
+		c.srv.wheel.schedule(c, c.deadline.Load())
+	}
+	c.wmu.Unlock()
+	c.maybeFinish()
+}
+
+// requestFinal asks the connection's own callback to close the socket now.
+// Safe from any goroutine.
+func (c *Conn) requestFinal(why CloseReason) {
+	c.wmu.Lock()
+	if !c.closed && !c.wantFinal {
+		c.wantFinal = true
+		if !c.closeSent {
+			c.closeSent = true
+			c.reason = why
+		}
+	}
+	c.wmu.Unlock()
+	c.d.Wake()
+}
+
+// maybeFinish runs in the Desc's callbacks: once the close frame is out it
+// half-closes the socket, and once the peer is done too it closes it.
+func (c *Conn) maybeFinish() {
+	c.wmu.Lock()
+	final, sent, drained, why := c.wantFinal, c.closeSent, len(c.outq) == 0, c.reason
+	closed := c.closed
+	c.wmu.Unlock()
+	if closed {
+		return
+	}
+	if final {
+		c.finalize(why)
+		return
+	}
+	if !sent || !drained {
+		return
+	}
+	if !c.shutWr {
+		// RFC 6455 7.1.1: the server should close the TCP connection first
+		// once the close handshake is done; FIN now, close on the peer's FIN
+		// (or after closeLinger) so unread bytes never turn into an RST that
+		// could destroy our close frame in flight.
+		c.shutWr = true
+		_ = c.d.Shutdown()
+	}
+	if c.peerClosed {
+		c.finalize(why)
+	}
+}
+
+// finalize closes the socket and forgets the connection. It runs in the
+// Desc's callbacks only.
+func (c *Conn) finalize(why CloseReason) {
+	c.wmu.Lock()
+	if c.closed {
+		c.wmu.Unlock()
+		return
+	}
+	c.closed = true
+	c.outq, c.outBytes = nil, 0
+	c.wmu.Unlock()
+	_ = c.d.Close()
+	c.srv.wheel.remove(c)
+	wasOpen := c.proto != nil
+	if wasOpen {
+		c.proto.onClose(c)
+	}
+	c.state.Store(stateClosed)
+	c.dec.Release()
+	c.releaseHandshakeBuf()
+	c.srv.connClosed(c, why, wasOpen)
+}

@@ -1,0 +1,240 @@
+package server
+
+import (
+	"bytes"
+	"encoding/base64"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/gobwas/ws"
+)
+
+// Handshake buffers are pooled: a connection holds one only until its
+// request head is complete.
+var hbufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func (c *Conn) releaseHandshakeBuf() {
+	if c.hbuf != nil {
+		b := (*c.hbuf)[:0]
+		if cap(b) <= 16<<10 {
+			*c.hbuf = b
+			hbufPool.Put(c.hbuf)
+		}
+		c.hbuf = nil
+	}
+}
+
+var headEnd = []byte("\r\n\r\n")
+
+// handshakeData collects the HTTP request head as it trickles in; a worker
+// never waits for it. Once complete, a WebSocket upgrade for a known path is
+// parsed by ws.Upgrader straight from this buffer; anything else goes to
+// net/http.
+func (c *Conn) handshakeData(p []byte) {
+	if c.hbuf == nil {
+		c.hbuf = hbufPool.Get().(*[]byte)
+	}
+	old := len(*c.hbuf)
+	*c.hbuf = append(*c.hbuf, p...)
+	buf := *c.hbuf
+	from := old - 3
+	if from < 0 {
+		from = 0
+	}
+	i := bytes.Index(buf[from:], headEnd)
+	if i < 0 {
+		if len(buf) > maxHeaderBytes {
+			// net/http answers 431 for a head this size (its limit is set to
+			// match ours); it gets the bytes read so far.
+			c.handoffHTTP(buf)
+		}
+		return
+	}
+	end := from + i + len(headEnd)
+	if end > maxHeaderBytes {
+		c.handoffHTTP(buf)
+		return
+	}
+	head, rest := buf[:end], buf[end:]
+	info := scanHead(head)
+	if !info.upgrade {
+		c.handoffHTTP(buf)
+		return
+	}
+	c.upgrade(head, rest, info)
+}
+
+// headInfo is what a quick scan of the request head tells before routing.
+type headInfo struct {
+	upgrade bool // an "Upgrade: websocket" header is present
+	badKey  bool // Sec-WebSocket-Key present but not base64 of 16 bytes
+}
+
+func scanHead(head []byte) (info headInfo) {
+	lines := head
+	// Skip the request line.
+	if i := bytes.IndexByte(lines, '\n'); i >= 0 {
+		lines = lines[i+1:]
+	}
+	for len(lines) > 0 {
+		i := bytes.IndexByte(lines, '\n')
+		if i < 0 {
+			break
+		}
+		line := bytes.TrimRight(lines[:i], "\r")
+		lines = lines[i+1:]
+		k, v, ok := bytes.Cut(line, []byte{':'})
+		if !ok {
+			continue
+		}
+		k = bytes.TrimSpace(k)
+		v = bytes.TrimSpace(v)
+		switch {
+		case bytes.EqualFold(k, []byte("Upgrade")):
+			for _, tok := range bytes.Split(v, []byte{','}) {
+				if bytes.EqualFold(bytes.TrimSpace(tok), []byte("websocket")) {
+					info.upgrade = true
+				}
+			}
+		case bytes.EqualFold(k, []byte("Sec-WebSocket-Key")):
+			// RFC 6455 4.2.1: the key "when decoded, is 16 bytes in length".
+			var dst [18]byte
+			n, err := base64.StdEncoding.Decode(dst[:], v)
+			if err != nil || n != 16 {
+				info.badKey = true
+			}
+		}
+	}
+	return info
+}
+
+// handshakeIO feeds ws.Upgrader the buffered head and collects its response.
+type handshakeIO struct {
+	r   bytes.Reader
+	out []byte
+}
+
+func (h *handshakeIO) Read(p []byte) (int, error) { return h.r.Read(p) }
+func (h *handshakeIO) Write(p []byte) (int, error) {
+	h.out = append(h.out, p...)
+	return len(p), nil
+}
+
+// route is the outcome of OnRequest.
+type route struct {
+	proto  protocol
+	target string
+}
+
+func reject(code int, reason string) error {
+	return ws.RejectConnectionError(ws.RejectionStatus(code), ws.RejectionReason(reason))
+}
+
+func (c *Conn) upgrade(head, rest []byte, info headInfo) {
+	s := c.srv
+	var rt route
+	counted := false
+	u := ws.Upgrader{
+		OnRequest: func(uri []byte) error {
+			var err error
+			rt, err = s.route(string(uri))
+			return err
+		},
+		OnHeader: func(k, v []byte) error {
+			if len(s.cfg.AllowedOrigins) > 0 && bytes.EqualFold(k, []byte("Origin")) && !s.originAllowed(string(v)) {
+				return reject(http.StatusForbidden, "origin not allowed")
+			}
+			return nil
+		},
+		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
+			if info.badKey {
+				return nil, reject(http.StatusBadRequest, "invalid Sec-WebSocket-Key")
+			}
+			if s.shuttingDown.Load() {
+				return nil, reject(http.StatusServiceUnavailable, "server shutting down")
+			}
+			if n := s.open.Add(1); n > int64(s.cfg.MaxConns) {
+				s.open.Add(-1)
+				s.stats.RejectedMaxConns.Add(1)
+				return nil, reject(http.StatusServiceUnavailable, "too many connections")
+			}
+			counted = true
+			return nil, nil
+		},
+	}
+	var hio handshakeIO
+	hio.r.Reset(head)
+	_, err := u.Upgrade(&hio)
+	if err != nil {
+		if counted {
+			s.open.Add(-1)
+		}
+		s.stats.HandshakesRejected.Add(1)
+		c.rejectHTTP(hio.out, ReasonHandshakeRejected)
+		return
+	}
+	c.proto = rt.proto
+	c.target = rt.target
+	c.dec.MaxMessage = s.cfg.MaxMessage
+	c.state.Store(stateOpen)
+	s.stats.Upgraded.Add(1)
+	// The 101 response goes out before anything the protocol sends.
+	c.sendOwned(hio.out)
+	s.wheel.schedule(c, s.wheel.now.Load()+s.pingTicks)
+	c.proto.onOpen(c)
+	if len(rest) > 0 && c.state.Load() == stateOpen {
+		// The client pipelined frames behind its request.
+		if err := c.dec.Feed(rest, (*frameHandler)(c)); err != nil {
+			c.protocolError(err)
+		}
+	}
+	c.releaseHandshakeBuf()
+}
+
+// route maps a request URI to a protocol (RFC 6455 4.2.1 leaves the
+// rejection status to the server: unknown path 404, bad room name 400).
+func (s *Server) route(uri string) (route, error) {
+	path := uri
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	switch {
+	case path == "/chat":
+		return route{proto: s.raw, target: rawRoomKey("")}, nil
+	case strings.HasPrefix(path, "/chat/"):
+		name := path[len("/chat/"):]
+		if !validRoomName(name) {
+			return route{}, reject(http.StatusBadRequest, "invalid room name: 1-64 characters of A-Z a-z 0-9 . _ -")
+		}
+		return route{proto: s.raw, target: rawRoomKey(name)}, nil
+	case strings.HasPrefix(path, "/app/") && s.pusher != nil:
+		return route{proto: s.pusher, target: path[len("/app/"):]}, nil
+	}
+	return route{}, reject(http.StatusNotFound, "not found")
+}
+
+// validRoomName: 1-64 characters of [A-Za-z0-9._-].
+func validRoomName(name string) bool {
+	if len(name) < 1 || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		b := name[i]
+		switch {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9', b == '.', b == '_', b == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) originAllowed(origin string) bool {
+	for _, o := range s.cfg.AllowedOrigins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,255 @@
+package pusher
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The default app, used when no app is configured. Its secret is public, so
+// it is meant for the demo page and local development only; the demo
+// endpoints (DemoHandler) are served for this app alone.
+const (
+	DefaultAppID     = "chatd"
+	DefaultAppKey    = "chatd-key"
+	DefaultAppSecret = "chatd-secret"
+)
+
+// Defaults of the App limits; a zero field in App means the default.
+const (
+	DefaultMaxPresenceMembers    = 100
+	DefaultMaxUserInfoBytes      = 1024
+	DefaultMaxPresenceIDLen      = 128
+	DefaultMaxEventBytes         = 10240
+	DefaultMaxChannelsPerConn    = 100
+	DefaultClientEventsPerSecond = 10
+	DefaultActivityTimeout       = 120 * time.Second
+)
+
+// App is one Pusher application: credentials, feature switches and limits.
+// The zero value of every limit means the documented default.
+type App struct {
+	ID     string // app_id of the HTTP API (/apps/{id}/...)
+	Key    string // public key clients connect with (/app/{key})
+	Secret string // signs channel auth, user auth and HTTP API requests
+
+	// ClientEvents lets subscribers of private and presence channels
+	// trigger client-* events.
+	ClientEvents bool
+
+	MaxPresenceMembers    int           // distinct users per presence channel; zero means 100
+	MaxUserInfoBytes      int           // size of a presence member's user_info JSON; zero means 1024
+	MaxPresenceIDLen      int           // length of a presence or signed-in user ID; zero means 128
+	MaxEventBytes         int           // size of an event's data; zero means 10240 (10 KB)
+	MaxChannelsPerConn    int           // subscriptions per connection; zero means 100
+	ClientEventsPerSecond int           // client events per connection and second; zero means 10
+	ActivityTimeout       time.Duration // advertised in connection_established; zero means 120 s
+}
+
+// DefaultApp returns the default app (ID chatd, key chatd-key, secret
+// chatd-secret, client events on) with the default limits.
+func DefaultApp() App {
+	a := App{ID: DefaultAppID, Key: DefaultAppKey, Secret: DefaultAppSecret, ClientEvents: true}
+	a.setDefaults()
+	return a
+}
+
+func (a *App) setDefaults() {
+	setDefault(&a.MaxPresenceMembers, DefaultMaxPresenceMembers)
+	setDefault(&a.MaxUserInfoBytes, DefaultMaxUserInfoBytes)
+	setDefault(&a.MaxPresenceIDLen, DefaultMaxPresenceIDLen)
+	setDefault(&a.MaxEventBytes, DefaultMaxEventBytes)
+	setDefault(&a.MaxChannelsPerConn, DefaultMaxChannelsPerConn)
+	setDefault(&a.ClientEventsPerSecond, DefaultClientEventsPerSecond)
+	if a.ActivityTimeout == 0 {
+		a.ActivityTimeout = DefaultActivityTimeout
+	}
+}
+
+func setDefault(v *int, def int) {
+	if *v == 0 {
+		*v = def
+	}
+}
+
+// Validate reports whether the app is usable: ID, key and secret set, ID and
+// key free of characters that cannot appear in a URL path segment or a room
+// key, limits not negative.
+func (a *App) Validate() error {
+	if a.ID == "" || a.Key == "" || a.Secret == "" {
+		return fmt.Errorf("%w: id, key and secret are required (id %q)", ErrInvalidApp, a.ID)
+	}
+	for _, f := range [...]struct{ name, v string }{{"id", a.ID}, {"key", a.Key}} {
+		if strings.ContainsFunc(f.v, func(r rune) bool {
+			return r <= ' ' || r == '/' || r == '?' || r == '#' || r == '%' || r == 0x7f
+		}) {
+			return fmt.Errorf("%w: app %s %q has a space, control character, '/', '?', '#' or '%%'", ErrInvalidApp, f.name, f.v)
+		}
+	}
+	limits := [...]struct {
+		name string
+		v    int
+	}{
+		{"max_presence_members", a.MaxPresenceMembers},
+		{"max_user_info_bytes", a.MaxUserInfoBytes},
+		{"max_presence_id_len", a.MaxPresenceIDLen},
+		{"max_event_bytes", a.MaxEventBytes},
+		{"max_channels_per_conn", a.MaxChannelsPerConn},
+		{"client_events_per_second", a.ClientEventsPerSecond},
+	}
+	for _, l := range limits {
+		if l.v < 0 {
+			return fmt.Errorf("%w: app %q: %s is negative", ErrInvalidApp, a.ID, l.name)
+		}
+	}
+	if a.ActivityTimeout < 0 || a.ActivityTimeout%time.Second != 0 {
+		return fmt.Errorf("%w: app %q: activity timeout %v is not a whole, positive number of seconds", ErrInvalidApp, a.ID, a.ActivityTimeout)
+	}
+	return nil
+}
+
+// Apps is the immutable registry of configured apps, looked up by key (for
+// WebSocket connections) and by ID (for the HTTP API).
+type Apps struct {
+	list  []*App
+	byKey map[string]*App
+	byID  map[string]*App
+}
+
+// NewApps validates the apps, fills in default limits and indexes them. With
+// no app at all it returns the registry of the default app alone.
+func NewApps(apps ...App) (*Apps, error) {
+	if len(apps) == 0 {
+		apps = []App{DefaultApp()}
+	}
+	r := &Apps{byKey: make(map[string]*App, len(apps)), byID: make(map[string]*App, len(apps))}
+	for i := range apps {
+		a := apps[i]
+		a.setDefaults()
+		if err := a.Validate(); err != nil {
+			return nil, err
+		}
+		if _, dup := r.byID[a.ID]; dup {
+			return nil, fmt.Errorf("%w: id %q", ErrDuplicateApp, a.ID)
+		}
+		if _, dup := r.byKey[a.Key]; dup {
+			return nil, fmt.Errorf("%w: key %q", ErrDuplicateApp, a.Key)
+		}
+		r.list = append(r.list, &a)
+		r.byID[a.ID] = &a
+		r.byKey[a.Key] = &a
+	}
+	slices.SortFunc(r.list, func(x, y *App) int { return strings.Compare(x.ID, y.ID) })
+	return r, nil
+}
+
+// ByKey returns the app with the given key.
+func (r *Apps) ByKey(key string) (*App, bool) {
+	a, ok := r.byKey[key]
+	return a, ok
+}
+
+// ByID returns the app with the given ID.
+func (r *Apps) ByID(id string) (*App, bool) {
+	a, ok := r.byID[id]
+	return a, ok
+}
+
+// All returns the apps sorted by ID. The caller must not modify them.
+func (r *Apps) All() []*App { return slices.Clone(r.list) }
+
+// Default returns the default app if it is configured with its published
+// credentials (the demo endpoints serve only that app).
+func (r *Apps) Default() (*App, bool) {
+	a, ok := r.byID[DefaultAppID]
+	if !ok || a.Key != DefaultAppKey || a.Secret != DefaultAppSecret {
+		return nil, false
+	}
+	return a, true
+}
+
+// appFile is one app in a config file. Durations are whole seconds.
+type appFile struct {
+	ID                    string `json:"id"`
+	Key                   string `json:"key"`
+	Secret                string `json:"secret"`
+	ClientEvents          bool   `json:"client_events"`
+	MaxPresenceMembers    int    `json:"max_presence_members"`
+	MaxUserInfoBytes      int    `json:"max_user_info_bytes"`
+	MaxPresenceIDLen      int    `json:"max_presence_id_len"`
+	MaxEventBytes         int    `json:"max_event_bytes"`
+	MaxChannelsPerConn    int    `json:"max_channels_per_conn"`
+	ClientEventsPerSecond int    `json:"client_events_per_second"`
+	ActivityTimeout       int    `json:"activity_timeout"`
+}
+
+// LoadAppsFile reads apps from a JSON file, either {"apps": [...]} or a bare
+// array. Each app is an object with the fields id, key, secret,
+// client_events, and optionally the limits max_presence_members,
+// max_user_info_bytes, max_presence_id_len, max_event_bytes,
+// max_channels_per_conn, client_events_per_second and activity_timeout
+// (seconds); a missing or zero limit means its default. Unknown fields are
+// an error, so a misspelt limit is not silently ignored.
+func LoadAppsFile(path string) (*Apps, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("pusher: read apps file: %w", err)
+	}
+	var files []appFile
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '[' {
+		err = dec.Decode(&files)
+	} else {
+		var doc struct {
+			Apps []appFile `json:"apps"`
+		}
+		err = dec.Decode(&doc)
+		files = doc.Apps
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pusher: parse apps file %s: %w", path, err)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%w: apps file %s lists no app", ErrInvalidApp, path)
+	}
+	apps := make([]App, len(files))
+	for i, f := range files {
+		apps[i] = App{
+			ID: f.ID, Key: f.Key, Secret: f.Secret, ClientEvents: f.ClientEvents,
+			MaxPresenceMembers:    f.MaxPresenceMembers,
+			MaxUserInfoBytes:      f.MaxUserInfoBytes,
+			MaxPresenceIDLen:      f.MaxPresenceIDLen,
+			MaxEventBytes:         f.MaxEventBytes,
+			MaxChannelsPerConn:    f.MaxChannelsPerConn,
+			ClientEventsPerSecond: f.ClientEventsPerSecond,
+			ActivityTimeout:       time.Duration(f.ActivityTimeout) * time.Second,
+		}
+	}
+	r, err := NewApps(apps...)
+	if err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, path)
+	}
+	return r, nil
+}
+
+// LoadApps is what a command line needs: the apps of file when it is set,
+// else the single app given by flags when any of its ID, key or secret is
+// set, else the default app.
+func LoadApps(file string, single App) (*Apps, error) {
+	flagsSet := single.ID != "" || single.Key != "" || single.Secret != ""
+	switch {
+	case file != "" && flagsSet:
+		return nil, fmt.Errorf("%w: give either an apps file or one app's id, key and secret, not both", ErrInvalidApp)
+	case file != "":
+		return LoadAppsFile(file)
+	case flagsSet:
+		return NewApps(single)
+	default:
+		return NewApps()
+	}
+}

@@ -1,0 +1,156 @@
+package pusher
+
+import (
+	"encoding/json"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// MaxDemoUserLen is the longest user name the demo endpoints accept.
+const MaxDemoUserLen = 64
+
+// DemoHandler returns the demo page's stand-in for an application server,
+// to be mounted at /pusher/. It serves the default app only (see
+// Apps.Default) and answers 404 when that app is not configured, because
+// it signs for anybody who asks: that is safe only with the published
+// default secret.
+//
+//	POST /pusher/auth       form socket_id, channel_name[, user]
+//	  -> {"auth":"..."} for private-*, {"auth":"...","channel_data":"..."} for presence-*
+//	     (user_id and user_info.name are the user field, "guest" when empty)
+//	POST /pusher/user-auth  form socket_id[, user]
+//	  -> {"auth":"...","user_data":"{\"id\":user,...}"} for pusher:signin
+//	POST /pusher/publish    form or JSON channel, event, data[, socket_id]
+//	  -> {} after publishing through the same path as the HTTP API
+//
+// Form fields are what pusher-js sends to its channelAuthorization and
+// userAuthentication endpoints (extra fields through their params option).
+func (p *Protocol) DemoHandler() http.Handler {
+	app, ok := p.apps.Default()
+	if !ok {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, "the demo endpoints serve only the default app "+DefaultAppID+", which is not configured")
+		})
+	}
+	st := p.states[app.ID]
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /pusher/auth", func(w http.ResponseWriter, r *http.Request) {
+		f, ok := demoFields(w, r)
+		if !ok {
+			return
+		}
+		socketID, channel := f["socket_id"], f["channel_name"]
+		if !validSocketID(socketID) {
+			writeError(w, http.StatusBadRequest, "invalid socket_id "+strconv.Quote(socketID))
+			return
+		}
+		if !validChannelName(channel) {
+			writeError(w, http.StatusBadRequest, "invalid channel_name "+strconv.Quote(channel))
+			return
+		}
+		kind := classify(channel)
+		switch {
+		case kind&kindEncrypted != 0:
+			writeError(w, http.StatusBadRequest, "the demo does not authorize encrypted channels (they need an encryption master key)")
+		case kind&kindPresence != 0:
+			user, ok := demoUser(w, f["user"])
+			if !ok {
+				return
+			}
+			info, _ := json.Marshal(map[string]string{"name": user})
+			cd, _ := json.Marshal(struct {
+				UserID   string          `json:"user_id"`
+				UserInfo json.RawMessage `json:"user_info"`
+			}{user, info})
+			writeJSON(w, http.StatusOK, map[string]string{
+				"auth":         ChannelAuth(app, socketID, channel, string(cd)),
+				"channel_data": string(cd),
+			})
+		case kind&kindPrivate != 0:
+			writeJSON(w, http.StatusOK, map[string]string{"auth": ChannelAuth(app, socketID, channel, "")})
+		default:
+			writeError(w, http.StatusBadRequest, "channel "+strconv.Quote(channel)+" is public: it needs no authorization")
+		}
+	})
+	mux.HandleFunc("POST /pusher/user-auth", func(w http.ResponseWriter, r *http.Request) {
+		f, ok := demoFields(w, r)
+		if !ok {
+			return
+		}
+		socketID := f["socket_id"]
+		if !validSocketID(socketID) {
+			writeError(w, http.StatusBadRequest, "invalid socket_id "+strconv.Quote(socketID))
+			return
+		}
+		user, ok := demoUser(w, f["user"])
+		if !ok {
+			return
+		}
+		ud, _ := json.Marshal(map[string]any{"id": user, "user_info": map[string]string{"name": user}})
+		writeJSON(w, http.StatusOK, map[string]string{"auth": UserAuth(app, socketID, string(ud)), "user_data": string(ud)})
+	})
+	mux.HandleFunc("POST /pusher/publish", func(w http.ResponseWriter, r *http.Request) {
+		f, ok := demoFields(w, r)
+		if !ok {
+			return
+		}
+		data, _ := json.Marshal(f["data"])
+		ev, err := validateEvent(app, &eventRequest{Name: f["event"], Channel: f["channel"], SocketID: f["socket_id"], Data: data}, true)
+		if err != nil {
+			writeError(w, err.status, err.msg)
+			return
+		}
+		p.publish(st, ev)
+		writeJSON(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such demo endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+// demoFields reads the string fields of a form or JSON request body.
+func demoFields(w http.ResponseWriter, r *http.Request) (map[string]string, bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	f := make(map[string]string)
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "application/json" {
+		var obj map[string]json.RawMessage
+		if err := json.NewDecoder(r.Body).Decode(&obj); err != nil {
+			writeError(w, http.StatusBadRequest, "request body is not a JSON object: "+err.Error())
+			return nil, false
+		}
+		for k, v := range obj {
+			s, err := dataString(v)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, "field "+k+": "+err.Error())
+				return nil, false
+			}
+			f[k] = s
+		}
+		return f, true
+	}
+	if err := r.ParseForm(); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid form: "+err.Error())
+		return nil, false
+	}
+	for k := range r.PostForm {
+		f[k] = r.PostForm.Get(k)
+	}
+	return f, true
+}
+
+// demoUser returns the user name as the demo's user ID: trimmed, "guest"
+// when empty. The same name in two tabs is one presence member.
+func demoUser(w http.ResponseWriter, name string) (string, bool) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		name = "guest"
+	}
+	if !validUserID(name, MaxDemoUserLen) {
+		writeError(w, http.StatusBadRequest, "user must be 1 to "+strconv.Itoa(MaxDemoUserLen)+" printable characters")
+		return "", false
+	}
+	return name, true
+}

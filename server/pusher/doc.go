@@ -1,0 +1,70 @@
+// Package pusher implements the Pusher Channels protocol, version 7, on top
+// of an engine that owns sockets, WebSocket framing, rooms and fan-out, so
+// that pusher-js, laravel-echo and the pusher server SDKs work with chatd
+// unchanged.
+//
+// The package knows nothing of sockets: the engine hands it a Conn per
+// connection (Send a text frame, Close with a code) and a Hub (rooms with
+// encode-once Publish). It provides
+//
+//   - the WebSocket side (Protocol.Open, Session): connection_established
+//     with an unguessable socket_id, ping/pong, subscribe/unsubscribe to
+//     public, private-, presence-, cache- (and private-cache-,
+//     presence-cache-, private-encrypted-[cache-]) channels with HMAC
+//     authorization, presence members counted per user, client-* events
+//     with a per-connection rate limit, pusher:signin and the user's
+//     #server-to-user- channel, and the protocol's error and close codes;
+//   - the HTTP API (Protocol.APIHandler, mounted at /apps/): signed
+//     events, batch_events, channel and user queries, terminate_connections;
+//   - a demo auth and publish endpoint for the default app
+//     (Protocol.DemoHandler, mounted at /pusher/);
+//   - the app registry (App, Apps, LoadAppsFile, LoadApps).
+//
+// # Usage
+//
+//	apps, err := pusher.LoadApps(*appsFile, pusher.App{ID: *id, Key: *key, Secret: *secret, ClientEvents: true})
+//	proto, err := pusher.New(pusher.Config{Apps: apps, Hub: hub, Logger: log})
+//	mux.Handle("/apps/", proto.APIHandler())
+//	mux.Handle("/pusher/", proto.DemoHandler())
+//
+//	// WebSocket upgrade of /app/{key}?protocol=7 (the engine):
+//	s := proto.Open(conn, key, query) // nil: refused, conn is being closed
+//	// each text frame:               s.Message(payload)
+//	// silent for s.ActivityTimeout(): s.Ping(); still silent PongTimeout later:
+//	//                                conn.Close(pusher.CodePongTimeout, "Pong reply not received")
+//	// connection gone (any reason):  s.Closed()
+//
+// # Rooms
+//
+// A channel's Hub room is RoomKey(appID, channel) = appID + "\x00" +
+// channel, so apps share one hub without colliding.
+//
+// # Goroutines
+//
+// Open, Session.Message and Session.Closed are called by the engine's
+// workers: Message one call at a time per connection (the engine runs one
+// read job per connection; a session mutex serializes them anyway), Closed
+// exactly once when the connection is gone, possibly from another goroutine
+// (a fan-out job that found the client too slow, the timing wheel).
+// Session.Ping is called from the engine's timer. The HTTP handlers run on
+// net/http's goroutines. Every entry point is safe for concurrent use. The
+// payload given to Message is valid only during the call; nothing keeps it.
+// Messages given to Conn.Send and Hub.Publish are never modified afterwards
+// (cache channels keep the last one and Send it again to new subscribers).
+//
+// # Locks
+//
+// There are three, always taken in this order:
+//
+//  1. Session.mu — one connection's subscriptions, user and rate limiter.
+//  2. appState.mu — one app's occupied channels, presence members,
+//     signed-in users and cache. Hub methods and Conn.Send are called with
+//     it held, so that subscription_succeeded, member_added/removed and
+//     cache replays are decided and handed to the engine in one order.
+//  3. appState.sockMu — the socket_id index; a leaf.
+//
+// Hence the engine must not call back into this package from inside
+// Conn.Send or any Hub method (Send on a slow consumer closes it; Closed
+// follows later from the engine's goroutine). Conn.Close is never called
+// with a lock held, so an engine may call Session.Closed from inside it.
+package pusher

@@ -1,0 +1,462 @@
+package pusher
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// HTTP API limits.
+const (
+	// MaxTimestampSkew is how far auth_timestamp may be from the server's
+	// clock.
+	MaxTimestampSkew = 600 * time.Second
+	// MaxEventChannels is the number of channels one event may go to.
+	MaxEventChannels = 100
+	// MaxBatchEvents is the number of events in one batch_events call.
+	MaxBatchEvents = 10
+)
+
+// APIHandler returns the HTTP API (Pusher "HTTP API reference"), to be
+// mounted at /apps/ without stripping the prefix (the signature covers the
+// full path):
+//
+//	POST /apps/{app_id}/events
+//	POST /apps/{app_id}/batch_events
+//	GET  /apps/{app_id}/channels
+//	GET  /apps/{app_id}/channels/{channel}
+//	GET  /apps/{app_id}/channels/{channel}/users
+//	POST /apps/{app_id}/users/{user_id}/terminate_connections
+//
+// Every request must be signed (auth_key, auth_timestamp within 600 s,
+// auth_version 1.0, body_md5 for a non-empty body, auth_signature).
+// Errors are JSON {"error":"..."} with status 400 (bad request), 401
+// (authentication), 404 (unknown app or path), 405 (method) or 413 (too
+// large).
+func (p *Protocol) APIHandler() http.Handler {
+	routes := [...]struct {
+		method, path string
+		h            func(*apiRequest) (any, *apiError)
+	}{
+		{"POST", "/apps/{app_id}/events", p.apiEvents},
+		{"POST", "/apps/{app_id}/batch_events", p.apiBatchEvents},
+		{"GET", "/apps/{app_id}/channels", p.apiChannels},
+		{"GET", "/apps/{app_id}/channels/{channel}", p.apiChannel},
+		{"GET", "/apps/{app_id}/channels/{channel}/users", p.apiUsers},
+		{"POST", "/apps/{app_id}/users/{user_id}/terminate_connections", p.apiTerminate},
+	}
+	mux := http.NewServeMux()
+	for _, rt := range routes {
+		mux.Handle(rt.method+" "+rt.path, p.api(rt.h))
+		mux.HandleFunc(rt.path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", rt.method)
+			writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+": use "+rt.method)
+		})
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such HTTP API path: "+r.Method+" "+r.URL.Path)
+	})
+	return mux
+}
+
+// apiError is an HTTP API failure with its status.
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) *apiError {
+	return &apiError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+}
+
+// apiRequest is an authenticated HTTP API request.
+type apiRequest struct {
+	r     *http.Request
+	st    *appState
+	query url.Values
+	body  []byte
+}
+
+// api wraps an endpoint with app lookup, body reading and authentication.
+func (p *Protocol) api(h func(*apiRequest) (any, *apiError)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, err := p.authenticate(w, r)
+		if err != nil {
+			writeError(w, err.status, err.msg)
+			return
+		}
+		resp, err := h(req)
+		if err != nil {
+			writeError(w, err.status, err.msg)
+			return
+		}
+		writeJSON(w, http.StatusOK, resp)
+	})
+}
+
+// maxBody is the largest request body read: a batch of MaxBatchEvents
+// events of MaxEventBytes each, JSON-escaped (up to 6 bytes per byte would
+// be absurd; twice is generous), plus names and channels.
+func maxBody(app *App) int64 {
+	return int64(MaxBatchEvents)*int64(2*app.MaxEventBytes+8<<10) + 64<<10
+}
+
+// authenticate checks an HTTP API request as the Pusher servers do
+// ("Authentication" in the HTTP API reference).
+func (p *Protocol) authenticate(w http.ResponseWriter, r *http.Request) (*apiRequest, *apiError) {
+	appID := r.PathValue("app_id")
+	app, ok := p.apps.ByID(appID)
+	if !ok {
+		return nil, &apiError{http.StatusNotFound, "unknown app_id " + strconv.Quote(appID)}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody(app)))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", tooBig.Limit)}
+		}
+		return nil, badRequest("reading request body: %v", err)
+	}
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, badRequest("invalid query string: %v", err)
+	}
+	unauthorized := func(msg string) (*apiRequest, *apiError) {
+		p.log.Debug("pusher: HTTP API request refused", "app", app.ID, "path", r.URL.Path, "error", msg)
+		return nil, &apiError{http.StatusUnauthorized, msg}
+	}
+	for _, k := range [...]string{"auth_key", "auth_timestamp", "auth_version", "auth_signature"} {
+		if query.Get(k) == "" {
+			return unauthorized("missing " + k + " query parameter")
+		}
+	}
+	if query.Get("auth_key") != app.Key {
+		return unauthorized("auth_key " + strconv.Quote(query.Get("auth_key")) + " is not the key of app " + strconv.Quote(app.ID))
+	}
+	if v := query.Get("auth_version"); v != "1.0" {
+		return unauthorized("unsupported auth_version " + strconv.Quote(v) + ": use 1.0")
+	}
+	toSign := StringToSign(r.Method, r.URL.Path, query)
+	want := sign(app.Secret, toSign)
+	if subtle.ConstantTimeCompare([]byte(strings.ToLower(query.Get("auth_signature"))), []byte(want)) != 1 {
+		return unauthorized("invalid auth_signature: it must be the hex HMAC-SHA256, keyed by the app secret, of " +
+			strconv.Quote(toSign))
+	}
+	ts, err := strconv.ParseInt(query.Get("auth_timestamp"), 10, 64)
+	if err != nil {
+		return unauthorized("auth_timestamp " + strconv.Quote(query.Get("auth_timestamp")) + " is not a number of seconds")
+	}
+	now := p.now()
+	if skew := now.Sub(time.Unix(ts, 0)); skew > MaxTimestampSkew || skew < -MaxTimestampSkew {
+		return unauthorized(fmt.Sprintf("auth_timestamp %d is %v away from the server time %d; the limit is %v",
+			ts, skew.Round(time.Second).Abs(), now.Unix(), MaxTimestampSkew))
+	}
+	if md5 := query.Get("body_md5"); len(body) > 0 || md5 != "" {
+		if md5 == "" {
+			return unauthorized("missing body_md5 query parameter: required for a non-empty body")
+		}
+		if got := BodyMD5(body); !strings.EqualFold(md5, got) {
+			return unauthorized("body_md5 " + strconv.Quote(md5) + " does not match the body (its MD5 is " + got + ")")
+		}
+	}
+	return &apiRequest{r: r, st: p.states[app.ID], query: query, body: body}, nil
+}
+
+// eventRequest is one event of POST /events or of a batch.
+type eventRequest struct {
+	Name     string          `json:"name"`
+	Data     json.RawMessage `json:"data"`
+	Channel  string          `json:"channel"`
+	Channels []string        `json:"channels"`
+	SocketID string          `json:"socket_id"`
+	Info     string          `json:"info"`
+}
+
+// event is a validated event ready to publish.
+type event struct {
+	name     string
+	data     string
+	channels []string
+	except   string // socket_id
+	info     []string
+}
+
+func (p *Protocol) apiEvents(req *apiRequest) (any, *apiError) {
+	var er eventRequest
+	if len(req.body) > 0 {
+		if err := json.Unmarshal(req.body, &er); err != nil {
+			return nil, badRequest("request body is not a JSON event object: %v", err)
+		}
+	} else {
+		// Parameters MAY be given in the query string (discouraged).
+		q := req.query
+		er = eventRequest{Name: q.Get("name"), Channel: q.Get("channel"), SocketID: q.Get("socket_id"), Info: q.Get("info"),
+			Channels: append(q["channels"], q["channels[]"]...)}
+		if q.Has("data") {
+			er.Data, _ = json.Marshal(q.Get("data"))
+		}
+	}
+	ev, err := validateEvent(req.st.app, &er, false)
+	if err != nil {
+		return nil, err
+	}
+	p.publish(req.st, ev)
+	if len(ev.info) == 0 {
+		return struct{}{}, nil
+	}
+	chans := make(map[string]map[string]int, len(ev.channels))
+	for _, c := range ev.channels {
+		chans[c] = p.channelAttrs(req.st, c, ev.info)
+	}
+	return map[string]any{"channels": chans}, nil
+}
+
+func (p *Protocol) apiBatchEvents(req *apiRequest) (any, *apiError) {
+	var br struct {
+		Batch []eventRequest `json:"batch"`
+	}
+	if err := json.Unmarshal(req.body, &br); err != nil {
+		return nil, badRequest("request body is not a JSON object {\"batch\":[...]}: %v", err)
+	}
+	if len(br.Batch) == 0 || len(br.Batch) > MaxBatchEvents {
+		return nil, badRequest("batch has %d events; send 1 to %d", len(br.Batch), MaxBatchEvents)
+	}
+	events := make([]event, len(br.Batch))
+	withInfo := false
+	for i := range br.Batch {
+		ev, err := validateEvent(req.st.app, &br.Batch[i], true)
+		if err != nil {
+			err.msg = fmt.Sprintf("batch[%d]: %s", i, err.msg)
+			return nil, err
+		}
+		events[i] = ev
+		withInfo = withInfo || len(ev.info) > 0
+	}
+	for _, ev := range events {
+		p.publish(req.st, ev)
+	}
+	if !withInfo {
+		return struct{}{}, nil
+	}
+	attrs := make([]map[string]int, len(events))
+	for i, ev := range events {
+		attrs[i] = p.channelAttrs(req.st, ev.channels[0], ev.info)
+	}
+	return map[string]any{"batch": attrs}, nil
+}
+
+// validateEvent checks one event against the app's limits. In a batch an
+// event names exactly one channel.
+func validateEvent(app *App, er *eventRequest, batch bool) (event, *apiError) {
+	ev := event{name: er.Name, except: er.SocketID}
+	switch {
+	case er.Name == "":
+		return ev, badRequest("missing event name")
+	case len(er.Name) > MaxEventNameLen:
+		return ev, badRequest("event name is %d bytes; the limit is %d", len(er.Name), MaxEventNameLen)
+	case strings.HasPrefix(er.Name, "pusher_internal:"):
+		return ev, badRequest("event names starting with pusher_internal: are reserved")
+	case er.Data == nil:
+		return ev, badRequest("missing event data")
+	}
+	data, err := dataString(er.Data)
+	if err != nil {
+		return ev, badRequest("invalid data: %v", err)
+	}
+	if len(data) > app.MaxEventBytes {
+		return ev, &apiError{http.StatusRequestEntityTooLarge,
+			fmt.Sprintf("event data is %d bytes; the limit is %d", len(data), app.MaxEventBytes)}
+	}
+	ev.data = data
+	switch {
+	case batch && (len(er.Channels) > 0 || er.Channel == ""):
+		return ev, badRequest("a batch event needs exactly one channel, in \"channel\"")
+	case len(er.Channels) > 0 && er.Channel != "":
+		return ev, badRequest("give either channel or channels, not both")
+	case len(er.Channels) > MaxEventChannels:
+		return ev, badRequest("event is sent to %d channels; the limit is %d", len(er.Channels), MaxEventChannels)
+	case len(er.Channels) > 0:
+		ev.channels = er.Channels
+	case er.Channel != "":
+		ev.channels = []string{er.Channel}
+	default:
+		return ev, badRequest("missing channel or channels")
+	}
+	for _, c := range ev.channels {
+		if !validChannelName(c) {
+			return ev, badRequest("invalid channel name %q: use 1 to %d characters of A-Z a-z 0-9 _ - = @ , . ;", c, MaxChannelNameLen)
+		}
+	}
+	if er.SocketID != "" && !validSocketID(er.SocketID) {
+		return ev, badRequest("invalid socket_id %q: expected digits.digits", er.SocketID)
+	}
+	if er.Info != "" {
+		ev.info = strings.Split(er.Info, ",")
+		for _, attr := range ev.info {
+			if attr != "user_count" && attr != "subscription_count" {
+				return ev, badRequest("unsupported info attribute %q: use user_count or subscription_count", attr)
+			}
+		}
+	}
+	return ev, nil
+}
+
+// publish encodes the event once per channel and hands it to the hub.
+func (p *Protocol) publish(st *appState, ev event) {
+	var except Conn
+	if ev.except != "" {
+		except = st.conn(ev.except)
+	}
+	for _, c := range ev.channels {
+		st.publish(c, encodeEvent(ev.name, c, ev.data, ""), ev.data, except)
+	}
+}
+
+// channelAttrs returns the requested info attributes of one channel;
+// user_count applies to presence channels only.
+func (p *Protocol) channelAttrs(st *appState, channel string, info []string) map[string]int {
+	attrs := make(map[string]int, len(info))
+	ci := st.channel(channel)
+	for _, attr := range info {
+		switch {
+		case attr == "user_count" && classify(channel)&kindPresence != 0:
+			attrs[attr] = ci.users
+		case attr == "subscription_count":
+			attrs[attr] = p.hub.Count(st.room(channel))
+		}
+	}
+	return attrs
+}
+
+// parseInfo splits the info query parameter.
+func parseInfo(q url.Values) []string {
+	v := q.Get("info")
+	if v == "" {
+		return nil
+	}
+	return strings.Split(v, ",")
+}
+
+func (p *Protocol) apiChannels(req *apiRequest) (any, *apiError) {
+	prefix := req.query.Get("filter_by_prefix")
+	info := parseInfo(req.query)
+	for _, attr := range info {
+		switch attr {
+		case "user_count":
+			if !strings.HasPrefix(prefix, "presence-") {
+				return nil, badRequest("info=user_count needs filter_by_prefix=presence- (user_count exists on presence channels only)")
+			}
+		case "subscription_count":
+		default:
+			return nil, badRequest("unsupported info attribute %q: use user_count or subscription_count", attr)
+		}
+	}
+	list := req.st.occupied(prefix)
+	chans := make(map[string]map[string]int, len(list))
+	for _, ci := range list {
+		attrs := make(map[string]int, len(info))
+		for _, attr := range info {
+			if attr == "user_count" {
+				attrs[attr] = ci.users
+			} else {
+				attrs[attr] = ci.subs
+			}
+		}
+		chans[ci.name] = attrs
+	}
+	return map[string]any{"channels": chans}, nil
+}
+
+func (p *Protocol) apiChannel(req *apiRequest) (any, *apiError) {
+	name := req.r.PathValue("channel")
+	if !validChannelName(name) {
+		return nil, badRequest("invalid channel name %q", name)
+	}
+	kind := classify(name)
+	ci := req.st.channel(name)
+	resp := map[string]any{"occupied": ci.subs > 0}
+	for _, attr := range parseInfo(req.query) {
+		switch attr {
+		case "user_count":
+			if kind&kindPresence == 0 {
+				return nil, badRequest("info=user_count applies to presence channels only")
+			}
+			resp[attr] = ci.users
+		case "subscription_count":
+			resp[attr] = p.hub.Count(req.st.room(name))
+		case "cache":
+			if kind&kindCache == 0 {
+				return nil, badRequest("info=cache applies to cache channels only")
+			}
+			if data, ttl, ok := req.st.cached(name); ok {
+				resp[attr] = map[string]any{"data": data, "ttl": int(ttl.Seconds())}
+			} else {
+				resp[attr] = nil
+			}
+		default:
+			return nil, badRequest("unsupported info attribute %q: use user_count, subscription_count or cache", attr)
+		}
+	}
+	return resp, nil
+}
+
+func (p *Protocol) apiUsers(req *apiRequest) (any, *apiError) {
+	name := req.r.PathValue("channel")
+	if !validChannelName(name) {
+		return nil, badRequest("invalid channel name %q", name)
+	}
+	if classify(name)&kindPresence == 0 {
+		return nil, badRequest("users can only be listed for presence channels, not %q", name)
+	}
+	type user struct {
+		ID string `json:"id"`
+	}
+	ids := req.st.members(name)
+	users := make([]user, len(ids))
+	for i, id := range ids {
+		users[i] = user{id}
+	}
+	return map[string]any{"users": users}, nil
+}
+
+// apiTerminate closes every connection signed in as the user, with
+// CodeUnauthorized so that pusher-js does not reconnect on its own.
+func (p *Protocol) apiTerminate(req *apiRequest) (any, *apiError) {
+	id := req.r.PathValue("user_id")
+	if !validUserID(id, req.st.app.MaxPresenceIDLen) {
+		return nil, badRequest("invalid user_id %q", id)
+	}
+	const reason = "Connection terminated by the application"
+	for _, c := range req.st.userConns(id) {
+		c.Send(encodeError(CodeUnauthorized, reason))
+		c.Close(CodeUnauthorized, reason)
+	}
+	return struct{}{}, nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		status = http.StatusInternalServerError
+		buf.Reset()
+		buf.WriteString(`{"error":"encoding the response failed"}` + "\n")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(status)
+	w.Write(buf.Bytes())
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}

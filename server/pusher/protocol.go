@@ -1,0 +1,154 @@
+package pusher
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// PongTimeout is how long the engine waits for any message after it sent a
+// ping (Session.Ping) to a silent connection before it closes it with
+// CodePongTimeout (4201). The protocol reference recommends 30 s.
+const PongTimeout = 30 * time.Second
+
+// Config configures a Protocol.
+type Config struct {
+	// Apps are the configured apps; nil means the default app alone.
+	Apps *Apps
+	// Hub is the engine's room registry. Required.
+	Hub Hub
+	// Logger receives debug records of refused connections and protocol
+	// errors; nil means no logging.
+	Logger *slog.Logger
+	// Now is the clock (rate limits, cache TTL, HTTP API timestamps);
+	// nil means time.Now. Tests set it.
+	Now func() time.Time
+}
+
+// Validate reports whether the config can be used.
+func (c *Config) Validate() error {
+	if c.Hub == nil {
+		return ErrNoHub
+	}
+	return nil
+}
+
+// Protocol is the Pusher Channels protocol 7 for every configured app. The
+// engine calls Open for each WebSocket connection on /app/{key} and then the
+// returned Session's methods; APIHandler and DemoHandler are its HTTP side.
+type Protocol struct {
+	apps   *Apps
+	hub    Hub
+	log    *slog.Logger
+	now    func() time.Time
+	epoch  time.Time
+	states map[string]*appState // by app ID
+}
+
+// New returns a Protocol for cfg.
+func New(cfg Config) (*Protocol, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Protocol{apps: cfg.Apps, hub: cfg.Hub, log: cfg.Logger, now: cfg.Now}
+	if p.apps == nil {
+		apps, err := NewApps()
+		if err != nil {
+			return nil, err
+		}
+		p.apps = apps
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	p.epoch = p.now()
+	p.states = make(map[string]*appState, len(p.apps.list))
+	for _, app := range p.apps.list {
+		p.states[app.ID] = newAppState(p, app)
+	}
+	return p, nil
+}
+
+// Apps returns the configured apps.
+func (p *Protocol) Apps() *Apps { return p.apps }
+
+// Check validates a connection request to /app/{appKey}: the app must
+// exist (else CodeAppNotFound) and the protocol query parameter must be an
+// integer (else CodeInvalidVersion) between MinProtocol and MaxProtocol
+// (else CodeUnsupportedProtocol); a missing one is CodeNoProtocol. The
+// error is a *CloseError. Open calls Check; an engine may call it earlier.
+func (p *Protocol) Check(appKey string, query url.Values) (*App, error) {
+	app, ok := p.apps.ByKey(appKey)
+	if !ok {
+		return nil, &CloseError{CodeAppNotFound, "Application does not exist"}
+	}
+	v := query.Get("protocol")
+	if v == "" {
+		return nil, &CloseError{CodeNoProtocol, "No protocol version supplied"}
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return nil, &CloseError{CodeInvalidVersion, "Invalid version string format"}
+	}
+	if n < MinProtocol || n > MaxProtocol {
+		return nil, &CloseError{CodeUnsupportedProtocol, "Unsupported protocol version " + v +
+			" (supported: " + strconv.Itoa(MinProtocol) + " to " + strconv.Itoa(MaxProtocol) + ")"}
+	}
+	return app, nil
+}
+
+// Open starts the protocol on a new connection to /app/{appKey} with the
+// request's query. On success it sends pusher:connection_established and
+// returns the Session. Otherwise it sends pusher:error, closes c with the
+// code of the refusal (see Check) and returns nil; the engine then keeps no
+// session and calls nothing more.
+func (p *Protocol) Open(c Conn, appKey string, query url.Values) *Session {
+	app, err := p.Check(appKey, query)
+	if err != nil {
+		ce := err.(*CloseError)
+		p.log.Debug("pusher: connection refused", "key", appKey, "code", ce.Code, "reason", ce.Reason)
+		c.Send(encodeError(ce.Code, ce.Reason))
+		c.Close(ce.Code, ce.Reason)
+		return nil
+	}
+	st := p.states[app.ID]
+	s := &Session{app: st, conn: c}
+	for {
+		s.socketID = newSocketID()
+		if st.addSocket(s) {
+			break
+		}
+	}
+	c.Send(encodeConnectionEstablished(s.socketID, app.ActivityTimeout))
+	return s
+}
+
+// newSocketID returns an unguessable socket ID "N.M": two decimal numbers
+// from 64 bits of crypto/rand.
+func newSocketID() string {
+	var r [8]byte
+	rand.Read(r[:])
+	b := make([]byte, 0, 21)
+	b = strconv.AppendUint(b, uint64(binary.LittleEndian.Uint32(r[:4])), 10)
+	b = append(b, '.')
+	b = strconv.AppendUint(b, uint64(binary.LittleEndian.Uint32(r[4:])), 10)
+	return string(b)
+}
+
+// encodeConnectionEstablished returns pusher:connection_established with
+// data {"socket_id":id,"activity_timeout":seconds} as a string.
+func encodeConnectionEstablished(socketID string, activity time.Duration) []byte {
+	d := make([]byte, 0, 64)
+	d = append(d, `{"socket_id":`...)
+	d = appendQuoted(d, socketID)
+	d = append(d, `,"activity_timeout":`...)
+	d = strconv.AppendInt(d, int64(activity/time.Second), 10)
+	d = append(d, '}')
+	return encodeEvent("pusher:connection_established", "", string(d), "")
+}

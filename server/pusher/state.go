@@ -1,0 +1,401 @@
+package pusher
+
+import (
+	"encoding/json"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// CacheTTL is how long a cache channel remembers its last event.
+const CacheTTL = 30 * time.Minute
+
+// cacheSweepInterval bounds how often expired cache entries are dropped.
+const cacheSweepInterval = time.Minute
+
+// appState is the protocol state of one app: occupied channels with their
+// presence members, signed-in users, the last events of cache channels and
+// the socket_id index.
+//
+// mu guards channels, users and cache. Hub and Conn.Send are called with mu
+// held so that member_added/member_removed, subscription_succeeded and cache
+// replays reach every connection in the order they were decided. sockMu
+// guards sockets and is a leaf: nothing is called while it is held.
+type appState struct {
+	p   *Protocol
+	app *App
+	hub Hub
+
+	mu        sync.Mutex
+	channels  map[string]*channelState // occupied channels (user channels are not listed)
+	users     map[string][]*Session    // signed-in user ID -> its connections
+	cache     map[string]cachedEvent   // cache channel -> last event
+	lastSweep time.Time
+
+	sockMu  sync.RWMutex
+	sockets map[string]*Session // socket_id -> connection
+}
+
+// channelState is an occupied channel.
+type channelState struct {
+	subs    int                // subscribed connections
+	members map[string]*member // presence channels: user ID -> member
+}
+
+// member is one user of a presence channel, however many connections
+// (browser tabs) it has there: the first adds it, the last removes it.
+type member struct {
+	info  json.RawMessage // user_info from the first connection; nil if none
+	conns int
+}
+
+// cachedEvent is the last event of a cache channel, kept encoded.
+type cachedEvent struct {
+	msg     []byte
+	data    string
+	expires time.Time
+}
+
+// subscribeError is a refused subscription, sent as
+// pusher:subscription_error.
+type subscribeError struct {
+	typ    string // AuthError, InvalidChannel, LimitReached
+	msg    string
+	status int // HTTP-like: 400 invalid, 401 unauthorized, 403 over a limit
+}
+
+func newAppState(p *Protocol, app *App) *appState {
+	return &appState{
+		p: p, app: app, hub: p.hub,
+		channels: make(map[string]*channelState),
+		users:    make(map[string][]*Session),
+		cache:    make(map[string]cachedEvent),
+		sockets:  make(map[string]*Session),
+	}
+}
+
+func (a *appState) room(channel string) string { return RoomKey(a.app.ID, channel) }
+
+// subscribe joins s to sub.channel and sends subscription_succeeded (with
+// the member list on presence channels), then member_added to the others
+// when sub.userID is a new member, then the cached event or cache_miss on
+// cache channels. again means s is already subscribed: only the replies are
+// sent again.
+func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage, again bool) *subscribeError {
+	room := a.room(sub.channel)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+
+	if sub.kind&kindUser != 0 {
+		a.hub.Subscribe(room, s.conn)
+		s.conn.Send(encodeEvent("pusher_internal:subscription_succeeded", sub.channel, "{}", ""))
+		return nil
+	}
+
+	ch := a.channels[sub.channel]
+	var added *member
+	if !again || ch == nil {
+		if sub.kind&kindPresence != 0 {
+			var m *member
+			if ch != nil {
+				m = ch.members[sub.userID]
+			}
+			if m == nil {
+				if ch != nil && len(ch.members) >= a.app.MaxPresenceMembers {
+					return &subscribeError{"LimitReached",
+						"presence channel " + sub.channel + " is full: it has the maximum of " +
+							strconv.Itoa(a.app.MaxPresenceMembers) + " members", 403}
+				}
+				m = &member{info: info}
+				added = m
+			}
+			m.conns++
+			if ch == nil {
+				ch = &channelState{}
+				a.channels[sub.channel] = ch
+			}
+			if ch.members == nil {
+				ch.members = make(map[string]*member)
+			}
+			ch.members[sub.userID] = m
+		} else if ch == nil {
+			ch = &channelState{}
+			a.channels[sub.channel] = ch
+		}
+		ch.subs++
+		a.hub.Subscribe(room, s.conn)
+	}
+
+	data := "{}"
+	if sub.kind&kindPresence != 0 {
+		data = string(appendPresence(nil, ch))
+	}
+	s.conn.Send(encodeEvent("pusher_internal:subscription_succeeded", sub.channel, data, ""))
+	if added != nil {
+		a.hub.Publish(room, encodeEvent("pusher_internal:member_added", sub.channel,
+			string(appendMember(nil, sub.userID, added.info)), ""), s.conn)
+	}
+	if sub.kind&kindCache != 0 {
+		if e, ok := a.cache[sub.channel]; ok && a.p.now().Before(e.expires) {
+			s.conn.Send(e.msg)
+		} else {
+			s.conn.Send(encodeCacheMiss(sub.channel))
+		}
+	}
+	return nil
+}
+
+// unsubscribe removes c from sub.channel.
+func (a *appState) unsubscribe(c Conn, sub subscription) {
+	a.mu.Lock()
+	a.unsubscribeLocked(c, sub)
+	a.mu.Unlock()
+}
+
+// unsubscribeLocked removes c from sub.channel and announces
+// member_removed when c was the last connection of its presence member.
+func (a *appState) unsubscribeLocked(c Conn, sub subscription) {
+	room := a.room(sub.channel)
+	a.hub.Unsubscribe(room, c)
+	if sub.kind&kindUser != 0 {
+		return
+	}
+	ch := a.channels[sub.channel]
+	if ch == nil {
+		return
+	}
+	if sub.kind&kindPresence != 0 {
+		if m := ch.members[sub.userID]; m != nil {
+			m.conns--
+			if m.conns <= 0 {
+				delete(ch.members, sub.userID)
+				a.hub.Publish(room, encodeEvent("pusher_internal:member_removed", sub.channel,
+					string(appendMember(nil, sub.userID, nil)), ""), nil)
+			}
+		}
+	}
+	ch.subs--
+	if ch.subs <= 0 {
+		delete(a.channels, sub.channel)
+	}
+}
+
+// publish delivers an encoded event to a channel's subscribers except
+// `except`, and remembers it on cache channels.
+func (a *appState) publish(channel string, msg []byte, data string, except Conn) {
+	room := a.room(channel)
+	if classify(channel)&kindCache == 0 {
+		a.hub.Publish(room, msg, except)
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := a.p.now()
+	a.cache[channel] = cachedEvent{msg: msg, data: data, expires: now.Add(CacheTTL)}
+	if now.Sub(a.lastSweep) >= cacheSweepInterval {
+		a.lastSweep = now
+		for k, e := range a.cache {
+			if !now.Before(e.expires) {
+				delete(a.cache, k)
+			}
+		}
+	}
+	a.hub.Publish(room, msg, except)
+}
+
+// close forgets a closed connection: its subscriptions (announcing
+// member_removed where it was a member's last connection), its signed-in
+// user and its socket_id.
+func (a *appState) close(s *Session) {
+	a.mu.Lock()
+	for _, sub := range s.subs {
+		a.unsubscribeLocked(s.conn, sub)
+	}
+	if s.userID != "" {
+		a.removeUserLocked(s.userID, s)
+	}
+	a.mu.Unlock()
+
+	a.sockMu.Lock()
+	if a.sockets[s.socketID] == s {
+		delete(a.sockets, s.socketID)
+	}
+	a.sockMu.Unlock()
+}
+
+// addSocket registers s under its socket_id; false if the ID is taken.
+func (a *appState) addSocket(s *Session) bool {
+	a.sockMu.Lock()
+	defer a.sockMu.Unlock()
+	if _, taken := a.sockets[s.socketID]; taken {
+		return false
+	}
+	a.sockets[s.socketID] = s
+	return true
+}
+
+// conn returns the connection with the given socket_id, or nil.
+func (a *appState) conn(socketID string) Conn {
+	a.sockMu.RLock()
+	s := a.sockets[socketID]
+	a.sockMu.RUnlock()
+	if s == nil {
+		return nil
+	}
+	return s.conn
+}
+
+func (a *appState) addUser(id string, s *Session) {
+	a.mu.Lock()
+	a.users[id] = append(a.users[id], s)
+	a.mu.Unlock()
+}
+
+func (a *appState) removeUserLocked(id string, s *Session) {
+	list := a.users[id]
+	if i := slices.Index(list, s); i >= 0 {
+		list[i] = list[len(list)-1]
+		list[len(list)-1] = nil
+		list = list[:len(list)-1]
+	}
+	if len(list) == 0 {
+		delete(a.users, id)
+	} else {
+		a.users[id] = list
+	}
+}
+
+// userConns returns the connections signed in as user id.
+func (a *appState) userConns(id string) []Conn {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	list := a.users[id]
+	conns := make([]Conn, len(list))
+	for i, s := range list {
+		conns[i] = s.conn
+	}
+	return conns
+}
+
+// channelInfo is a snapshot of one occupied channel for the HTTP API.
+type channelInfo struct {
+	name  string
+	subs  int
+	users int
+}
+
+// occupied returns the occupied channels whose name starts with prefix,
+// sorted by name.
+func (a *appState) occupied(prefix string) []channelInfo {
+	a.mu.Lock()
+	list := make([]channelInfo, 0, len(a.channels))
+	for name, ch := range a.channels {
+		if strings.HasPrefix(name, prefix) {
+			list = append(list, channelInfo{name, ch.subs, len(ch.members)})
+		}
+	}
+	a.mu.Unlock()
+	slices.SortFunc(list, func(x, y channelInfo) int { return strings.Compare(x.name, y.name) })
+	return list
+}
+
+// channel returns a snapshot of one channel; zero counts if unoccupied.
+func (a *appState) channel(name string) channelInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	info := channelInfo{name: name}
+	if ch := a.channels[name]; ch != nil {
+		info.subs, info.users = ch.subs, len(ch.members)
+	}
+	return info
+}
+
+// members returns the user IDs of a presence channel, sorted.
+func (a *appState) members(name string) []string {
+	a.mu.Lock()
+	var ids []string
+	if ch := a.channels[name]; ch != nil {
+		ids = make([]string, 0, len(ch.members))
+		for id := range ch.members {
+			ids = append(ids, id)
+		}
+	}
+	a.mu.Unlock()
+	slices.Sort(ids)
+	return ids
+}
+
+// cached returns the data of a cache channel's last event and its
+// remaining time to live.
+func (a *appState) cached(name string) (data string, ttl time.Duration, ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e, ok := a.cache[name]
+	if !ok {
+		return "", 0, false
+	}
+	ttl = e.expires.Sub(a.p.now())
+	if ttl <= 0 {
+		return "", 0, false
+	}
+	return e.data, ttl, true
+}
+
+// appendPresence appends the data of a presence subscription_succeeded:
+// {"presence":{"ids":[...],"hash":{id:user_info},"count":n}}, IDs sorted.
+func appendPresence(b []byte, ch *channelState) []byte {
+	ids := make([]string, 0, len(ch.members))
+	for id := range ch.members {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	b = append(b, `{"presence":{"ids":[`...)
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendQuoted(b, id)
+	}
+	b = append(b, `],"hash":{`...)
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendQuoted(b, id)
+		b = append(b, ':')
+		b = appendInfo(b, ch.members[id].info)
+	}
+	b = append(b, `},"count":`...)
+	b = strconv.AppendInt(b, int64(len(ids)), 10)
+	return append(b, `}}`...)
+}
+
+// appendMember appends {"user_id":id,"user_info":info} (member_added) or,
+// with a nil info, {"user_id":id} (member_removed).
+func appendMember(b []byte, id string, info json.RawMessage) []byte {
+	b = append(b, `{"user_id":`...)
+	b = appendQuoted(b, id)
+	if info != nil {
+		b = append(b, `,"user_info":`...)
+		b = append(b, info...)
+	}
+	return append(b, '}')
+}
+
+func appendInfo(b []byte, info json.RawMessage) []byte {
+	if info == nil {
+		return append(b, "null"...)
+	}
+	return append(b, info...)
+}
+
+// encodeCacheMiss returns the pusher:cache_miss event of a cache channel
+// without a cached event.
+func encodeCacheMiss(channel string) []byte {
+	b := make([]byte, 0, 48+len(channel))
+	b = append(b, `{"event":"pusher:cache_miss","channel":`...)
+	b = appendQuoted(b, channel)
+	return append(b, '}')
+}

@@ -1,0 +1,279 @@
+package server
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"chatd/poller"
+	"chatd/server/wsframe"
+
+	"github.com/gobwas/ws"
+)
+
+// fanoutChunk is how many members one fan-out job serves. Rooms up to this
+// size are served inline by the publishing worker.
+const fanoutChunk = 512
+
+// Hub is the registry of rooms, keyed by name.
+type Hub struct {
+	s     *Server
+	mu    sync.Mutex
+	rooms map[string]*Room
+}
+
+// Room is a set of connections that receive each other's messages.
+//
+// Publishing appends the framed message to the room's pending batch. If no
+// fan-out is running, the publisher starts one; otherwise the running
+// fan-out picks the batch up when it finishes. A busy room therefore sends
+// every member all the messages that arrived during the previous fan-out in
+// one write: the cost per delivery falls as load rises, instead of one
+// syscall per message per member.
+type Room struct {
+	hub  *Hub
+	name string
+
+	mu       sync.Mutex
+	members  []*Conn
+	index    map[*Conn]int32
+	pending  *batch
+	flushing bool
+}
+
+func newHub(s *Server) *Hub {
+	return &Hub{s: s, rooms: make(map[string]*Room)}
+}
+
+// Join adds c to room name, creating the room. Idempotent.
+func (h *Hub) Join(name string, c *Conn) *Room {
+	h.mu.Lock()
+	r := h.rooms[name]
+	if r == nil {
+		r = &Room{hub: h, name: name, index: make(map[*Conn]int32)}
+		h.rooms[name] = r
+	}
+	r.mu.Lock()
+	if _, ok := r.index[c]; !ok {
+		r.index[c] = int32(len(r.members))
+		r.members = append(r.members, c)
+	}
+	r.mu.Unlock()
+	h.mu.Unlock()
+	return r
+}
+
+// Leave removes c from room name; an empty room is dropped. Idempotent.
+func (h *Hub) Leave(name string, c *Conn) {
+	h.mu.Lock()
+	if r := h.rooms[name]; r != nil {
+		r.mu.Lock()
+		if i, ok := r.index[c]; ok {
+			last := len(r.members) - 1
+			moved := r.members[last]
+			r.members[i] = moved
+			r.index[moved] = i
+			r.members[last] = nil
+			r.members = r.members[:last]
+			delete(r.index, c)
+		}
+		empty := len(r.members) == 0
+		r.mu.Unlock()
+		if empty {
+			delete(h.rooms, name)
+		}
+	}
+	h.mu.Unlock()
+}
+
+// Room returns the room called name, or nil.
+func (h *Hub) Room(name string) *Room {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.rooms[name]
+}
+
+// Rooms calls fn with every room name and its size.
+func (h *Hub) Rooms(fn func(name string, members int)) {
+	h.mu.Lock()
+	rooms := make([]*Room, 0, len(h.rooms))
+	for _, r := range h.rooms {
+		rooms = append(rooms, r)
+	}
+	h.mu.Unlock()
+	for _, r := range rooms {
+		fn(r.name, r.Len())
+	}
+}
+
+// Publish sends one message to every member of room name except except
+// (which may be nil). The message is framed once.
+func (h *Hub) Publish(name string, op ws.OpCode, payload []byte, except *Conn) {
+	if r := h.Room(name); r != nil {
+		r.Publish(op, payload, except)
+	}
+}
+
+// Len returns the number of members.
+func (r *Room) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.members)
+}
+
+// Name returns the room's key.
+func (r *Room) Name() string { return r.name }
+
+// Publish frames payload once into the room's pending batch and makes sure
+// a fan-out will deliver it to every member but except.
+func (r *Room) Publish(op ws.OpCode, payload []byte, except *Conn) {
+	r.mu.Lock()
+	b := r.pending
+	if b == nil {
+		b = getBatch()
+		r.pending = b
+	}
+	start := len(b.buf)
+	b.buf = wsframe.AppendFrame(b.buf, op, payload)
+	if except != nil {
+		b.addSender(except, start, len(b.buf))
+	}
+	if r.flushing {
+		r.mu.Unlock()
+		return
+	}
+	r.flushing = true
+	r.mu.Unlock()
+	r.flush()
+}
+
+// flush delivers pending batches until there are none. Small rooms are
+// served inline; large ones are split into jobs on the worker pool, and the
+// job that finishes last carries on with the next batch, so batches of one
+// room never overlap (every member sees messages in order).
+func (r *Room) flush() {
+	p := r.hub.s.poller
+	for {
+		r.mu.Lock()
+		b := r.pending
+		if b == nil {
+			r.flushing = false
+			r.mu.Unlock()
+			return
+		}
+		r.pending = nil
+		b.members = append(b.members[:0], r.members...)
+		r.mu.Unlock()
+
+		n := len(b.members)
+		if n <= fanoutChunk {
+			b.deliver(0, n)
+			putBatch(b)
+			continue
+		}
+		chunks := (n + fanoutChunk - 1) / fanoutChunk
+		b.left.Store(int32(chunks))
+		for lo := fanoutChunk; lo < n; lo += fanoutChunk {
+			hi := min(lo+fanoutChunk, n)
+			p.Submit(func(*poller.Worker) {
+				b.deliver(lo, hi)
+				if b.left.Add(-1) == 0 {
+					putBatch(b)
+					r.flush()
+				}
+			})
+		}
+		b.deliver(0, fanoutChunk)
+		if b.left.Add(-1) != 0 {
+			return // the last chunk job continues the loop
+		}
+		putBatch(b)
+	}
+}
+
+// batch is the frames published to a room while the previous fan-out ran,
+// back to back in one buffer, with who sent which (to skip the sender).
+type batch struct {
+	buf      []byte
+	senders  []senderRange
+	members  []*Conn
+	left     atomic.Int32
+	retained atomic.Bool // some member queued a reference to buf
+}
+
+type senderRange struct {
+	c        *Conn
+	from, to int
+}
+
+var batchPool = sync.Pool{New: func() any { return new(batch) }}
+
+func getBatch() *batch { return batchPool.Get().(*batch) }
+
+func putBatch(b *batch) {
+	if b.retained.Load() || cap(b.buf) > 1<<20 {
+		b.buf = nil // members still reference it; let the GC have it
+	}
+	b.buf = b.buf[:0]
+	clear(b.senders)
+	b.senders = b.senders[:0]
+	clear(b.members)
+	if cap(b.members) > 1<<16 {
+		b.members = nil
+	}
+	b.members = b.members[:0]
+	b.retained.Store(false)
+	batchPool.Put(b)
+}
+
+func (b *batch) addSender(c *Conn, from, to int) {
+	if n := len(b.senders); n > 0 && b.senders[n-1].c == c && b.senders[n-1].to == from {
+		b.senders[n-1].to = to
+		return
+	}
+	b.senders = append(b.senders, senderRange{c: c, from: from, to: to})
+}
+
+// deliver writes the batch to members[lo:hi]. It allocates nothing per
+// member unless a member's socket is full and its queue must grow.
+func (b *batch) deliver(lo, hi int) {
+	retained := false
+	for _, m := range b.members[lo:hi] {
+		if len(b.senders) != 0 && b.sentBy(m) {
+			retained = m.sendShared(b.without(m)...) || retained
+			continue
+		}
+		retained = m.sendShared(b.buf) || retained
+	}
+	if retained {
+		b.retained.Store(true)
+	}
+}
+
+func (b *batch) sentBy(c *Conn) bool {
+	for i := range b.senders {
+		if b.senders[i].c == c {
+			return true
+		}
+	}
+	return false
+}
+
+// without returns the batch minus the frames c sent (a member never gets
+// its own message back).
+func (b *batch) without(c *Conn) [][]byte {
+	var segs [][]byte
+	at := 0
+	for _, s := range b.senders {
+		if s.c != c {
+			continue
+		}
+		if s.from > at {
+			segs = append(segs, b.buf[at:s.from])
+		}
+		at = s.to
+	}
+	if at < len(b.buf) {
+		segs = append(segs, b.buf[at:])
+	}
+	return segs
+}

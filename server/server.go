@@ -1,0 +1,268 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"chatd/poller"
+
+	"golang.org/x/sys/unix"
+)
+
+// Server is a chatd instance: one listener, one poller, one hub.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	poller *poller.Poller
+	ln     *poller.Listener
+	wheel  *wheel
+	hub    *Hub
+	raw    *rawProto
+	pusher protocol // nil until the Pusher protocol is configured
+
+	httpSrv *http.Server
+	httpLn  *memListener
+
+	open  atomic.Int64 // upgraded WebSocket connections
+	live  atomic.Int64 // sockets owned (handshaking, open or closing)
+	stats Stats
+
+	pingTicks, idleTicks, hsTicks int64
+
+	shuttingDown atomic.Bool
+	startOnce    sync.Once
+	stopOnce     sync.Once
+	lastWarn     atomic.Int64
+}
+
+// New checks cfg and builds a server; Start makes it listen.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	s.hub = newHub(s)
+	s.raw = &rawProto{s: s}
+	tick := min(cfg.PingInterval, cfg.HandshakeTimeout, closeLinger) / 8
+	tick = max(10*time.Millisecond, min(tick, time.Second))
+	s.wheel = newWheel(tick, 4096)
+	s.pingTicks = s.wheel.ticks(cfg.PingInterval)
+	s.idleTicks = s.wheel.ticks(cfg.IdleTimeout)
+	s.hsTicks = s.wheel.ticks(cfg.HandshakeTimeout)
+	s.httpLn = newMemListener()
+	s.httpSrv = &http.Server{
+		Handler:           s.httpHandler(),
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		// net/http allows MaxHeaderBytes plus 4 KiB of slack; this makes its
+		// 431 fire where ours would (8 KiB).
+		MaxHeaderBytes: maxHeaderBytes - 4096,
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+	}
+	return s, nil
+}
+
+// Start opens the listener and starts serving. It returns once the server
+// accepts connections.
+func (s *Server) Start() error {
+	var err error
+	s.startOnce.Do(func() {
+		s.poller, err = poller.New(poller.Config{Workers: s.cfg.Workers, Logger: s.log})
+		if err != nil {
+			return
+		}
+		s.ln, err = s.poller.Listen(s.cfg.Addr, s.accept)
+		if err != nil {
+			s.poller.Close()
+			return
+		}
+		go s.wheel.run(s.onTimer)
+		go s.httpSrv.Serve(s.httpLn)
+		s.log.Info("chatd listening", "addr", s.ln.Addr().String(), "workers", s.poller.Workers(), "max_conns", s.cfg.MaxConns)
+	})
+	return err
+}
+
+// Addr returns the listening address (after Start).
+func (s *Server) Addr() net.Addr {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Hub returns the server's room registry.
+func (s *Server) Hub() *Hub { return s.hub }
+
+// Stats returns the live counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Conns returns the number of upgraded connections.
+func (s *Server) Conns() int { return int(s.open.Load()) }
+
+// Sockets returns the number of sockets the server owns.
+func (s *Server) Sockets() int { return int(s.live.Load()) }
+
+// accept runs on the epoll goroutine for each new socket.
+func (s *Server) accept(fd int) {
+	s.stats.Accepted.Add(1)
+	if s.shuttingDown.Load() {
+		unix.Close(fd)
+		return
+	}
+	// Chat frames are small and latency matters more than packet count.
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	c := &Conn{srv: s}
+	d, err := s.poller.Register(fd, (*pollHandler)(c))
+	if err != nil {
+		s.logLimited("register failed", "err", err)
+		unix.Close(fd)
+		return
+	}
+	// Safe: events for fd are dispatched on this same goroutine, later.
+	c.d = d
+	s.live.Add(1)
+	now := s.wheel.now.Load()
+	c.lastRead.Store(now)
+	c.deadline.Store(now + s.hsTicks)
+	s.wheel.schedule(c, now+s.hsTicks)
+}
+
+// onTimer runs on the wheel goroutine when c's check is due.
+func (s *Server) onTimer(c *Conn, now int64) {
+	switch c.state.Load() {
+	case stateHandshake:
+		if now >= c.deadline.Load() {
+			s.stats.HandshakesRejected.Add(1)
+			c.requestFinal(ReasonHandshakeTimeout)
+			return
+		}
+		s.wheel.schedule(c, c.deadline.Load())
+	case stateOpen:
+		last := c.lastRead.Load()
+		idle := now - last
+		if idle >= s.idleTicks {
+			c.closeWith(1001, "idle timeout", ReasonIdle)
+			return
+		}
+		if idle >= s.pingTicks && c.pingAt <= last {
+			// RFC 6455 5.5.2: a ping "MAY be sent ... as a means to verify
+			// that the remote endpoint is still responsive"; its pong (or any
+			// byte) moves lastRead.
+			c.pingAt = now
+			c.sendOwned([]byte{0x89, 0})
+		}
+		next := last + s.pingTicks
+		if next <= now {
+			next = min(last+s.idleTicks, now+s.pingTicks)
+		}
+		s.wheel.schedule(c, next)
+	case stateClosing:
+		if now >= c.deadline.Load() {
+			c.requestFinal(ReasonLinger)
+			return
+		}
+		s.wheel.schedule(c, c.deadline.Load())
+	}
+}
+
+// connClosed is called once per socket from finalize.
+func (s *Server) connClosed(c *Conn, why CloseReason, wasOpen bool) {
+	s.live.Add(-1)
+	if wasOpen {
+		s.open.Add(-1)
+	}
+	s.stats.Closed[why].Add(1)
+}
+
+// logLimited logs a warning at most once a second: per-connection warnings
+// must not flood the log under attack.
+func (s *Server) logLimited(msg string, args ...any) {
+	now := time.Now().UnixNano()
+	last := s.lastWarn.Load()
+	if now-last < int64(time.Second) || !s.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn(msg, args...)
+}
+
+// Shutdown stops accepting, sends every connection a close frame (1001, or
+// the protocol's own code), waits until they are gone or the drain timeout
+// (or ctx) ends, then closes whatever is left and stops the engine.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.poller == nil {
+		return ErrClosed
+	}
+	err := ErrClosed
+	s.stopOnce.Do(func() {
+		err = nil
+		s.shuttingDown.Store(true)
+		s.ln.Close()
+		closeAll := func() {
+			s.wheel.each(func(c *Conn) {
+				if c.state.Load() == stateOpen {
+					c.closeWith(c.proto.shutdownCode(), "server shutting down", ReasonShutdown)
+				} else if c.state.Load() == stateHandshake {
+					c.requestFinal(ReasonShutdown)
+				}
+			})
+		}
+		closeAll()
+		deadline := time.NewTimer(s.cfg.DrainTimeout)
+		defer deadline.Stop()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+	wait:
+		for s.live.Load() > 0 {
+			select {
+			case <-ctx.Done():
+				err = ctx.Err()
+				break wait
+			case <-deadline.C:
+				break wait
+			case <-tick.C:
+				closeAll() // connections that raced with the first pass
+			}
+		}
+		if s.live.Load() > 0 {
+			s.wheel.each(func(c *Conn) { c.requestFinal(ReasonShutdown) })
+			for i := 0; i < 100 && s.live.Load() > 0; i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		s.wheel.close()
+		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if e := s.httpSrv.Shutdown(hctx); e != nil {
+			s.httpSrv.Close()
+		}
+		s.poller.Close()
+	})
+	return err
+}
+
+// Run starts a server with cfg and serves until ctx ends, then shuts down
+// gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	s, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := s.Start(); err != nil {
+		return fmt.Errorf("server: listen on %s: %w", s.cfg.Addr, err)
+	}
+	<-ctx.Done()
+	s.log.Info("shutting down", "connections", s.open.Load())
+	if err := s.Shutdown(context.Background()); err != nil && !errors.Is(err, ErrClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,78 @@
+package server
+
+import (
+	"fmt"
+	"io"
+	"sync/atomic"
+)
+
+// CloseReason records why a connection ended (as nats-server's ClosedState).
+type CloseReason uint8
+
+// Close reasons.
+const (
+	ReasonUnknown CloseReason = iota
+	ReasonPeerClosed
+	ReasonPeerHangup
+	ReasonProtocolError
+	ReasonTooBig
+	ReasonBadUTF8
+	ReasonSlowConsumer
+	ReasonIdle
+	ReasonHandshakeTimeout
+	ReasonHandshakeRejected
+	ReasonShutdown
+	ReasonPanic
+	ReasonWriteError
+	ReasonLinger
+	ReasonProtocolClose
+	numReasons
+)
+
+var reasonNames = [numReasons]string{
+	"unknown", "peer_closed", "peer_hangup", "protocol_error", "message_too_big", "invalid_utf8",
+	"slow_consumer", "idle_timeout", "handshake_timeout", "handshake_rejected", "shutdown",
+	"panic", "write_error", "linger_timeout", "protocol_close",
+}
+
+func (r CloseReason) String() string {
+	if r < numReasons {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("reason(%d)", uint8(r))
+}
+
+// Stats are the server's counters; all fields are read atomically.
+type Stats struct {
+	Accepted           atomic.Uint64
+	Upgraded           atomic.Uint64
+	HandshakesRejected atomic.Uint64
+	RejectedMaxConns   atomic.Uint64
+	HTTPHandoffs       atomic.Uint64
+	MessagesIn         atomic.Uint64
+	SlowConsumers      atomic.Uint64
+	Panics             atomic.Uint64
+	Closed             [numReasons]atomic.Uint64
+}
+
+// writeMetrics writes the counters in the Prometheus text format.
+func (s *Server) writeMetrics(w io.Writer) {
+	st := &s.stats
+	fmt.Fprintf(w, "# TYPE chatd_connections gauge\nchatd_connections %d\n", s.open.Load())
+	fmt.Fprintf(w, "# TYPE chatd_sockets gauge\nchatd_sockets %d\n", s.live.Load())
+	counter := func(name string, v uint64) {
+		fmt.Fprintf(w, "# TYPE chatd_%s_total counter\nchatd_%s_total %d\n", name, name, v)
+	}
+	counter("accepted", st.Accepted.Load())
+	counter("upgraded", st.Upgraded.Load())
+	counter("handshakes_rejected", st.HandshakesRejected.Load())
+	counter("rejected_max_conns", st.RejectedMaxConns.Load())
+	counter("http_requests_handed_off", st.HTTPHandoffs.Load())
+	counter("messages_in", st.MessagesIn.Load())
+	counter("slow_consumers", st.SlowConsumers.Load())
+	counter("panics", st.Panics.Load())
+	fmt.Fprintf(w, "# TYPE chatd_closed_total counter\n")
+	for i := range st.Closed {
+		fmt.Fprintf(w, "chatd_closed_total{reason=%q} %d\n", CloseReason(i).String(), st.Closed[i].Load())
+	}
+}

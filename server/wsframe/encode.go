@@ -1,0 +1,50 @@
+package wsframe
+
+import (
+	"encoding/binary"
+
+	"github.com/gobwas/ws"
+)
+
+// HeaderLen returns the size of an unmasked server frame header for a
+// payload of n bytes.
+func HeaderLen(n int) int {
+	switch {
+	case n <= 125:
+		return 2
+	case n <= 0xffff:
+		return 4
+	default:
+		return 10
+	}
+}
+
+// AppendFrame appends one unmasked, final server frame to dst. Server frames
+// are never masked (RFC 6455 5.1), so the same bytes serve every receiver.
+func AppendFrame(dst []byte, op ws.OpCode, payload []byte) []byte {
+	n := len(payload)
+	b0 := 0x80 | byte(op)
+	switch {
+	case n <= 125:
+		dst = append(dst, b0, byte(n))
+	case n <= 0xffff:
+		dst = append(dst, b0, 126, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, b0, 127)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
+	}
+	return append(dst, payload...)
+}
+
+// AppendClose appends a close frame with code and reason (code 0: no body).
+func AppendClose(dst []byte, code ws.StatusCode, reason string) []byte {
+	if code == 0 {
+		return append(dst, 0x80|byte(ws.OpClose), 0)
+	}
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	n := 2 + len(reason)
+	dst = append(dst, 0x80|byte(ws.OpClose), byte(n), byte(code>>8), byte(code))
+	return append(dst, reason...)
+}
