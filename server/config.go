@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"chatd/server/pusher"
 )
 
 // Defaults for zero Config fields.
@@ -64,6 +66,9 @@ type Config struct {
 	AllowedOrigins []string
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
+	// Apps are the Pusher Channels apps served on /app/{key} and
+	// /apps/{id}/...; nil means pusher's documented default app.
+	Apps *pusher.Apps
 
 	// testHookMessage, when set, is called for each raw message (tests
 	// use it to inject a panic).

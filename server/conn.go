@@ -77,6 +77,11 @@ type protocol interface {
 	shutdownCode() ws.StatusCode
 	// slowConsumerCode closes a member whose write queue overflowed.
 	slowConsumerCode() ws.StatusCode
+	// timeouts returns after how many wheel ticks of silence c is pinged,
+	// and after how many it is closed (idleClose).
+	timeouts(c *Conn) (ping, idle int64)
+	ping(c *Conn)
+	idleClose(c *Conn)
 }
 
 // pollHandler and frameHandler give Conn the poller's and the decoder's
@@ -95,6 +100,9 @@ func (h *pollHandler) OnData(_ *poller.Worker, p []byte) {
 	case stateHandshake:
 		c.handshakeData(p)
 	case stateOpen, stateClosing:
+		if c.proto == nil {
+			return // a refused handshake: ignore whatever else comes
+		}
 		if err := c.dec.Feed(p, (*frameHandler)(c)); err != nil {
 			c.protocolError(err)
 		}

@@ -125,6 +125,7 @@ func (h *handshakeIO) Write(p []byte) (int, error) {
 type route struct {
 	proto  protocol
 	target string
+	ext    any
 }
 
 func reject(code int, reason string) error {
@@ -176,6 +177,7 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 	}
 	c.proto = rt.proto
 	c.target = rt.target
+	c.ext = rt.ext
 	c.dec.MaxMessage = s.cfg.MaxMessage
 	c.state.Store(stateOpen)
 	s.stats.Upgraded.Add(1)
@@ -195,9 +197,12 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 // route maps a request URI to a protocol (RFC 6455 4.2.1 leaves the
 // rejection status to the server: unknown path 404, bad room name 400).
 func (s *Server) route(uri string) (route, error) {
-	path := uri
-	if i := strings.IndexAny(path, "?#"); i >= 0 {
+	path, query := uri, ""
+	if i := strings.IndexByte(path, '#'); i >= 0 {
 		path = path[:i]
+	}
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path, query = path[:i], path[i+1:]
 	}
 	switch {
 	case path == "/chat":
@@ -209,7 +214,9 @@ func (s *Server) route(uri string) (route, error) {
 		}
 		return route{proto: s.raw, target: rawRoomKey(name)}, nil
 	case strings.HasPrefix(path, "/app/") && s.pusher != nil:
-		return route{proto: s.pusher, target: path[len("/app/"):]}, nil
+		// The key is checked by the Pusher protocol after the upgrade: it
+		// answers an unknown key with pusher:error 4001, as clients expect.
+		return route{proto: s.pusher, target: path[len("/app/"):], ext: &pusherState{query: query}}, nil
 	}
 	return route{}, reject(http.StatusNotFound, "not found")
 }

@@ -129,6 +129,10 @@ func (s *Server) httpHandler() http.Handler {
 		w.Header().Set("Sec-WebSocket-Version", "13")
 		http.Error(w, "this endpoint speaks WebSocket only", http.StatusUpgradeRequired)
 	}
+	// Pusher: the HTTP API (signed) and the demo app's auth/publish helper.
+	mux.Handle("/apps/", s.pusherAPI.APIHandler())
+	mux.Handle("/pusher/", s.pusherAPI.DemoHandler())
+	mux.HandleFunc("/app/", upgradeRequired)
 	mux.HandleFunc("/chat", upgradeRequired)
 	mux.HandleFunc("/chat/", upgradeRequired)
 	return mux

@@ -1,6 +1,10 @@
 package server
 
-import "github.com/gobwas/ws"
+import (
+	"chatd/server/wsframe"
+
+	"github.com/gobwas/ws"
+)
 
 // rawProto is the seed's protocol: /chat is the lobby, /chat/{room} a room,
 // and every data message goes, same opcode and bytes, to every other member.
@@ -27,3 +31,12 @@ func (p *rawProto) onClose(c *Conn) {
 
 func (p *rawProto) shutdownCode() ws.StatusCode     { return ws.StatusGoingAway }
 func (p *rawProto) slowConsumerCode() ws.StatusCode { return ws.StatusPolicyViolation }
+
+func (p *rawProto) timeouts(*Conn) (ping, idle int64) { return p.s.pingTicks, p.s.idleTicks }
+
+// ping: RFC 6455 5.5.2, a ping "MAY be sent ... as a means to verify that
+// the remote endpoint is still responsive"; its pong (or any byte) counts
+// as activity.
+func (p *rawProto) ping(c *Conn) { c.sendOwned(wsframe.AppendFrame(nil, ws.OpPing, nil)) }
+
+func (p *rawProto) idleClose(c *Conn) { c.closeWith(ws.StatusGoingAway, "idle timeout", ReasonIdle) }

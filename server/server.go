@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"chatd/poller"
+	"chatd/server/pusher"
 
 	"golang.org/x/sys/unix"
 )
@@ -25,7 +26,9 @@ type Server struct {
 	wheel  *wheel
 	hub    *Hub
 	raw    *rawProto
-	pusher protocol // nil until the Pusher protocol is configured
+	pusher protocol // the Pusher protocol on /app/{key}
+
+	pusherAPI *pusher.Protocol
 
 	httpSrv *http.Server
 	httpLn  *memListener
@@ -51,6 +54,12 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	s.hub = newHub(s)
 	s.raw = &rawProto{s: s}
+	pp, err := pusher.New(pusher.Config{Apps: cfg.Apps, Hub: pusherHub{s.hub}, Logger: cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("server: pusher: %w", err)
+	}
+	s.pusherAPI = pp
+	s.pusher = &pusherProto{s: s, p: pp}
 	tick := min(cfg.PingInterval, cfg.HandshakeTimeout, closeLinger) / 8
 	tick = max(10*time.Millisecond, min(tick, time.Second))
 	s.wheel = newWheel(tick, 4096)
@@ -147,22 +156,20 @@ func (s *Server) onTimer(c *Conn, now int64) {
 		}
 		s.wheel.schedule(c, c.deadline.Load())
 	case stateOpen:
+		pingTicks, idleTicks := c.proto.timeouts(c)
 		last := c.lastRead.Load()
 		idle := now - last
-		if idle >= s.idleTicks {
-			c.closeWith(1001, "idle timeout", ReasonIdle)
+		if idle >= idleTicks {
+			c.proto.idleClose(c)
 			return
 		}
-		if idle >= s.pingTicks && c.pingAt <= last {
-			// RFC 6455 5.5.2: a ping "MAY be sent ... as a means to verify
-			// that the remote endpoint is still responsive"; its pong (or any
-			// byte) moves lastRead.
+		if idle >= pingTicks && c.pingAt <= last {
 			c.pingAt = now
-			c.sendOwned([]byte{0x89, 0})
+			c.proto.ping(c)
 		}
-		next := last + s.pingTicks
+		next := last + pingTicks
 		if next <= now {
-			next = min(last+s.idleTicks, now+s.pingTicks)
+			next = min(last+idleTicks, now+pingTicks)
 		}
 		s.wheel.schedule(c, next)
 	case stateClosing:
