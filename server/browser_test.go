@@ -122,6 +122,7 @@ func TestBrowserChat(t *testing.T) {
 	s := newTestServer(t, Config{})
 	pageURL := "http://" + s.Addr().String() + "/"
 	userDataDir := t.TempDir()
+	tmpDir := t.TempDir() // Chromium's own temporary files, e.g. its singleton socket
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -138,6 +139,7 @@ func TestBrowserChat(t *testing.T) {
 		chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
 		chromedp.UserDataDir(userDataDir),
+		chromedp.Env("TMPDIR="+tmpDir),
 		chromedp.CombinedOutput(&out),
 	)
 	// Deferred calls run before t.TempDir's cleanup, so the browser is gone
@@ -152,6 +154,13 @@ func TestBrowserChat(t *testing.T) {
 	// Page 1 starts the browser; page 2 is a second tab in it.
 	ctx1, cancel1 := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
 	defer cancel1()
+	defer func() {
+		// Close the browser gracefully, so that it cleans up after
+		// itself; cancel1 kills it if this fails.
+		if err := chromedp.Cancel(ctx1); err != nil {
+			t.Logf("closing the browser: %v", err)
+		}
+	}()
 	if err := chromedp.Do(ctx1, chromedp.Navigate(pageURL)); err != nil {
 		t.Fatalf("page 1: navigate to %s: %v", pageURL, err)
 	}

@@ -181,10 +181,20 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 	c.dec.MaxMessage = s.cfg.MaxMessage
 	c.state.Store(stateOpen)
 	s.stats.Upgraded.Add(1)
-	// The 101 response goes out before anything the protocol sends.
-	c.sendOwned(hio.out)
+	// Join before the 101 is written, so a client that has its 101 is in
+	// the room; anything fanned out meanwhile queues behind the response,
+	// and it all goes out in one write below.
+	c.wmu.Lock()
+	c.outq = append(c.outq, hio.out)
+	c.outBytes += len(hio.out)
+	c.wmu.Unlock()
 	s.wheel.schedule(c, s.wheel.now.Load()+s.pingTicks)
 	c.proto.onOpen(c)
+	c.wmu.Lock()
+	if !c.closed {
+		c.flushLocked()
+	}
+	c.wmu.Unlock()
 	if len(rest) > 0 && c.state.Load() == stateOpen {
 		// The client pipelined frames behind its request.
 		if err := c.dec.Feed(rest, (*frameHandler)(c)); err != nil {

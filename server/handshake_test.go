@@ -256,7 +256,7 @@ func TestHandshakeRoomNames(t *testing.T) {
 // TestHandshakeUnknownPath: an upgrade for a path nobody serves is 404.
 func TestHandshakeUnknownPath(t *testing.T) {
 	s := newTestServer(t, Config{})
-	for _, path := range []string{"/nope", "/chatroom", "/", "/app/key"} {
+	for _, path := range []string{"/nope", "/nope/deeper", "/chatroom", "/"} {
 		t.Run(path, func(t *testing.T) {
 			expectStatus(t, s, handshakeHead(s, "GET", path, nil), http.StatusNotFound)
 		})

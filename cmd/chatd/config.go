@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
+	"math"
 	"strconv"
 	"strings"
 
@@ -39,8 +39,8 @@ func (b byteSize) Set(s string) error {
 		}
 	}
 	n, err := strconv.Atoi(t)
-	if err != nil || n < 0 {
-		return fmt.Errorf("want a byte count like 65536 or 64KiB")
+	if err != nil || n < 0 || n > math.MaxInt32/mult {
+		return fmt.Errorf("want a byte count like 65536 or 64KiB (at most 2 GiB)")
 	}
 	*b.p = n * mult
 	return nil
@@ -124,7 +124,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return *c, fmt.Errorf("invalid value %q for flag -log-level: want debug, info, warn or error", o.logLevel)
 	}
-	c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	c.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if err := validate(c); err != nil {
 		return *c, err
 	}

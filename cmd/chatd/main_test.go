@@ -1,0 +1,622 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"chatd/server"
+)
+
+// allFlags is every flag chatd defines.
+var allFlags = []string{
+	"addr", "workers", "max-message", "write-queue", "ping-interval",
+	"idle-timeout", "handshake-timeout", "drain-timeout", "max-conns",
+	"allowed-origins", "log-level",
+}
+
+// envMap returns a getenv func backed by m.
+func envMap(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func noEnv(string) string { return "" }
+
+func mustParse(t *testing.T, args []string, getenv func(string) string) server.Config {
+	t.Helper()
+	cfg, err := parseConfig(args, getenv, io.Discard)
+	if err != nil {
+		t.Fatalf("parseConfig(%q): %v", args, err)
+	}
+	return cfg
+}
+
+func TestChatdParseConfigDefaults(t *testing.T) {
+	cfg := mustParse(t, nil, noEnv)
+	if cfg.Addr != ":8080" {
+		t.Errorf("Addr = %q, want :8080", cfg.Addr)
+	}
+	if cfg.MaxMessage != 64<<10 {
+		t.Errorf("MaxMessage = %d, want %d (64 KiB)", cfg.MaxMessage, 64<<10)
+	}
+	if cfg.WriteQueue != 256<<10 {
+		t.Errorf("WriteQueue = %d, want %d (256 KiB)", cfg.WriteQueue, 256<<10)
+	}
+	if cfg.Workers != 0 {
+		t.Errorf("Workers = %d, want 0", cfg.Workers)
+	}
+	if cfg.MaxConns != 0 {
+		t.Errorf("MaxConns = %d, want 0", cfg.MaxConns)
+	}
+	if cfg.PingInterval != server.DefaultPingInterval {
+		t.Errorf("PingInterval = %v, want %v", cfg.PingInterval, server.DefaultPingInterval)
+	}
+	if cfg.IdleTimeout != server.DefaultIdleTimeout {
+		t.Errorf("IdleTimeout = %v, want %v", cfg.IdleTimeout, server.DefaultIdleTimeout)
+	}
+	if cfg.HandshakeTimeout != server.DefaultHandshakeTimeout {
+		t.Errorf("HandshakeTimeout = %v, want %v", cfg.HandshakeTimeout, server.DefaultHandshakeTimeout)
+	}
+	if cfg.DrainTimeout != server.DefaultDrainTimeout {
+		t.Errorf("DrainTimeout = %v, want %v", cfg.DrainTimeout, server.DefaultDrainTimeout)
+	}
+	if len(cfg.AllowedOrigins) != 0 {
+		t.Errorf("AllowedOrigins = %q, want none", cfg.AllowedOrigins)
+	}
+	if cfg.Logger == nil {
+		t.Fatal("Logger is nil")
+	}
+	ctx := context.Background()
+	if !cfg.Logger.Enabled(ctx, slog.LevelInfo) || cfg.Logger.Enabled(ctx, slog.LevelDebug) {
+		t.Errorf("default logger level is not info")
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("default config does not validate: %v", err)
+	}
+}
+
+func TestChatdParseConfigEveryFlag(t *testing.T) {
+	cfg := mustParse(t, []string{
+		"-addr", "127.0.0.1:9000",
+		"-workers", "3",
+		"-max-message", "1MiB",
+		"-write-queue", "512K",
+		"-ping-interval", "5s",
+		"-idle-timeout", "20s",
+		"-handshake-timeout", "2s",
+		"-drain-timeout", "1500ms",
+		"-max-conns", "100",
+		"-allowed-origins", "http://a.example, http://b.example",
+		"-log-level", "debug",
+	}, noEnv)
+	want := server.Config{
+		Addr:             "127.0.0.1:9000",
+		Workers:          3,
+		MaxMessage:       1 << 20,
+		WriteQueue:       512 << 10,
+		PingInterval:     5 * time.Second,
+		IdleTimeout:      20 * time.Second,
+		HandshakeTimeout: 2 * time.Second,
+		DrainTimeout:     1500 * time.Millisecond,
+		MaxConns:         100,
+		AllowedOrigins:   []string{"http://a.example", "http://b.example"},
+	}
+	checkConfig(t, cfg, want)
+	if !cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
+		t.Errorf("-log-level debug: logger does not log debug")
+	}
+
+	// The --name=value form works too, and -log-level error hides info.
+	cfg = mustParse(t, []string{"--max-message=2048", "-log-level=error"}, noEnv)
+	if cfg.MaxMessage != 2048 {
+		t.Errorf("--max-message=2048: MaxMessage = %d", cfg.MaxMessage)
+	}
+	if cfg.Logger.Enabled(context.Background(), slog.LevelWarn) || !cfg.Logger.Enabled(context.Background(), slog.LevelError) {
+		t.Errorf("-log-level error: wrong logger level")
+	}
+}
+
+func checkConfig(t *testing.T, got, want server.Config) {
+	t.Helper()
+	if got.Addr != want.Addr {
+		t.Errorf("Addr = %q, want %q", got.Addr, want.Addr)
+	}
+	if got.Workers != want.Workers {
+		t.Errorf("Workers = %d, want %d", got.Workers, want.Workers)
+	}
+	if got.MaxMessage != want.MaxMessage {
+		t.Errorf("MaxMessage = %d, want %d", got.MaxMessage, want.MaxMessage)
+	}
+	if got.WriteQueue != want.WriteQueue {
+		t.Errorf("WriteQueue = %d, want %d", got.WriteQueue, want.WriteQueue)
+	}
+	if got.PingInterval != want.PingInterval {
+		t.Errorf("PingInterval = %v, want %v", got.PingInterval, want.PingInterval)
+	}
+	if got.IdleTimeout != want.IdleTimeout {
+		t.Errorf("IdleTimeout = %v, want %v", got.IdleTimeout, want.IdleTimeout)
+	}
+	if got.HandshakeTimeout != want.HandshakeTimeout {
+		t.Errorf("HandshakeTimeout = %v, want %v", got.HandshakeTimeout, want.HandshakeTimeout)
+	}
+	if got.DrainTimeout != want.DrainTimeout {
+		t.Errorf("DrainTimeout = %v, want %v", got.DrainTimeout, want.DrainTimeout)
+	}
+	if got.MaxConns != want.MaxConns {
+		t.Errorf("MaxConns = %d, want %d", got.MaxConns, want.MaxConns)
+	}
+	if !slices.Equal(got.AllowedOrigins, want.AllowedOrigins) {
+		t.Errorf("AllowedOrigins = %q, want %q", got.AllowedOrigins, want.AllowedOrigins)
+	}
+}
+
+func TestChatdParseConfigByteSizes(t *testing.T) {
+	for in, want := range map[string]int{
+		"65536": 65536, "64KiB": 64 << 10, "64K": 64 << 10, "64k": 64 << 10,
+		"1MiB": 1 << 20, "2M": 2 << 20, " 8KiB ": 8 << 10,
+	} {
+		cfg, err := parseConfig([]string{"-max-message", in}, noEnv, io.Discard)
+		if err != nil {
+			t.Errorf("-max-message %q: %v", in, err)
+			continue
+		}
+		if cfg.MaxMessage != want {
+			t.Errorf("-max-message %q: MaxMessage = %d, want %d", in, cfg.MaxMessage, want)
+		}
+	}
+}
+
+func TestChatdParseConfigEnv(t *testing.T) {
+	env := map[string]string{
+		"CHATD_ADDR":              "127.0.0.1:7000",
+		"CHATD_WORKERS":           "2",
+		"CHATD_MAX_MESSAGE":       "1KiB",
+		"CHATD_WRITE_QUEUE":       "128KiB",
+		"CHATD_PING_INTERVAL":     "10s",
+		"CHATD_IDLE_TIMEOUT":      "40s",
+		"CHATD_HANDSHAKE_TIMEOUT": "3s",
+		"CHATD_DRAIN_TIMEOUT":     "2s",
+		"CHATD_MAX_CONNS":         "50",
+		"CHATD_ALLOWED_ORIGINS":   "a,b",
+		"CHATD_LOG_LEVEL":         "warn",
+	}
+	cfg := mustParse(t, nil, envMap(env))
+	checkConfig(t, cfg, server.Config{
+		Addr:             "127.0.0.1:7000",
+		Workers:          2,
+		MaxMessage:       1 << 10,
+		WriteQueue:       128 << 10,
+		PingInterval:     10 * time.Second,
+		IdleTimeout:      40 * time.Second,
+		HandshakeTimeout: 3 * time.Second,
+		DrainTimeout:     2 * time.Second,
+		MaxConns:         50,
+		AllowedOrigins:   []string{"a", "b"},
+	})
+	ctx := context.Background()
+	if cfg.Logger.Enabled(ctx, slog.LevelInfo) || !cfg.Logger.Enabled(ctx, slog.LevelWarn) {
+		t.Errorf("CHATD_LOG_LEVEL=warn: wrong logger level")
+	}
+
+	// Flags win over the environment, flag by flag.
+	cfg = mustParse(t, []string{
+		"-max-message", "2KiB",
+		"-allowed-origins", "c",
+		"-addr", "127.0.0.1:7001",
+	}, envMap(env))
+	if cfg.MaxMessage != 2<<10 {
+		t.Errorf("flag -max-message 2KiB over CHATD_MAX_MESSAGE=1KiB: MaxMessage = %d", cfg.MaxMessage)
+	}
+	if !slices.Equal(cfg.AllowedOrigins, []string{"c"}) {
+		t.Errorf("flag -allowed-origins c over CHATD_ALLOWED_ORIGINS=a,b: AllowedOrigins = %q", cfg.AllowedOrigins)
+	}
+	if cfg.Addr != "127.0.0.1:7001" {
+		t.Errorf("flag -addr over CHATD_ADDR: Addr = %q", cfg.Addr)
+	}
+	if cfg.WriteQueue != 128<<10 {
+		t.Errorf("CHATD_WRITE_QUEUE lost when other flags are set: WriteQueue = %d", cfg.WriteQueue)
+	}
+
+	// An empty variable is the same as an unset one.
+	cfg = mustParse(t, nil, envMap(map[string]string{"CHATD_MAX_MESSAGE": ""}))
+	if cfg.MaxMessage != server.DefaultMaxMessage {
+		t.Errorf("empty CHATD_MAX_MESSAGE: MaxMessage = %d", cfg.MaxMessage)
+	}
+}
+
+func TestChatdParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want string // the error must contain this
+	}{
+		{"bad byte size", []string{"-max-message", "abc"}, nil, "-max-message"},
+		{"negative byte size", []string{"-write-queue", "-5"}, nil, "-write-queue"},
+		{"zero max message", []string{"-max-message", "0"}, nil, "-max-message"},
+		{"bad duration", []string{"-ping-interval", "xyz"}, nil, "-ping-interval"},
+		{"idle not above ping", []string{"-idle-timeout", "1s"}, nil, "-idle-timeout"},
+		{"negative workers", []string{"-workers", "-1"}, nil, "-workers"},
+		{"negative max conns", []string{"-max-conns", "-1"}, nil, "-max-conns"},
+		{"zero handshake timeout", []string{"-handshake-timeout", "0s"}, nil, "-handshake-timeout"},
+		{"zero drain timeout", []string{"-drain-timeout", "0s"}, nil, "-drain-timeout"},
+		{"bad log level", []string{"-log-level", "loud"}, nil, "-log-level"},
+		{"unknown flag", []string{"-nope"}, nil, "-nope"},
+		{"extra argument", []string{"-addr", ":9000", "extra"}, nil, `"extra"`},
+		{"bad env value", nil, map[string]string{"CHATD_MAX_MESSAGE": "lots"}, "CHATD_MAX_MESSAGE"},
+		{"bad env duration", nil, map[string]string{"CHATD_PING_INTERVAL": "soon"}, "CHATD_PING_INTERVAL"},
+		// A bad environment value is an error even when a flag would
+		// override it.
+		{"bad env under a flag", []string{"-workers", "1"}, map[string]string{"CHATD_WORKERS": "many"}, "CHATD_WORKERS"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			_, err := parseConfig(tc.args, envMap(tc.env), &stderr)
+			if err == nil {
+				t.Fatalf("parseConfig(%q, %v) = nil error, want one naming %s", tc.args, tc.env, tc.want)
+			}
+			if errors.Is(err, errHelp) {
+				t.Fatalf("parseConfig(%q) = errHelp", tc.args)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not name %s", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q is more than one line", err)
+			}
+			if stderr.Len() != 0 {
+				t.Errorf("parseConfig wrote to stderr on an error: %q", stderr.String())
+			}
+		})
+	}
+}
+
+func TestChatdParseConfigHelp(t *testing.T) {
+	for _, arg := range []string{"-h", "-help", "--help"} {
+		var stderr bytes.Buffer
+		_, err := parseConfig([]string{arg}, noEnv, &stderr)
+		if !errors.Is(err, errHelp) {
+			t.Fatalf("parseConfig(%s) = %v, want errHelp", arg, err)
+		}
+		usage := stderr.String()
+		if !strings.Contains(usage, "Usage: chatd") {
+			t.Errorf("%s: usage has no \"Usage: chatd\" line:\n%s", arg, usage)
+		}
+		if !strings.Contains(usage, "CHATD_") {
+			t.Errorf("%s: usage does not mention the CHATD_* variables:\n%s", arg, usage)
+		}
+		for _, f := range allFlags {
+			if !regexp.MustCompile(`(?m)^\s+-` + regexp.QuoteMeta(f) + `\b`).MatchString(usage) {
+				t.Errorf("%s: usage does not list -%s:\n%s", arg, f, usage)
+			}
+		}
+	}
+}
+
+// buildChatd builds the chatd binary into dir and returns its path.
+func buildChatd(t *testing.T, dir string) string {
+	t.Helper()
+	bin := filepath.Join(dir, "chatd")
+	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
+	cmd := exec.Command(goTool, "build", "-o", bin, ".")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and other readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// wsEvent is one result of a client's read loop.
+type wsEvent struct {
+	data string
+	err  error
+}
+
+// readLoop reads messages from c onto a channel until an error, which it
+// sends last.
+func readLoop(c *websocket.Conn) <-chan wsEvent {
+	ch := make(chan wsEvent, 64)
+	go func() {
+		for {
+			_, p, err := c.ReadMessage()
+			if err != nil {
+				ch <- wsEvent{err: err}
+				close(ch)
+				return
+			}
+			ch <- wsEvent{data: string(p)}
+		}
+	}()
+	return ch
+}
+
+// waitMessage reads ch until want arrives; other messages are skipped.
+func waitMessage(t *testing.T, ch <-chan wsEvent, who, want string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok || ev.err != nil {
+				t.Fatalf("%s: connection ended before %q arrived: %v", who, want, ev.err)
+			}
+			if ev.data == want {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("%s: %q did not arrive in 10s", who, want)
+		}
+	}
+}
+
+// waitClose reads ch until the connection ends, and returns the close code.
+func waitClose(t *testing.T, ch <-chan wsEvent, who string) int {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatalf("%s: read loop ended without an error", who)
+			}
+			if ev.err == nil {
+				continue
+			}
+			var ce *websocket.CloseError
+			if !errors.As(ev.err, &ce) {
+				t.Fatalf("%s: connection ended with %v, want a close frame", who, ev.err)
+			}
+			return ce.Code
+		case <-timeout:
+			t.Fatalf("%s: no close frame within 10s", who)
+		}
+	}
+}
+
+// exitStatus waits until the process is reaped (waitDone closes, waitErr
+// holds cmd.Wait's result) and returns its exit status. After within, it
+// kills the process and fails.
+func exitStatus(t *testing.T, cmd *exec.Cmd, waitDone <-chan struct{}, waitErr *error, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-waitDone:
+	case <-time.After(within):
+		cmd.Process.Kill()
+		<-waitDone
+		t.Fatalf("chatd did not exit within %v", within)
+	}
+	if *waitErr == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(*waitErr, &ee) {
+		return ee.ExitCode()
+	}
+	t.Fatalf("waiting for chatd: %v", *waitErr)
+	return -1
+}
+
+// TestChatdProcess builds the chatd binary and runs it as a user would.
+func TestChatdProcess(t *testing.T) {
+	bin := buildChatd(t, t.TempDir())
+
+	t.Run("SIGTERM", func(t *testing.T) {
+		cmd := exec.Command(bin, "-addr", "127.0.0.1:0")
+		cmd.Env = withoutChatdEnv(os.Environ())
+		stderrPipe, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("starting chatd: %v", err)
+		}
+		var stderr syncBuffer
+		addrCh := make(chan string, 1)
+		readDone := make(chan struct{})
+		go func() {
+			defer close(readDone)
+			re := regexp.MustCompile(`msg="chatd listening".* addr=(\S+)`)
+			sc := bufio.NewScanner(stderrPipe)
+			for sc.Scan() {
+				line := sc.Text()
+				stderr.Write([]byte(line + "\n"))
+				if m := re.FindStringSubmatch(line); m != nil {
+					select {
+					case addrCh <- m[1]:
+					default:
+					}
+				}
+			}
+		}()
+		waitDone := make(chan struct{})
+		var waitErr error
+		go func() {
+			<-readDone // Wait must not close the pipe before it is read
+			waitErr = cmd.Wait()
+			close(waitDone)
+		}()
+		t.Cleanup(func() {
+			select {
+			case <-waitDone:
+			default:
+				cmd.Process.Kill()
+				<-waitDone
+			}
+		})
+		defer func() {
+			if t.Failed() {
+				t.Logf("chatd stderr:\n%s", stderr.String())
+			}
+		}()
+
+		var addr string
+		select {
+		case addr = <-addrCh:
+		case <-waitDone:
+			t.Fatalf("chatd exited before listening: %v", waitErr)
+		case <-time.After(15 * time.Second):
+			t.Fatal("no \"chatd listening addr=...\" line on stderr within 15s")
+		}
+		if !regexp.MustCompile(`^127\.0\.0\.1:[1-9][0-9]*$`).MatchString(addr) {
+			t.Fatalf("listening addr = %q, want 127.0.0.1:PORT", addr)
+		}
+
+		url := "ws://" + addr + "/chat"
+		dial := func(who string) (*websocket.Conn, <-chan wsEvent) {
+			d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+			c, resp, err := d.Dial(url, nil)
+			if err != nil {
+				t.Fatalf("%s: dial %s: %v", who, url, err)
+			}
+			resp.Body.Close()
+			t.Cleanup(func() { c.Close() })
+			return c, readLoop(c)
+		}
+		a, aCh := dial("client A")
+		b, bCh := dial("client B")
+
+		// The 101 response can reach a client before the server has put
+		// it in the room. B's own messages are handled after B joined, so
+		// B repeats a sync message until A (joined long before) sees one.
+		synced, syncDone := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(syncDone)
+			tick := time.NewTicker(50 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-synced:
+					return
+				case <-tick.C:
+					if b.WriteMessage(websocket.TextMessage, []byte("sync")) != nil {
+						return
+					}
+				}
+			}
+		}()
+		waitMessage(t, aCh, "client A", "sync")
+		close(synced)
+		<-syncDone // B has one writer at a time
+
+		if err := a.WriteMessage(websocket.TextMessage, []byte("hello from A")); err != nil {
+			t.Fatalf("client A: write: %v", err)
+		}
+		waitMessage(t, bCh, "client B", "hello from A")
+		if err := b.WriteMessage(websocket.TextMessage, []byte("hello from B")); err != nil {
+			t.Fatalf("client B: write: %v", err)
+		}
+		waitMessage(t, aCh, "client A", "hello from B")
+
+		start := time.Now()
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatalf("SIGTERM: %v", err)
+		}
+		if code := waitClose(t, aCh, "client A"); code != websocket.CloseGoingAway {
+			t.Errorf("client A: close code %d, want %d (going away)", code, websocket.CloseGoingAway)
+		}
+		if code := waitClose(t, bCh, "client B"); code != websocket.CloseGoingAway {
+			t.Errorf("client B: close code %d, want %d (going away)", code, websocket.CloseGoingAway)
+		}
+		status := exitStatus(t, cmd, waitDone, &waitErr, 8*time.Second)
+		if status != 0 {
+			t.Errorf("chatd exited with status %d after SIGTERM, want 0", status)
+		}
+		t.Logf("chatd exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("BadFlag", func(t *testing.T) {
+		cmd := exec.Command(bin, "-max-message", "abc")
+		cmd.Env = withoutChatdEnv(os.Environ())
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Fatalf("chatd -max-message abc: %v, want exit status 2", err)
+		}
+		out := stderr.String()
+		if strings.Count(out, "\n") != 1 || !strings.HasSuffix(out, "\n") {
+			t.Errorf("stderr is not exactly one line: %q", out)
+		}
+		if !strings.Contains(out, "-max-message") {
+			t.Errorf("stderr does not name -max-message: %q", out)
+		}
+		if stdout.Len() != 0 {
+			t.Errorf("stdout not empty: %q", stdout.String())
+		}
+	})
+
+	t.Run("BadEnv", func(t *testing.T) {
+		cmd := exec.Command(bin)
+		cmd.Env = append(withoutChatdEnv(os.Environ()), "CHATD_PING_INTERVAL=soon")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Fatalf("CHATD_PING_INTERVAL=soon chatd: %v, want exit status 2", err)
+		}
+		out := stderr.String()
+		if strings.Count(out, "\n") != 1 || !strings.Contains(out, "CHATD_PING_INTERVAL") {
+			t.Errorf("stderr is not one line naming CHATD_PING_INTERVAL: %q", out)
+		}
+	})
+
+	t.Run("Help", func(t *testing.T) {
+		cmd := exec.Command(bin, "-h")
+		cmd.Env = withoutChatdEnv(os.Environ())
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("chatd -h: %v, want exit status 0\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "Usage: chatd") {
+			t.Errorf("chatd -h printed no usage:\n%s", out)
+		}
+		for _, f := range allFlags {
+			if !strings.Contains(string(out), "-"+f) {
+				t.Errorf("chatd -h does not list -%s", f)
+			}
+		}
+	})
+}
+
+// withoutChatdEnv drops CHATD_* variables of the test's own environment.
+func withoutChatdEnv(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		return strings.HasPrefix(kv, "CHATD_")
+	})
+}
