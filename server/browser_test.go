@@ -120,7 +120,7 @@ func browserCountContaining(lines []string, s string) int {
 func TestBrowserChat(t *testing.T) {
 	path := browserChromiumPath(t)
 	s := newTestServer(t, Config{})
-	pageURL := "http://" + s.Addr().String() + "/"
+	pageURL := "http://" + s.Addr().String() + "/raw"
 	userDataDir := t.TempDir()
 	tmpDir := t.TempDir() // Chromium's own temporary files, e.g. its singleton socket
 

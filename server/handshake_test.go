@@ -305,12 +305,13 @@ func httpGet(t testing.TB, s *Server, path string) (*http.Response, string) {
 	return resp, string(body)
 }
 
-// TestHTTPIndexPage: GET / serves the seed's chat page.
+// TestHTTPIndexPage: GET /raw serves the seed's chat page (GET / is the
+// Pusher chat app).
 func TestHTTPIndexPage(t *testing.T) {
 	s := newTestServer(t, Config{})
-	resp, body := httpGet(t, s, "/")
+	resp, body := httpGet(t, s, "/raw")
 	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /: %s", resp.Status)
+		t.Fatalf("GET /raw: %s", resp.Status)
 	}
 	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
 		t.Errorf("Content-Type = %q, want text/html", ct)

@@ -115,7 +115,13 @@ func (s *Server) httpHandler() http.Handler {
 			http.ServeContent(w, r, "index.html", startTime, bytes.NewReader(body))
 		}
 	}
-	mux.HandleFunc("GET /{$}", servePage(page))
+	app, err := staticFS.ReadFile("static/app.html")
+	if err != nil {
+		panic(err)
+	}
+	// / is the Pusher chat app; /raw keeps the seed's raw /chat demo.
+	mux.HandleFunc("GET /{$}", servePage(app))
+	mux.HandleFunc("GET /raw", servePage(page))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "ok\n")
