@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"chatd/server"
+	"chatd/server/pusher"
 )
 
 var errHelp = errors.New("help requested")
@@ -69,6 +70,8 @@ func (o origins) Set(s string) error {
 type options struct {
 	cfg      server.Config
 	logLevel string
+	app      pusher.App
+	appsFile string
 }
 
 // parseConfig turns flags and CHATD_* environment variables into a
@@ -91,9 +94,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	fs.IntVar(&c.MaxConns, "max-conns", 0, "WebSocket connection cap, over it HTTP 503 (0: open-file limit minus a reserve)")
 	fs.Var(origins{&c.AllowedOrigins}, "allowed-origins", "comma-separated Origin values allowed to upgrade (empty: any)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&o.app.ID, "app-id", "", "Pusher app ID (with -app-key and -app-secret: serve this one app instead of the default app)")
+	fs.StringVar(&o.app.Key, "app-key", "", "Pusher app key (clients connect to /app/{key})")
+	fs.StringVar(&o.app.Secret, "app-secret", "", "Pusher app secret (signs channel auth and HTTP API requests)")
+	fs.BoolVar(&o.app.ClientEvents, "app-client-events", false, "let the -app-id app's private/presence subscribers send client-* events")
+	fs.StringVar(&o.appsFile, "apps-file", "", "JSON file of several Pusher apps (instead of the -app-* flags)")
 
 	usage := func() {
-		fmt.Fprintf(stderr, "Usage: chatd [flags]\n\nA WebSocket chat server: ws://HOST/chat is the lobby, ws://HOST/chat/{room} a room.\nEvery flag can also be set as CHATD_<NAME> (e.g. CHATD_MAX_MESSAGE); flags win.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: chatd [flags]\n\nA WebSocket chat server: ws://HOST/chat is the lobby, ws://HOST/chat/{room} a room,\nws://HOST/app/{key}?protocol=7 speaks Pusher Channels (default app: id chatd, key chatd-key,\nsecret chatd-secret, client events on).\nEvery flag can also be set as CHATD_<NAME> (e.g. CHATD_MAX_MESSAGE); flags win.\n\nFlags:\n")
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
@@ -128,6 +136,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	if err := validate(c); err != nil {
 		return *c, err
 	}
+	apps, err := pusher.LoadApps(o.appsFile, o.app)
+	if err != nil {
+		return *c, fmt.Errorf("invalid Pusher app (flags -app-id, -app-key, -app-secret, -apps-file): %v", err)
+	}
+	c.Apps = apps
 	return *c, nil
 }
 
