@@ -34,6 +34,57 @@ func browserChromiumPath(t *testing.T) string {
 	return ""
 }
 
+// browserStart launches headless Chromium for the test and returns the
+// context of its first tab, which ends after timeout. Open more tabs with
+// chromedp.NewContext(ctx); cancelling such a tab's context closes the tab.
+// The browser is closed, gracefully if it can be, when the test ends, and
+// its output is logged if the test failed.
+func browserStart(t *testing.T, timeout time.Duration) context.Context {
+	t.Helper()
+	path := browserChromiumPath(t)
+	// Cleanups run last in, first out: the browser is gone before its
+	// directories are removed.
+	userDataDir := t.TempDir()
+	tmpDir := t.TempDir() // Chromium's own temporary files, e.g. its singleton socket
+
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	out := new(browserOutput)
+	actx, acancel := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(path),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(userDataDir),
+		chromedp.Env("TMPDIR="+tmpDir),
+		chromedp.CombinedOutput(out),
+	)
+	bctx, bcancel := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(func() {
+		// Close the browser gracefully, so that it cleans up after
+		// itself; the cancels kill it if this fails.
+		if err := chromedp.Cancel(bctx); err != nil {
+			t.Logf("closing the browser: %v", err)
+		}
+		bcancel()
+		acancel()
+		cancel()
+		if t.Failed() {
+			t.Logf("chromium output:\n%s", out.String())
+		}
+	})
+	// Start the browser and its first tab now, so that a launch failure
+	// reads as one.
+	if err := chromedp.Do(bctx); err != nil {
+		t.Fatalf("starting chromium (%s): %v", path, err)
+	}
+	return bctx
+}
+
 // browserOutput collects the browser's output for failure messages.
 type browserOutput struct {
 	mu sync.Mutex
@@ -118,49 +169,11 @@ func browserCountContaining(lines []string, s string) int {
 // a message typed in one shows in the other, and the sender sees only its
 // own "me: ..." line, never an echo.
 func TestBrowserChat(t *testing.T) {
-	path := browserChromiumPath(t)
+	ctx1 := browserStart(t, 60*time.Second)
 	s := newTestServer(t, Config{})
 	pageURL := "http://" + s.Addr().String() + "/raw"
-	userDataDir := t.TempDir()
-	tmpDir := t.TempDir() // Chromium's own temporary files, e.g. its singleton socket
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-
-	var out browserOutput
-	actx, acancel := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(path),
-		chromedp.Flag("headless", true),
-		chromedp.Flag("no-sandbox", true),
-		chromedp.Flag("disable-gpu", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("no-first-run", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(userDataDir),
-		chromedp.Env("TMPDIR="+tmpDir),
-		chromedp.CombinedOutput(&out),
-	)
-	// Deferred calls run before t.TempDir's cleanup, so the browser is gone
-	// before its user data directory is removed.
-	defer acancel()
-	defer func() {
-		if t.Failed() {
-			t.Logf("chromium output:\n%s", out.String())
-		}
-	}()
-
-	// Page 1 starts the browser; page 2 is a second tab in it.
-	ctx1, cancel1 := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	defer cancel1()
-	defer func() {
-		// Close the browser gracefully, so that it cleans up after
-		// itself; cancel1 kills it if this fails.
-		if err := chromedp.Cancel(ctx1); err != nil {
-			t.Logf("closing the browser: %v", err)
-		}
-	}()
+	// Page 1 is the browser's first tab; page 2 is a second tab in it.
 	if err := chromedp.Do(ctx1, chromedp.Navigate(pageURL)); err != nil {
 		t.Fatalf("page 1: navigate to %s: %v", pageURL, err)
 	}

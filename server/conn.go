@@ -57,8 +57,10 @@ type Conn struct {
 	wantFinal bool
 	reason    CloseReason
 
-	// Raw protocol: the one room this connection is in.
-	room *Room
+	// Raw protocol: the one room this connection is in, and whether this
+	// read published to it and must start its fan-out.
+	room      *Room
+	flushRoom bool
 
 	// Wheel links, guarded by wheel.mu.
 	wnext, wprev *Conn
@@ -103,9 +105,23 @@ func (h *pollHandler) OnData(_ *poller.Worker, p []byte) {
 		if c.proto == nil {
 			return // a refused handshake: ignore whatever else comes
 		}
-		if err := c.dec.Feed(p, (*frameHandler)(c)); err != nil {
-			c.protocolError(err)
-		}
+		c.feed(p)
+	}
+}
+
+// feed decodes bytes of an open connection and starts the fan-out of what
+// they published.
+func (c *Conn) feed(p []byte) {
+	// The room is taken first: a close frame in the same read may finalize
+	// the connection (and leave the room) before the fan-out starts.
+	room := c.room
+	err := c.dec.Feed(p, (*frameHandler)(c))
+	if c.flushRoom {
+		c.flushRoom = false
+		room.flush()
+	}
+	if err != nil {
+		c.protocolError(err)
 	}
 }
 

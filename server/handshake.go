@@ -197,9 +197,7 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 	c.wmu.Unlock()
 	if len(rest) > 0 && c.state.Load() == stateOpen {
 		// The client pipelined frames behind its request.
-		if err := c.dec.Feed(rest, (*frameHandler)(c)); err != nil {
-			c.protocolError(err)
-		}
+		c.feed(rest)
 	}
 	c.releaseHandshakeBuf()
 }

@@ -19,7 +19,9 @@ func (p *rawProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
 		h(payload)
 	}
 	p.s.stats.MessagesIn.Add(1)
-	c.room.Publish(op, payload, c)
+	if c.room.publish(op, payload, c) {
+		c.flushRoom = true // after this read's last message (pollHandler.OnData)
+	}
 }
 
 func (p *rawProto) onClose(c *Conn) {

@@ -126,6 +126,16 @@ func (r *Room) Name() string { return r.name }
 // Publish frames payload once into the room's pending batch and makes sure
 // a fan-out will deliver it to every member but except.
 func (r *Room) Publish(op ws.OpCode, payload []byte, except *Conn) {
+	if r.publish(op, payload, except) {
+		r.flush()
+	}
+}
+
+// publish adds a message to the pending batch. It reports whether the
+// caller must call flush: nobody else is delivering. A reader that
+// publishes several messages from one read calls flush once after the last,
+// so a burst goes to each member in one write.
+func (r *Room) publish(op ws.OpCode, payload []byte, except *Conn) (mustFlush bool) {
 	r.mu.Lock()
 	b := r.pending
 	if b == nil {
@@ -139,11 +149,11 @@ func (r *Room) Publish(op ws.OpCode, payload []byte, except *Conn) {
 	}
 	if r.flushing {
 		r.mu.Unlock()
-		return
+		return false
 	}
 	r.flushing = true
 	r.mu.Unlock()
-	r.flush()
+	return true
 }
 
 // flush delivers pending batches until there are none. Small rooms are

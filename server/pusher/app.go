@@ -112,6 +112,11 @@ func (a *App) Validate() error {
 	return nil
 }
 
+// MaxMessageBytes is a frame size limit for the engine to apply to this
+// app's connections: room for a client event with MaxEventBytes of data,
+// even if every byte of it is JSON-escaped once, plus the envelope.
+func (a *App) MaxMessageBytes() int { return 2*a.MaxEventBytes + 4096 }
+
 // Apps is the immutable registry of configured apps, looked up by key (for
 // WebSocket connections) and by ID (for the HTTP API).
 type Apps struct {

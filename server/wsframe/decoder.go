@@ -183,7 +183,8 @@ func (d *Decoder) check(h header, msgOp ws.OpCode, msgLen int) error {
 	default:
 		return errProtocol("reserved opcode")
 	}
-	if d.MaxMessage > 0 && int64(msgLen)+h.length > int64(d.MaxMessage) {
+	// Compare without adding: a 63-bit length must not wrap the sum.
+	if d.MaxMessage > 0 && h.length > int64(d.MaxMessage-msgLen) {
 		return &CloseError{Code: ws.StatusMessageTooBig, Reason: "message too big"}
 	}
 	return nil
@@ -206,10 +207,10 @@ func (d *Decoder) Feed(p []byte, h Handler) error {
 			if err := d.check(hd, 0, 0); err != nil {
 				return err
 			}
-			end := int64(n) + hd.length
-			if int64(len(p)) >= end && (hd.fin || hd.op.IsControl()) {
+			if hd.length <= int64(len(p)-n) && (hd.fin || hd.op.IsControl()) {
 				// Fast path: a whole unfragmented frame is in p. Unmask in
 				// place and hand it over without copying.
+				end := n + int(hd.length)
 				payload := p[n:end]
 				ws.Cipher(payload, hd.mask, 0)
 				if err := d.complete(hd.op, payload, h); err != nil {
@@ -338,10 +339,12 @@ func (d *Decoder) complete(op ws.OpCode, payload []byte, h Handler) error {
 			return err
 		}
 		d.closed = true
+		// reason may point into the pooled state: release it only after
+		// the callback.
+		h.OnClose(code, reason)
 		if d.st != nil {
 			d.putState()
 		}
-		h.OnClose(code, reason)
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package wsframe
 
 import (
 	"encoding/binary"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -42,7 +43,13 @@ func AppendClose(dst []byte, code ws.StatusCode, reason string) []byte {
 		return append(dst, 0x80|byte(ws.OpClose), 0)
 	}
 	if len(reason) > 123 {
-		reason = reason[:123]
+		// A control frame carries at most 125 bytes; cut on a character
+		// boundary so the reason stays valid UTF-8 (RFC 6455 7.1.6).
+		cut := 123
+		for cut > 0 && !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut]
 	}
 	n := 2 + len(reason)
 	dst = append(dst, 0x80|byte(ws.OpClose), byte(n), byte(code>>8), byte(code))
