@@ -412,3 +412,30 @@ func TestBroadcastAllocsDoNotGrowWithMembers(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkUpgrade: one complete handshake over a real socket per op
+// (dial, request, 101, close), through the poller, the head buffer and
+// ws.Upgrader.
+func BenchmarkUpgrade(b *testing.B) {
+	s := newTestServer(b, Config{})
+	addr := s.Addr().String()
+	req := []byte("GET /chat/bench HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	buf := make([]byte, 512)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := c.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		n, err := c.Read(buf)
+		if err != nil || !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 101 ")) {
+			b.Fatalf("handshake: %q %v", buf[:n], err)
+		}
+		c.Close()
+	}
+}
