@@ -69,6 +69,7 @@ type Request struct {
 	Group   string       `json:"group,omitempty"` // inspect, probe, close
 	Close   *CloseSpec   `json:"close,omitempty"`
 	Probe   *ProbeSpec   `json:"probe,omitempty"`
+	Sync    *SyncSpec    `json:"sync,omitempty"`
 }
 
 // Response carries the result of a Request.
@@ -81,6 +82,7 @@ type Response struct {
 	Inspect *InspectResult `json:"inspect,omitempty"`
 	Probe   *ProbeResult   `json:"probe,omitempty"`
 	Close   *CloseResult   `json:"close,omitempty"`
+	Sync    *SyncResult    `json:"sync,omitempty"`
 }
 
 // Handle carries out one command.
@@ -104,6 +106,8 @@ func (a *Agent) Handle(ctx context.Context, req Request) Response {
 		resp.Probe, err = a.probe(req.Probe)
 	case "close":
 		resp.Close, err = a.close(req.Close)
+	case "sync":
+		resp.Sync, err = a.sync(req.Sync)
 	default:
 		err = fmt.Errorf("chatbench: unknown worker command %q", req.Op)
 	}
@@ -141,6 +145,9 @@ type group struct {
 	spec    OpenSpec
 	members []*member
 	phase   atomic.Pointer[phaseState]
+	// lost counts members the server ended; closed-loop senders stop
+	// waiting for them.
+	lost atomic.Int32
 }
 
 // member is one client connection.
@@ -163,6 +170,7 @@ type member struct {
 	reordered  atomic.Int64
 	stray      atomic.Int64
 	lastRecv   atomic.Int64
+	lastSync   atomic.Uint32 // highest room-join probe seen
 	tracks     []seqTracker
 	trackPhase uint16
 	hasTracks  bool
@@ -247,6 +255,7 @@ type OpenSpec struct {
 	SourceIPs      []string      `json:"source_ips,omitempty"`
 	Concurrency    int           `json:"concurrency"`
 	ConnectTimeout time.Duration `json:"connect_timeout"`
+	MaxTime        time.Duration `json:"max_time"` // the whole batch; 0: no cap
 	RcvBuf         int           `json:"rcvbuf,omitempty"`
 }
 
@@ -281,6 +290,11 @@ func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
 	a.mu.Unlock()
 	if g.spec.Kind != s.Kind {
 		return nil, fmt.Errorf("chatbench: group %q holds %s connections, not %s", s.Group, g.spec.Kind, s.Kind)
+	}
+	if s.MaxTime > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.MaxTime)
+		defer cancel()
 	}
 	ips := make([]net.IP, len(s.SourceIPs))
 	for i, txt := range s.SourceIPs {
@@ -454,6 +468,16 @@ func (g *group) readLoop(m *member) {
 		op, p, err := m.conn.ReadMessage()
 		if err != nil {
 			m.ended(err)
+			if !m.closing.Load() {
+				g.lost.Add(1)
+				if ps := g.phase.Load(); ps != nil {
+					for _, a := range ps.acks {
+						if a != nil {
+							a.poke()
+						}
+					}
+				}
+			}
 			return
 		}
 		if op == OpText || op == OpBinary {
@@ -468,19 +492,38 @@ type phaseState struct {
 	senders int
 	hist    ConcurrentHistogram
 	acks    []*senderAcks // by global sender index; nil for remote senders
-	local   []int         // global sender index of local members 0..len-1
+	local   []int         // global sender index of each local sender
+	talkers []*member     // the local senders: the first open members
 	base    phaseBase     // members' counters when the phase began
 }
 
 // senderAcks counts, for a sender of this process, how many local members
 // have each of its messages; the closed-loop sender waits on it.
 type senderAcks struct {
-	counts []atomic.Int32
-	need   int32
-	wake   chan struct{}
+	counts   []atomic.Int32
+	need     int32 // local members but the sender when the phase began
+	lost     *atomic.Int32
+	lostBase int32
+	wake     chan struct{}
+}
+
+// needNow is need less the members the server has ended since.
+func (a *senderAcks) needNow() int32 { return a.need - (a.lost.Load() - a.lostBase) }
+
+func (a *senderAcks) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (g *group) onMessage(m *member, p []byte) {
+	if nonce, ok := decodeSyncProbe(p); ok {
+		if nonce > m.lastSync.Load() {
+			m.lastSync.Store(nonce)
+		}
+		return
+	}
 	now := time.Now().UnixNano()
 	ps := g.phase.Load()
 	pl, err := DecodePayload(p)
@@ -516,11 +559,8 @@ func (g *group) onMessage(m *member, p []byte) {
 	m.lastRecv.Store(now)
 	ps.hist.Record(m.index, now-pl.SentNs)
 	if a := ps.acks[pl.Sender]; a != nil && int(pl.Seq) < len(a.counts) {
-		if a.counts[pl.Seq].Add(1) == a.need {
-			select {
-			case a.wake <- struct{}{}:
-			default:
-			}
+		if a.counts[pl.Seq].Add(1) >= a.needNow() {
+			a.poke()
 		}
 	}
 }
@@ -552,7 +592,7 @@ type PrepareSpec struct {
 	Group        string `json:"group"`
 	Phase        uint16 `json:"phase"`
 	TotalSenders int    `json:"total_senders"`
-	SenderIDs    []int  `json:"sender_ids"` // global sender index of local members 0..len-1
+	SenderIDs    []int  `json:"sender_ids"` // global index of each local sender
 	Messages     int    `json:"messages"`
 	ClosedLoop   bool   `json:"closed_loop"`
 }
@@ -572,6 +612,9 @@ type phaseBase struct {
 func (a *Agent) prepare(s *PrepareSpec) (*PrepareResult, error) {
 	g, err := a.group(s.Group)
 	if err != nil {
+		if len(s.SenderIDs) == 0 {
+			return &PrepareResult{}, nil // no share of the group here
+		}
 		return nil, err
 	}
 	if len(s.SenderIDs) > len(g.members) {
@@ -586,7 +629,8 @@ func (a *Agent) prepare(s *PrepareSpec) (*PrepareResult, error) {
 	}
 	if s.ClosedLoop {
 		for _, id := range s.SenderIDs {
-			ps.acks[id] = &senderAcks{counts: make([]atomic.Int32, s.Messages), need: int32(live - 1), wake: make(chan struct{}, 1)}
+			ps.acks[id] = &senderAcks{counts: make([]atomic.Int32, s.Messages), need: int32(live - 1),
+				lost: &g.lost, lostBase: g.lost.Load(), wake: make(chan struct{}, 1)}
 		}
 	}
 	for _, id := range s.SenderIDs {
@@ -595,6 +639,14 @@ func (a *Agent) prepare(s *PrepareSpec) (*PrepareResult, error) {
 		}
 	}
 	ps.local = append([]int(nil), s.SenderIDs...)
+	for _, m := range g.members {
+		if len(ps.talkers) < len(ps.local) && m.open() {
+			ps.talkers = append(ps.talkers, m)
+		}
+	}
+	if len(ps.talkers) < len(ps.local) {
+		return nil, fmt.Errorf("chatbench: %d senders asked of %d open members", len(ps.local), len(ps.talkers))
+	}
 	d, stray, _ := g.tally()
 	ps.base = phaseBase{d: d, stray: stray}
 	g.phase.Store(ps)
@@ -625,7 +677,7 @@ type SendResult struct {
 func (a *Agent) send(ctx context.Context, s *SendSpec) (*SendResult, error) {
 	g, err := a.group(s.Group)
 	if err != nil {
-		return nil, err
+		return &SendResult{}, nil // no share of the group here
 	}
 	ps := g.phase.Load()
 	if ps == nil {
@@ -634,8 +686,8 @@ func (a *Agent) send(ctx context.Context, s *SendSpec) (*SendResult, error) {
 	if s.Size < PayloadHeaderSize {
 		return nil, fmt.Errorf("chatbench: message size %d is below the %d-byte header", s.Size, PayloadHeaderSize)
 	}
-	// The local senders are the group's first members, with the global
-	// indexes the coordinator gave at prepare time.
+	// The local senders were picked at prepare time, with the global
+	// indexes the coordinator gave.
 	senders := ps.local
 	res := &SendResult{First: time.Now()}
 	var (
@@ -651,7 +703,7 @@ func (a *Agent) send(ctx context.Context, s *SendSpec) (*SendResult, error) {
 		op = OpBinary
 	}
 	for k, sid := range senders {
-		m := g.members[k]
+		m := ps.talkers[k]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -715,7 +767,7 @@ func waitAck(a *senderAcks, seq int, timeout time.Duration, timer *time.Timer, d
 	if deadline.Before(limit) {
 		limit = deadline
 	}
-	for a.counts[seq].Load() < a.need {
+	for a.counts[seq].Load() < a.needNow() {
 		d := time.Until(limit)
 		if d <= 0 {
 			return false

@@ -32,7 +32,7 @@ type DrainResult struct {
 func (a *Agent) drain(ctx context.Context, s *DrainSpec) (*DrainResult, error) {
 	g, err := a.group(s.Group)
 	if err != nil {
-		return nil, err
+		return &DrainResult{}, nil // no share of the group here
 	}
 	ps := g.phase.Load()
 	if ps == nil {
@@ -108,7 +108,8 @@ type InspectResult struct {
 func (a *Agent) inspect(name string) (*InspectResult, error) {
 	g, err := a.group(name)
 	if err != nil {
-		return nil, err
+		// This worker got no share of the group.
+		return &InspectResult{}, nil
 	}
 	res := &InspectResult{Total: len(g.members)}
 	for _, m := range g.members {
@@ -142,6 +143,9 @@ type ProbeResult struct {
 	Messages int64          `json:"messages"`
 	Bytes    int64          `json:"bytes"`
 	MaxBytes int64          `json:"max_bytes"`
+	// Backlogged counts the ones still open that had data waiting: the
+	// server kept buffering for them.
+	Backlogged int `json:"backlogged"`
 }
 
 func (a *Agent) probe(s *ProbeSpec) (*ProbeResult, error) {
@@ -183,6 +187,9 @@ func (a *Agent) probe(s *ProbeSpec) (*ProbeResult, error) {
 			}
 			mu.Lock()
 			res.Fates[fate]++
+			if fate == "open" && msgs > 0 {
+				res.Backlogged++
+			}
 			res.Messages += msgs
 			res.Bytes += bytes
 			res.MaxBytes = max(res.MaxBytes, bytes)
@@ -273,4 +280,59 @@ func closeMember(m *member, mode string) {
 		m.conn.Abort()
 	}
 	<-m.done
+}
+
+// A sync probe is a message that proves a member is in the room: servers
+// add a connection to its room some time after the upgrade response, so a
+// measured phase starts only once every member has received a probe sent
+// through the room. Format: "cs" and an 8-digit hex nonce.
+func syncProbe(nonce uint32) []byte {
+	b := []byte("cs00000000")
+	putHex(b[2:], uint64(nonce))
+	return b
+}
+
+func decodeSyncProbe(p []byte) (uint32, bool) {
+	if len(p) != 10 || p[0] != 'c' || p[1] != 's' {
+		return 0, false
+	}
+	v, ok := parseHex(p[2:])
+	return uint32(v), ok
+}
+
+// SyncSpec sends a probe from the group's first open member (if Send) and
+// counts the members that have seen a probe numbered Since or later.
+type SyncSpec struct {
+	Group string `json:"group"`
+	Nonce uint32 `json:"nonce"`
+	Send  bool   `json:"send"`
+	Since uint32 `json:"since"`
+}
+
+// SyncResult counts the members known to be in the room.
+type SyncResult struct {
+	Live int  `json:"live"`
+	Seen int  `json:"seen"`
+	Sent bool `json:"sent"`
+}
+
+func (a *Agent) sync(s *SyncSpec) (*SyncResult, error) {
+	g, err := a.group(s.Group)
+	if err != nil {
+		return &SyncResult{}, nil // no share of the group here
+	}
+	res := &SyncResult{}
+	for _, m := range g.members {
+		if !m.open() {
+			continue
+		}
+		res.Live++
+		if m.lastSync.Load() >= s.Since {
+			res.Seen++
+		}
+		if s.Send && !res.Sent {
+			res.Sent = m.conn.WriteMessage(OpText, syncProbe(s.Nonce)) == nil
+		}
+	}
+	return res, nil
 }

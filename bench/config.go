@@ -1,0 +1,243 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// Scenarios chatbench knows.
+var Scenarios = []string{"density", "broadcast", "churn", "slowloris", "slowconsumer"}
+
+// Config is one chatbench invocation. The zero value of every field means
+// the documented default, filled in by Validate (some defaults depend on
+// the scenario).
+type Config struct {
+	Scenario string `json:"scenario"`
+
+	// The server under test: URL (+PID) of a running server, or Server, a
+	// shell command with {addr} that chatbench starts. Compare is a second
+	// command run the same way for side-by-side figures.
+	URL           string        `json:"url,omitempty"`
+	PID           int           `json:"pid,omitempty"`
+	Server        string        `json:"server,omitempty"`
+	Compare       string        `json:"compare,omitempty"`
+	ServerName    string        `json:"server_name,omitempty"`
+	CompareName   string        `json:"compare_name,omitempty"`
+	ServerTimeout time.Duration `json:"server_timeout"` // zero means 60s
+	Repeat        int           `json:"repeat"`         // zero means 1
+
+	// Client side.
+	Procs          int           `json:"procs"`           // worker processes; zero means one per 15,000 connections
+	SourceIPs      int           `json:"source_ips"`      // 127.0.0.1..N; zero means one per 20,000 connections
+	Concurrency    int           `json:"concurrency"`     // dials in flight per process; zero means 256
+	ConnectTimeout time.Duration `json:"connect_timeout"` // zero means 10s
+
+	// Shape of the load.
+	Conns        int           `json:"conns"`    // members (honest ones for slowloris/slowconsumer)
+	Rooms        int           `json:"rooms"`    // density only; zero means 1
+	Room         string        `json:"room"`     // room name prefix; zero means "bench"
+	Senders      int           `json:"senders"`  // zero means 10 (4 for slowloris/slowconsumer, 1 for churn's check)
+	Messages     int           `json:"messages"` // per sender
+	Size         int           `json:"size"`     // bytes per message, >= 44
+	Rate         float64       `json:"rate"`     // messages/s over all senders; zero means closed loop
+	Window       int           `json:"window"`   // closed loop: in flight per sender; zero means 4
+	Binary       bool          `json:"binary"`   // binary frames instead of text
+	Duration     time.Duration `json:"duration"` // cap on each sending phase; zero means 60s
+	Hold         time.Duration `json:"hold"`     // density: idle time after connecting; zero means 5s
+	DrainTimeout time.Duration `json:"drain_timeout"`
+	Waves        int           `json:"waves"`       // churn; zero means 3
+	ChurnClose   string        `json:"churn_close"` // churn: ws, abort or fin; zero means ws
+	Attackers    int           `json:"attackers"`   // slowloris; zero means as many as Conns
+	Attack       string        `json:"attack"`      // handshake, frame or both; zero means both
+	Slow         int           `json:"slow"`        // slowconsumer; zero means 20
+	SlowRcvBuf   int           `json:"slow_rcvbuf"` // zero means 4096
+	ProbeWait    time.Duration `json:"probe_wait"`  // slowconsumer: read the stalled ones this long; zero means 3s
+
+	// Output.
+	JSON     string    `json:"json,omitempty"`
+	Plot     string    `json:"plot,omitempty"`
+	Args     []string  `json:"args"`
+	Stdout   io.Writer `json:"-"`
+	Stderr   io.Writer `json:"-"`
+	Progress *bool     `json:"-"` // nil: on when Stderr is a terminal
+}
+
+// Per-process and per-address budgets used for the defaults.
+const (
+	connsPerProc   = 15000
+	connsPerSource = 20000
+	fdMargin       = 64 // descriptors a process needs besides connections
+)
+
+// Validate fills in defaults and checks the configuration.
+func (c *Config) Validate() error {
+	known := false
+	for _, s := range Scenarios {
+		known = known || s == c.Scenario
+	}
+	if !known {
+		return fmt.Errorf("chatbench: unknown scenario %q (one of %v)", c.Scenario, Scenarios)
+	}
+	if (c.URL == "") == (c.Server == "") {
+		return errors.New("chatbench: give exactly one of -url ws://HOST:PORT (a running server) or -server 'CMD {addr}' (chatbench starts it)")
+	}
+	if c.URL != "" {
+		if _, err := checkLoopbackURL(c.URL); err != nil {
+			return err
+		}
+	}
+	for _, cmd := range []string{c.Server, c.Compare} {
+		if cmd != "" && !containsAddr(cmd) {
+			return fmt.Errorf("chatbench: server command %q has no {addr}; chatbench replaces {addr} with the 127.0.0.1:PORT it picked", cmd)
+		}
+	}
+	if c.Stdout == nil {
+		c.Stdout = os.Stdout
+	}
+	if c.Stderr == nil {
+		c.Stderr = os.Stderr
+	}
+	def := func(p *int, v int) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	defD := func(p *time.Duration, v time.Duration) {
+		if *p <= 0 {
+			*p = v
+		}
+	}
+	def(&c.Repeat, 1)
+	defD(&c.ServerTimeout, 60*time.Second)
+	defD(&c.ConnectTimeout, 10*time.Second)
+	defD(&c.Duration, 60*time.Second)
+	defD(&c.Hold, 5*time.Second)
+	defD(&c.DrainTimeout, 5*time.Second)
+	defD(&c.ProbeWait, 3*time.Second)
+	def(&c.Concurrency, 256)
+	def(&c.Rooms, 1)
+	def(&c.Window, 4)
+	def(&c.Waves, 3)
+	def(&c.SlowRcvBuf, 4096)
+	if c.Room == "" {
+		c.Room = "bench"
+	}
+	switch c.Scenario {
+	case "density":
+		def(&c.Conns, 10000)
+	case "broadcast":
+		def(&c.Conns, 100)
+		def(&c.Senders, 10)
+		def(&c.Messages, 1000)
+	case "churn":
+		def(&c.Conns, 1000)
+		def(&c.Senders, 1)
+		def(&c.Messages, 10)
+	case "slowloris":
+		def(&c.Conns, 100)
+		def(&c.Senders, 4)
+		def(&c.Messages, 250)
+		def(&c.Attackers, c.Conns)
+	case "slowconsumer":
+		def(&c.Conns, 100)
+		def(&c.Senders, 4)
+		// 4 x 500 x 4 KiB = 8 MiB offered to each slow member: more than
+		// the kernel's socket buffers absorb (tcp_wmem max is 4 MiB), so
+		// the server's own queue has to hold or drop the rest.
+		def(&c.Messages, 500)
+		def(&c.Size, 4096)
+		def(&c.Slow, 20)
+	}
+	def(&c.Size, 128)
+	if c.Size < PayloadHeaderSize {
+		return fmt.Errorf("chatbench: -size %d is below the %d-byte payload header", c.Size, PayloadHeaderSize)
+	}
+	if c.Scenario != "density" && c.Rooms != 1 {
+		return errors.New("chatbench: -rooms is for the density scenario; the others use one room")
+	}
+	if c.Scenario != "density" && c.Senders > c.Conns {
+		return fmt.Errorf("chatbench: %d senders but only %d members (-conns)", c.Senders, c.Conns)
+	}
+	if c.Rate < 0 {
+		return errors.New("chatbench: -rate must be >= 0")
+	}
+	if c.Attack == "" {
+		c.Attack = "both"
+	}
+	if c.Attack != "both" && c.Attack != "handshake" && c.Attack != "frame" {
+		return fmt.Errorf("chatbench: -attack %q: one of handshake, frame, both", c.Attack)
+	}
+	if c.ChurnClose == "" {
+		c.ChurnClose = CloseWS
+	}
+	if c.ChurnClose != CloseWS && c.ChurnClose != CloseAbort && c.ChurnClose != CloseFIN {
+		return fmt.Errorf("chatbench: -churn-close %q: one of ws, abort, fin", c.ChurnClose)
+	}
+	return c.planClients()
+}
+
+func containsAddr(s string) bool {
+	for i := 0; i+6 <= len(s); i++ {
+		if s[i:i+6] == "{addr}" {
+			return true
+		}
+	}
+	return false
+}
+
+// totalConns is the most connections the client holds at once.
+func (c *Config) totalConns() int {
+	switch c.Scenario {
+	case "slowloris":
+		// honest members, late joiners under attack, attackers
+		return c.Conns + lateJoiners(c.Conns) + c.Attackers
+	case "slowconsumer":
+		return c.Conns + c.Slow
+	}
+	return c.Conns
+}
+
+// planClients picks -procs and -source-ips when not given and checks that
+// the open-file limit fits the request, saying what to do when not.
+func (c *Config) planClients() error {
+	total := c.totalConns()
+	if c.Procs <= 0 {
+		c.Procs = max(1, (total+connsPerProc-1)/connsPerProc)
+	}
+	if c.SourceIPs <= 0 {
+		c.SourceIPs = max(1, (total+connsPerSource-1)/connsPerSource)
+	}
+	if c.SourceIPs > 250 {
+		return errors.New("chatbench: -source-ips is at most 250 (127.0.0.1 to 127.0.0.250)")
+	}
+	limit, err := RaiseOpenFileLimit()
+	if err != nil {
+		return fmt.Errorf("chatbench: reading the open-file limit: %w", err)
+	}
+	perProc := (total + c.Procs - 1) / c.Procs
+	if perProc+fdMargin > limit {
+		need := (total + limit - fdMargin - 1) / (limit - fdMargin)
+		return fmt.Errorf("chatbench: %d connections need %d descriptors per process with -procs %d, over the open-file limit of %d; use -procs %d or more (or raise the hard limit, ulimit -Hn)",
+			total, perProc+fdMargin, c.Procs, limit, need)
+	}
+	return nil
+}
+
+// sourceIPs lists the client addresses to spread connections over.
+func (c *Config) sourceIPs() []string {
+	if c.SourceIPs <= 1 {
+		return nil
+	}
+	ips := make([]string, c.SourceIPs)
+	for i := range ips {
+		ips[i] = fmt.Sprintf("127.0.0.%d", i+1)
+	}
+	return ips
+}
+
+// lateJoiners is how many honest clients slowloris connects while the
+// attackers stall, to see whether the server still accepts.
+func lateJoiners(conns int) int { return max(1, min(conns/4, 50)) }

@@ -1,0 +1,39 @@
+// Package bench is chatbench, the load generator for chatd, and the
+// library behind cmd/chatbench: scenarios (density, broadcast, churn,
+// slowloris, slowconsumer) over the raw /chat/{room} WebSocket protocol,
+// run against a server under test and, side by side, against the servers
+// users would otherwise run (bench/baseline is the reference one).
+//
+// Usage:
+//
+//	cfg, err := bench.ParseArgs(os.Args[1:], os.Stderr)
+//	report, err := bench.Run(ctx, cfg) // prints the table, writes -json and -plot
+//
+// How a run is put together:
+//
+//   - Run (run.go) starts each target (target.go: a command on a free
+//     loopback port, or a -url server), runs the scenario (scenarios.go)
+//     and stops it, alternating A and B for -repeat; then it reports
+//     (report.go, plot.go).
+//   - The client side is a fleet (fleet.go) of Agents (agent.go,
+//     agent_ops.go): one in this process, or one per worker process
+//     (chatbench re-executed with CHATBENCH_WORKER=1, speaking JSON lines
+//     over stdin/stdout). Scenarios only send Requests to the fleet; an
+//     Agent holds named groups of connections and opens, broadcasts,
+//     drains, inspects, probes and closes them.
+//   - Each connection is a lean client (wsclient.go): one TCP socket, one
+//     goroutine reading through a small bufio.Reader, masked frames
+//     written with one syscall.
+//   - Broadcast payloads (payload.go) carry phase, sender, sequence, send
+//     time and a CRC-32C, so every receiver checks every message; latency
+//     goes into log-linear histograms (stats.go) that workers ship back.
+//   - The server process is sampled from /proc (procstat.go): CPU from
+//     utime+stime, RSS from VmRSS, open descriptors, threads.
+//
+// Goroutines: per connection one reader (none for slow consumers, whose
+// point is not to read); per sender one goroutine during a phase; one
+// progress poller per live bar; one RSS sampler per measured phase. An
+// Agent runs one command at a time; its counters are atomics read by the
+// progress display at any time. A payload handed to onMessage is valid
+// until it returns (it points into the connection's read buffer).
+package bench

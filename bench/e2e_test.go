@@ -1,0 +1,305 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The end-to-end tests run every scenario at small scale against the
+// baseline and against chatd, both built into a temporary directory and
+// started by chatbench itself (-server), as a user would.
+
+var (
+	binDir    string
+	buildOnce sync.Once
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	// -procs re-executes this test binary as a worker.
+	RunWorkerIfAsked()
+	dir, err := os.MkdirTemp("", "chatbench-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// servers builds the baseline and chatd once and returns their -server
+// commands by name.
+func servers(t *testing.T) map[string]string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end: builds and starts servers")
+	}
+	buildOnce.Do(func() {
+		for name, pkg := range map[string]string{"baseline": "chatd/bench/baseline", "chatd": "chatd/cmd/chatd"} {
+			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return map[string]string{
+		"baseline": filepath.Join(binDir, "baseline") + " -addr {addr}",
+		"chatd":    filepath.Join(binDir, "chatd") + " -addr {addr} -log-level error",
+	}
+}
+
+// runBench runs chatbench with args and returns the report and the table.
+func runBench(t *testing.T, args ...string) (*Report, string) {
+	t.Helper()
+	cfg, err := ParseArgs(args, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	off := false
+	cfg.Stdout, cfg.Progress = &out, &off
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("chatbench %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	return rep, out.String()
+}
+
+// checkClean asserts that a phase delivered every message exactly once,
+// intact.
+func checkClean(t *testing.T, what string, p *PhaseResult) {
+	t.Helper()
+	d := p.Deliveries
+	if d.Sent == 0 || d.Expected == 0 || d.Expected != ExpectedDeliveries(d.Sent, p.Members) {
+		t.Errorf("%s: sent %d to %d members, expected %d", what, d.Sent, p.Members, d.Expected)
+	}
+	if d.Received != d.Expected || d.Lost != 0 || d.Duplicates != 0 || d.Corrupt != 0 || p.Stray != 0 {
+		t.Errorf("%s: %+v, stray %d: want every delivery once and intact", what, d, p.Stray)
+	}
+	if p.Latency.Count != uint64(d.Received) || p.Latency.P50 <= 0 || p.Latency.Max < p.Latency.P99 {
+		t.Errorf("%s: latency %+v", what, p.Latency)
+	}
+}
+
+func TestE2EDensity(t *testing.T) {
+	for name, cmd := range servers(t) {
+		t.Run(name, func(t *testing.T) {
+			rep, table := runBench(t, "density", "-conns", "300", "-rooms", "3", "-hold", "300ms", "-server", cmd)
+			d := rep.Runs[0].Density
+			if d.Connect.Opened != 300 || d.Connect.Failed != 0 || d.OpenAfterHold != 300 {
+				t.Errorf("opened %d, failed %d, open after hold %d", d.Connect.Opened, d.Connect.Failed, d.OpenAfterHold)
+			}
+			if !rep.Runs[0].HaveServer || d.RSSPerConn <= 0 || d.FDsAfter < 300 || d.CPUConnect < 0 {
+				t.Errorf("server figures: rss/conn %v fds %d cpu %v", d.RSSPerConn, d.FDsAfter, d.CPUConnect)
+			}
+			if len(d.Samples) == 0 {
+				t.Errorf("no RSS samples")
+			}
+			if !strings.Contains(table, "server RSS per connection (KiB)") {
+				t.Errorf("table lacks RSS per connection:\n%s", table)
+			}
+		})
+	}
+}
+
+func TestE2EBroadcast(t *testing.T) {
+	for name, cmd := range servers(t) {
+		t.Run(name, func(t *testing.T) {
+			rep, _ := runBench(t, "broadcast", "-conns", "20", "-senders", "3", "-messages", "100", "-server", cmd)
+			p := rep.Runs[0].Broadcast
+			checkClean(t, "closed loop", p)
+			if p.Members != 20 || p.Deliveries.Sent != 300 || p.AckTimeouts != 0 {
+				t.Errorf("members %d, sent %d, ack timeouts %d", p.Members, p.Deliveries.Sent, p.AckTimeouts)
+			}
+			// CPU comes in 10 ms ticks: a small phase may honestly read 0.
+			want := p.ServerCPU * 1e6 / float64(p.Deliveries.Received)
+			if !rep.Runs[0].HaveServer || p.ServerCPU < 0 || math.Abs(p.CPUPerDelivery-want) > 1e-9*(1+want) || p.DeliveriesPerSec <= 0 || p.RSSPeak <= 0 {
+				t.Errorf("server CPU %v s, %v µs/delivery, %v deliveries/s, RSS peak %d", p.ServerCPU, p.CPUPerDelivery, p.DeliveriesPerSec, p.RSSPeak)
+			}
+
+			rep, _ = runBench(t, "broadcast", "-conns", "10", "-senders", "2", "-messages", "100", "-rate", "400", "-binary", "-server", cmd)
+			p = rep.Runs[0].Broadcast
+			checkClean(t, "open loop", p)
+			// 200 messages at 400/s take about half a second to send.
+			if p.SendSeconds < 0.4 || p.SendSeconds > 5 {
+				t.Errorf("open loop at 400/s sent 200 messages in %.2fs", p.SendSeconds)
+			}
+		})
+	}
+}
+
+func TestE2EChurn(t *testing.T) {
+	for name, cmd := range servers(t) {
+		t.Run(name, func(t *testing.T) {
+			rep, _ := runBench(t, "churn", "-conns", "100", "-waves", "2", "-server", cmd)
+			c := rep.Runs[0].Churn
+			if len(c.Waves) != 2 || c.Failures != 0 {
+				t.Errorf("%d waves, %d failures", len(c.Waves), c.Failures)
+			}
+			for _, w := range c.Waves {
+				if w.Reconnect.Opened != 100 {
+					t.Errorf("wave %d reopened %d", w.Wave, w.Reconnect.Opened)
+				}
+			}
+			checkClean(t, "after churn", c.Check)
+			if c.FDsAfterClose > c.FDsBefore+2 {
+				t.Errorf("server holds %d fds after every client left (%d before)", c.FDsAfterClose, c.FDsBefore)
+			}
+		})
+	}
+	// The abrupt variant: every client vanishes with a reset.
+	rep, _ := runBench(t, "churn", "-conns", "50", "-waves", "1", "-churn-close", "abort", "-server", servers(t)["chatd"])
+	if c := rep.Runs[0].Churn; c.Failures != 0 || c.Check.Deliveries.Lost != 0 {
+		t.Errorf("abort churn: %d failures, %d lost", c.Failures, c.Check.Deliveries.Lost)
+	}
+}
+
+func TestE2ESlowloris(t *testing.T) {
+	for name, cmd := range servers(t) {
+		t.Run(name, func(t *testing.T) {
+			rep, _ := runBench(t, "slowloris", "-conns", "20", "-attackers", "30", "-messages", "50", "-server", cmd)
+			s := rep.Runs[0].Slowloris
+			checkClean(t, "clean", s.Clean)
+			checkClean(t, "attacked", s.Attacked)
+			a := s.Attackers
+			if a.Handshake != 15 || a.Frame != 15 || a.Established != 30 {
+				t.Errorf("attackers: %+v", a)
+			}
+			// Really stalled: every attacker still held its socket when
+			// the honest phase began and ended (no handshake timeout is
+			// this short in either server).
+			if a.OpenAtStart != 30 || a.OpenAtEnd != 30 {
+				t.Errorf("attackers open at start %d, at end %d; closed: %v", a.OpenAtStart, a.OpenAtEnd, a.CloseHow)
+			}
+			if s.LateJoin.Opened != lateJoiners(20) || s.Attacked.Members != 20+lateJoiners(20) {
+				t.Errorf("late joiners %d, attacked members %d", s.LateJoin.Opened, s.Attacked.Members)
+			}
+		})
+	}
+}
+
+func TestE2ESlowloris_HandshakeTimeout(t *testing.T) {
+	// With a short handshake timeout the server closes the mid-handshake
+	// attackers; chatbench reports when and how.
+	cmd := servers(t)["chatd"] + " -handshake-timeout 300ms"
+	rep, _ := runBench(t, "slowloris", "-conns", "10", "-attackers", "10", "-attack", "handshake", "-messages", "100", "-rate", "600", "-server", cmd)
+	a := rep.Runs[0].Slowloris.Attackers
+	if a.Established != 10 || a.OpenAtEnd != 0 || a.CloseAfter.Min < 0.2 {
+		t.Errorf("handshake attackers: established %d, open at end %d, closed %v after %+v", a.Established, a.OpenAtEnd, a.CloseHow, a.CloseAfter)
+	}
+	checkClean(t, "attacked", rep.Runs[0].Slowloris.Attacked)
+}
+
+func TestE2ESlowConsumer(t *testing.T) {
+	for name, cmd := range servers(t) {
+		t.Run(name, func(t *testing.T) {
+			// 4 senders x 300 x 8 KiB = 9.6 MiB offered to each slow member,
+			// more than the kernel buffers hold, so the server must act.
+			rep, _ := runBench(t, "slowconsumer", "-conns", "8", "-slow", "4", "-senders", "4", "-messages", "300", "-size", "8192", "-probe-wait", "2s", "-server", cmd)
+			s := rep.Runs[0].SlowConsumer
+			checkClean(t, "clean", s.Clean)
+			checkClean(t, "with slow consumers", s.Loaded)
+			if s.Established != 4 || s.Stalled != 4 {
+				t.Errorf("slow consumers: %d connected, %d stalled; fates %v", s.Established, s.Stalled, s.Fates.Fates)
+			}
+			if s.Fates.MaxBytes >= s.OfferedEach {
+				t.Errorf("a slow consumer could read all %d bytes offered: it did not stall", s.OfferedEach)
+			}
+			if name == "chatd" && s.Fates.Fates["close 1008"] != 4 {
+				t.Errorf("chatd should close slow consumers with 1008; fates %v", s.Fates.Fates)
+			}
+		})
+	}
+}
+
+func TestE2ECompareJSONPlotAndProcs(t *testing.T) {
+	srv := servers(t)
+	dir := t.TempDir()
+	jsonPath, plotPath := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.svg")
+	rep, table := runBench(t, "broadcast", "-conns", "12", "-senders", "2", "-messages", "50", "-procs", "2", "-repeat", "2",
+		"-server", srv["chatd"], "-compare", srv["baseline"], "-json", jsonPath, "-plot", plotPath)
+	var order []string
+	for _, run := range rep.Runs {
+		order = append(order, run.Target+":"+run.Name)
+		checkClean(t, run.Target+strconv.Itoa(run.Repeat), run.Broadcast)
+	}
+	if strings.Join(order, ",") != "A:chatd,B:baseline,A:chatd,B:baseline" {
+		t.Errorf("run order %v", order)
+	}
+	if !strings.Contains(table, "A: chatd") || !strings.Contains(table, "B: baseline") || !strings.Contains(table, "B/A") {
+		t.Errorf("table:\n%s", table)
+	}
+	var back Report
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Runs) != 4 || back.Config.Procs != 2 || len(back.Args) == 0 || back.Args[1] != "broadcast" {
+		t.Errorf("json: %d runs, procs %d, args %v", len(back.Runs), back.Config.Procs, back.Args)
+	}
+	found := false
+	for _, s := range back.Summary {
+		if s.Name == "deliveries/s" && s.Ratio > 0 {
+			found = true
+		}
+		if s.Name == "server CPU per delivery" && len(s.Median) != 2 {
+			t.Errorf("CPU per delivery summary %+v", s)
+		}
+	}
+	if !found {
+		t.Errorf("no deliveries/s ratio in the summary")
+	}
+	svg, err := os.ReadFile(plotPath)
+	if err != nil || !bytes.Contains(svg, []byte("<svg")) || !bytes.Contains(svg, []byte("delivery latency")) {
+		t.Errorf("plot: %v, %d bytes", err, len(svg))
+	}
+
+	// Density over two worker processes and two source addresses.
+	rep, _ = runBench(t, "density", "-conns", "200", "-procs", "2", "-source-ips", "2", "-hold", "100ms", "-server", srv["baseline"], "-plot", plotPath)
+	if d := rep.Runs[0].Density; d.Connect.Opened != 200 || d.OpenAfterHold != 200 {
+		t.Errorf("density over 2 procs: opened %d, open after hold %d", d.Connect.Opened, d.OpenAfterHold)
+	}
+}
+
+func TestE2EClearErrors(t *testing.T) {
+	port, err := freeLoopbackPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Scenario: "density", URL: "ws://127.0.0.1:" + strconv.Itoa(port), Stdout: &bytes.Buffer{}}
+	start := time.Now()
+	_, err = Run(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "cannot reach") || time.Since(start) > 10*time.Second {
+		t.Errorf("unreachable server: %v after %v", err, time.Since(start))
+	}
+	cfg = Config{Scenario: "density", Server: "exit 3 {addr}", Stdout: &bytes.Buffer{}}
+	if _, err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "exited before listening") {
+		t.Errorf("server that dies: %v", err)
+	}
+	cfg = Config{Scenario: "density", URL: "ws://192.0.2.1:80", Stdout: &bytes.Buffer{}}
+	if _, err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "non-loopback") {
+		t.Errorf("non-loopback: %v", err)
+	}
+}

@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Usage is the synopsis printed by -h.
+const Usage = `chatbench SCENARIO [flags]
+
+Scenarios: density, broadcast, churn, slowloris, slowconsumer (see bench/README.md).
+
+Server under test: -url ws://127.0.0.1:PORT [-pid PID], or -server 'CMD {addr}'
+(started on a free loopback port per run); -compare 'OTHER CMD {addr}' runs the
+same scenario against a second server, alternating A, B, A, B over -repeat.
+
+Examples:
+  chatbench density -conns 19000 -server './chatd -addr {addr}' -compare './baseline -addr {addr}'
+  chatbench broadcast -conns 1000 -senders 10 -messages 1000 -size 128 -url ws://127.0.0.1:8080
+`
+
+// FlagSet builds the flag set for cfg; ParseArgs uses it.
+func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("chatbench", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprint(out, Usage, "\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario (or give it as the first argument)")
+	fs.StringVar(&cfg.URL, "url", "", "running server to load, ws://HOST:PORT on loopback")
+	fs.IntVar(&cfg.PID, "pid", 0, "with -url: server process to sample (default: whoever listens on the port)")
+	fs.StringVar(&cfg.Server, "server", "", "command starting the server under test; {addr} becomes 127.0.0.1:PORT")
+	fs.StringVar(&cfg.Compare, "compare", "", "command starting a second server to compare with, as -server")
+	fs.StringVar(&cfg.ServerName, "server-name", "", "label of the server under test (default: from the command)")
+	fs.StringVar(&cfg.CompareName, "compare-name", "", "label of the -compare server")
+	fs.DurationVar(&cfg.ServerTimeout, "server-timeout", 0, "how long a started server may take to listen (0: 60s)")
+	fs.IntVar(&cfg.Repeat, "repeat", 0, "runs per server, alternating A and B (0: 1)")
+	fs.IntVar(&cfg.Procs, "procs", 0, "client worker processes (0: one per 15,000 connections)")
+	fs.IntVar(&cfg.SourceIPs, "source-ips", 0, "spread connections over 127.0.0.1..N (0: one per 20,000 connections)")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 0, "connection attempts in flight per process (0: 256)")
+	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 0, "TCP connect + upgrade limit per connection (0: 10s)")
+	fs.IntVar(&cfg.Conns, "conns", 0, "connections, or members of the room (0: density 10000, churn 1000, others 100)")
+	fs.IntVar(&cfg.Rooms, "rooms", 0, "density: spread connections over this many rooms (0: 1)")
+	fs.StringVar(&cfg.Room, "room", "", "room name prefix (0: bench)")
+	fs.IntVar(&cfg.Senders, "senders", 0, "members that send (0: broadcast 10, slowloris/slowconsumer 4, churn check 1)")
+	fs.IntVar(&cfg.Messages, "messages", 0, "messages per sender (0: broadcast 1000, slowloris 250, slowconsumer 500, churn check 10)")
+	fs.IntVar(&cfg.Size, "size", 0, "bytes per message, at least 44 (0: 128; slowconsumer 4096)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: messages per second over all senders (0: closed loop)")
+	fs.IntVar(&cfg.Window, "window", 0, "closed loop: messages in flight per sender (0: 4)")
+	fs.BoolVar(&cfg.Binary, "binary", false, "send binary frames (default text)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "cap on each sending phase, and with -connect-timeout on each batch of connects (0: 60s)")
+	fs.DurationVar(&cfg.Hold, "hold", 0, "density: hold the connections idle this long (0: 5s)")
+	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "stop waiting for deliveries after this long without progress (0: 5s)")
+	fs.IntVar(&cfg.Waves, "waves", 0, "churn: disconnect/reconnect waves (0: 3)")
+	fs.StringVar(&cfg.ChurnClose, "churn-close", "", "churn: how clients drop: ws (close handshake), abort (RST), fin (0: ws)")
+	fs.IntVar(&cfg.Attackers, "attackers", 0, "slowloris: stalled connections (0: as many as -conns)")
+	fs.StringVar(&cfg.Attack, "attack", "", "slowloris: handshake, frame or both (0: both)")
+	fs.IntVar(&cfg.Slow, "slow", 0, "slowconsumer: members that never read (0: 20)")
+	fs.IntVar(&cfg.SlowRcvBuf, "slow-rcvbuf", 0, "slowconsumer: SO_RCVBUF of the slow members (0: 4096)")
+	fs.DurationVar(&cfg.ProbeWait, "probe-wait", 0, "slowconsumer: read the slow members this long afterwards (0: 3s)")
+	fs.StringVar(&cfg.JSON, "json", "", "write every figure and the arguments to this JSON file")
+	fs.StringVar(&cfg.Plot, "plot", "", "draw the latency distribution (and RSS per connections) to this SVG file")
+	return fs
+}
+
+// ParseArgs turns a command line (without the program name) into a Config.
+func ParseArgs(args []string, out io.Writer) (Config, error) {
+	cfg := Config{Args: append([]string{"chatbench"}, args...)}
+	fs := FlagSet(&cfg, out)
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cfg.Scenario = args[0]
+		args = args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("chatbench: unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.Scenario == "" {
+		fs.Usage()
+		return cfg, errors.New("chatbench: no scenario given")
+	}
+	return cfg, nil
+}

@@ -1,0 +1,419 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Report is everything one invocation measured; -json writes it whole.
+type Report struct {
+	Tool     string       `json:"tool"`
+	Args     []string     `json:"args"`
+	Started  time.Time    `json:"started"`
+	Finished time.Time    `json:"finished"`
+	Machine  Machine      `json:"machine"`
+	Config   Config       `json:"config"`
+	Targets  []*target    `json:"targets"`
+	Runs     []*RunResult `json:"runs"`
+	Summary  []Summary    `json:"summary"`
+}
+
+// Machine describes where the figures were taken.
+type Machine struct {
+	Cores         int    `json:"cores"`
+	MemoryBytes   int64  `json:"memory_bytes"`
+	Kernel        string `json:"kernel"`
+	OpenFileLimit int    `json:"open_file_limit"`
+	Go            string `json:"go"`
+}
+
+func machine() Machine {
+	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version()}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		m.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	if raw, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(raw), "\n") {
+			if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				f := strings.Fields(rest)
+				if len(f) > 0 {
+					kb, _ := strconv.ParseInt(f[0], 10, 64)
+					m.MemoryBytes = kb << 10
+				}
+			}
+		}
+	}
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
+		m.OpenFileLimit = int(rl.Cur)
+	}
+	return m
+}
+
+func newReport(cfg Config, targets []*target) *Report {
+	args := cfg.Args
+	if args == nil {
+		args = os.Args
+	}
+	return &Report{Tool: "chatbench", Args: args, Started: time.Now(), Machine: machine(), Config: cfg, Targets: targets}
+}
+
+// RunResult is one scenario run against one server.
+type RunResult struct {
+	Target              string              `json:"target"` // A or B
+	Name                string              `json:"name"`
+	Repeat              int                 `json:"repeat"`
+	URL                 string              `json:"url"`
+	PID                 int                 `json:"pid,omitempty"`
+	HaveServer          bool                `json:"have_server_stats"`
+	ServerOpenFileLimit int                 `json:"server_open_file_limit,omitempty"`
+	Started             time.Time           `json:"started"`
+	Seconds             float64             `json:"seconds"`
+	ClientCPU           float64             `json:"client_cpu_seconds"`
+	Density             *DensityResult      `json:"density,omitempty"`
+	Broadcast           *PhaseResult        `json:"broadcast,omitempty"`
+	Churn               *ChurnResult        `json:"churn,omitempty"`
+	Slowloris           *SlowlorisResult    `json:"slowloris,omitempty"`
+	SlowConsumer        *SlowConsumerResult `json:"slowconsumer,omitempty"`
+	Metrics             []Metric            `json:"metrics"`
+	Notes               []string            `json:"notes,omitempty"`
+	Error               string              `json:"error,omitempty"`
+	ServerOutput        string              `json:"server_output,omitempty"`
+}
+
+// Metric is one headline figure of a run, as printed in the table.
+type Metric struct {
+	Name   string  `json:"name"`
+	Unit   string  `json:"unit"`
+	Value  float64 `json:"value"`
+	Server bool    `json:"server"` // needs server process stats
+}
+
+const (
+	mib = 1 << 20
+	kib = 1 << 10
+)
+
+func (run *RunResult) metrics() []Metric {
+	var ms []Metric
+	add := func(name, unit string, v float64) { ms = append(ms, Metric{Name: name, Unit: unit, Value: v}) }
+	srv := func(name, unit string, v float64) {
+		ms = append(ms, Metric{Name: name, Unit: unit, Value: v, Server: true})
+	}
+	phase := func(prefix string, p *PhaseResult) {
+		add(prefix+"members", "", float64(p.Members))
+		add(prefix+"messages sent", "", float64(p.Deliveries.Sent))
+		add(prefix+"deliveries expected", "", float64(p.Deliveries.Expected))
+		add(prefix+"deliveries received", "", float64(p.Deliveries.Received))
+		add(prefix+"lost", "", float64(p.Deliveries.Lost))
+		add(prefix+"loss", "%", p.LossPercent)
+		add(prefix+"duplicates", "", float64(p.Deliveries.Duplicates))
+		add(prefix+"corrupt", "", float64(p.Deliveries.Corrupt))
+		add(prefix+"reordered", "", float64(p.Deliveries.Reordered))
+		add(prefix+"latency p50", "ms", p.Latency.P50)
+		add(prefix+"latency p90", "ms", p.Latency.P90)
+		add(prefix+"latency p99", "ms", p.Latency.P99)
+		add(prefix+"latency p99.9", "ms", p.Latency.P999)
+		add(prefix+"latency max", "ms", p.Latency.Max)
+		add(prefix+"deliveries/s", "", p.DeliveriesPerSec)
+		srv(prefix+"server CPU", "s", p.ServerCPU)
+		srv(prefix+"server CPU per delivery", "µs", p.CPUPerDelivery)
+		srv(prefix+"server RSS peak", "MiB", float64(p.RSSPeak)/mib)
+		add(prefix+"members closed by server", "", float64(p.MembersClosed))
+	}
+	switch {
+	case run.Density != nil:
+		d := run.Density
+		add("connections opened", "", float64(d.Connect.Opened))
+		add("connections failed", "", float64(d.Connect.Failed))
+		add("open after hold", "", float64(d.OpenAfterHold))
+		add("connect time", "s", d.Connect.Seconds)
+		add("connect rate", "conn/s", d.Connect.Rate)
+		add("connect p50", "ms", d.Connect.Latency.P50)
+		add("connect p99", "ms", d.Connect.Latency.P99)
+		srv("server RSS before", "MiB", float64(d.RSSBefore)/mib)
+		srv("server RSS after hold", "MiB", float64(d.RSSAfterHold)/mib)
+		srv("server RSS per connection", "KiB", d.RSSPerConn/kib)
+		srv("server CPU per connect", "µs", d.CPUPerConnect)
+		srv("server idle CPU", "%", d.IdleCPUPercent)
+		srv("server fds", "", float64(d.FDsAfter))
+		srv("server threads", "", float64(d.ThreadsAfter))
+	case run.Broadcast != nil:
+		phase("", run.Broadcast)
+	case run.Churn != nil:
+		c := run.Churn
+		add("connections", "", float64(c.Initial.Requested))
+		add("initial connect time", "s", c.Initial.Seconds)
+		var worst, sum, p99 float64
+		for _, w := range c.Waves {
+			worst = max(worst, w.Reconnect.Seconds)
+			sum += w.Reconnect.Seconds
+			p99 = max(p99, w.Reconnect.Latency.P99)
+		}
+		add("waves", "", float64(len(c.Waves)))
+		if len(c.Waves) > 0 {
+			add("reconnect time mean", "s", sum/float64(len(c.Waves)))
+		}
+		add("reconnect time max", "s", worst)
+		add("reconnect p99 (worst wave)", "ms", p99)
+		add("reconnect failures", "", float64(c.Failures))
+		if c.Check != nil {
+			add("after-churn broadcast lost", "", float64(c.Check.Deliveries.Lost))
+		}
+		srv("server fds before", "", float64(c.FDsBefore))
+		srv("server fds after close", "", float64(c.FDsAfterClose))
+		srv("server RSS after", "MiB", float64(c.RSSAfter)/mib)
+	case run.Slowloris != nil:
+		s := run.Slowloris
+		add("clean loss", "%", s.Clean.LossPercent)
+		add("clean latency p99", "ms", s.Clean.Latency.P99)
+		add("attacked loss", "%", s.Attacked.LossPercent)
+		add("attacked lost", "", float64(s.Attacked.Deliveries.Lost))
+		add("attacked latency p99", "ms", s.Attacked.Latency.P99)
+		add("p99 attacked / clean", "x", s.P99Ratio)
+		add("attacked deliveries/s", "", s.Attacked.DeliveriesPerSec)
+		add("late joiners connected", "", float64(s.LateJoin.Opened))
+		add("late joiners failed", "", float64(s.LateJoin.Failed))
+		add("late join p99", "ms", s.LateJoin.Latency.P99)
+		add("attackers stalling", "", float64(s.Attackers.Established))
+		add("attackers open at start", "", float64(s.Attackers.OpenAtStart))
+		add("attackers open at end", "", float64(s.Attackers.OpenAtEnd))
+		srv("attacked server CPU per delivery", "µs", s.Attacked.CPUPerDelivery)
+	case run.SlowConsumer != nil:
+		s := run.SlowConsumer
+		add("clean loss", "%", s.Clean.LossPercent)
+		add("clean latency p99", "ms", s.Clean.Latency.P99)
+		add("with-slow loss", "%", s.Loaded.LossPercent)
+		add("with-slow lost", "", float64(s.Loaded.Deliveries.Lost))
+		add("with-slow latency p99", "ms", s.Loaded.Latency.P99)
+		add("p99 with slow / clean", "x", s.P99Ratio)
+		add("with-slow deliveries/s", "", s.Loaded.DeliveriesPerSec)
+		add("slow consumers", "", float64(s.Established))
+		add("slow stalled", "", float64(s.Stalled))
+		add("slow closed by server", "", float64(s.Fates.Total-s.Fates.Fates["open"]))
+		add("slow backlog max", "KiB", float64(s.Fates.MaxBytes)/kib)
+		srv("server RSS growth", "MiB", float64(s.RSSGrowth)/mib)
+		srv("server RSS after", "MiB", float64(s.RSSAfter)/mib)
+		srv("with-slow server CPU per delivery", "µs", s.Loaded.CPUPerDelivery)
+	}
+	add("client CPU", "s", run.ClientCPU)
+	return ms
+}
+
+// Summary is one metric across runs: the median per server and B/A.
+type Summary struct {
+	Name   string             `json:"name"`
+	Unit   string             `json:"unit"`
+	Median map[string]float64 `json:"median"` // by target label
+	Ratio  float64            `json:"ratio_b_over_a,omitempty"`
+	Server bool               `json:"server"`
+}
+
+func (r *Report) summarize() {
+	r.Summary = nil
+	index := map[string]int{}
+	values := map[string]map[string][]float64{}
+	for _, run := range r.Runs {
+		for _, m := range run.Metrics {
+			if m.Server && !run.HaveServer {
+				continue
+			}
+			if _, ok := index[m.Name]; !ok {
+				index[m.Name] = len(r.Summary)
+				r.Summary = append(r.Summary, Summary{Name: m.Name, Unit: m.Unit, Median: map[string]float64{}, Server: m.Server})
+				values[m.Name] = map[string][]float64{}
+			}
+			values[m.Name][run.Target] = append(values[m.Name][run.Target], m.Value)
+		}
+	}
+	for i := range r.Summary {
+		s := &r.Summary[i]
+		for label, xs := range values[s.Name] {
+			s.Median[label] = median(xs)
+		}
+		a, okA := s.Median["A"]
+		b, okB := s.Median["B"]
+		if okA && okB && a != 0 {
+			s.Ratio = b / a
+		}
+	}
+}
+
+// describe is the one-line account of what was run.
+func (r *Report) describe() string {
+	c := r.Config
+	var what string
+	switch c.Scenario {
+	case "density":
+		what = fmt.Sprintf("%d idle connections in %d room(s), held %v", c.Conns, c.Rooms, c.Hold)
+	case "broadcast", "churn", "slowloris", "slowconsumer":
+		mode := fmt.Sprintf("closed loop (window %d)", c.Window)
+		if c.Rate > 0 {
+			mode = fmt.Sprintf("open loop at %.0f msg/s", c.Rate)
+		}
+		what = fmt.Sprintf("%d members, %d senders x %d messages of %d B, %s", c.Conns, c.Senders, c.Messages, c.Size, mode)
+		switch c.Scenario {
+		case "churn":
+			what = fmt.Sprintf("%d connections, %d reconnect waves (close: %s), then %s", c.Conns, c.Waves, c.ChurnClose, what)
+		case "slowloris":
+			what += fmt.Sprintf("; %d attackers (%s)", c.Attackers, c.Attack)
+		case "slowconsumer":
+			what += fmt.Sprintf("; %d slow consumers (SO_RCVBUF %d)", c.Slow, c.SlowRcvBuf)
+		}
+	}
+	return fmt.Sprintf("chatbench %s: %s; %d client process(es), %d source address(es); %d cores, %.1f GiB, open files %d",
+		c.Scenario, what, c.Procs, c.SourceIPs, r.Machine.Cores, float64(r.Machine.MemoryBytes)/(1<<30), r.Machine.OpenFileLimit)
+}
+
+// WriteTable prints the summary table and each run's details.
+func (r *Report) WriteTable(w io.Writer) {
+	fmt.Fprintln(w, r.describe())
+	labels := []string{}
+	for _, t := range r.Targets {
+		labels = append(labels, t.Label)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := "metric\t"
+	for _, t := range r.Targets {
+		head += fmt.Sprintf("%s: %s\t", t.Label, t.Name)
+	}
+	if len(labels) == 2 {
+		head += "B/A\t"
+	}
+	fmt.Fprintln(tw, head)
+	for _, s := range r.Summary {
+		name := s.Name
+		if s.Unit != "" {
+			name += " (" + s.Unit + ")"
+		}
+		line := name + "\t"
+		for _, l := range labels {
+			if v, ok := s.Median[l]; ok {
+				line += formatValue(v) + "\t"
+			} else {
+				line += "n/a\t"
+			}
+		}
+		if len(labels) == 2 {
+			if s.Ratio != 0 {
+				line += fmt.Sprintf("%.2fx\t", s.Ratio)
+			} else {
+				line += "-\t"
+			}
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.Flush()
+	if r.Config.Repeat > 1 {
+		fmt.Fprintf(w, "(medians of %d runs per server, run alternately A, B, A, B)\n", r.Config.Repeat)
+	}
+	for _, run := range r.Runs {
+		for _, d := range run.details() {
+			fmt.Fprintf(w, "  %s#%d %s: %s\n", run.Target, run.Repeat, run.Name, d)
+		}
+	}
+}
+
+func formatValue(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v == float64(int64(v)) && v < 1e12:
+		return strconv.FormatInt(int64(v), 10)
+	case v >= 100:
+		return fmt.Sprintf("%.0f", v)
+	case v >= 1:
+		return fmt.Sprintf("%.2f", v)
+	default:
+		return fmt.Sprintf("%.3g", v)
+	}
+}
+
+func formatCounts(m map[string]int) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s: %d", k, m[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// details are the per-run facts that do not fit the metric table.
+func (run *RunResult) details() []string {
+	var out []string
+	out = append(out, run.Notes...)
+	if run.Error != "" {
+		out = append(out, "error: "+run.Error)
+	}
+	open := func(what string, o *OpenSummary) {
+		if o != nil && o.Failed > 0 {
+			out = append(out, fmt.Sprintf("%s failures: %s (first: %s)", what, formatCounts(o.Errors), o.FirstError))
+		}
+	}
+	phase := func(what string, p *PhaseResult) {
+		if p == nil {
+			return
+		}
+		if p.MembersClosed > 0 {
+			out = append(out, fmt.Sprintf("%s: members closed by the server: %s", what, formatCounts(p.CloseHow)))
+		}
+		if p.NotJoined > 0 {
+			out = append(out, fmt.Sprintf("%s: %d members never received room traffic before the phase (not in the room?)", what, p.NotJoined))
+		}
+		if p.SendErrors > 0 || p.AckTimeouts > 0 || p.Stray > 0 {
+			out = append(out, fmt.Sprintf("%s: send errors %d, closed-loop waits timed out %d, stray messages %d", what, p.SendErrors, p.AckTimeouts, p.Stray))
+		}
+	}
+	switch {
+	case run.Density != nil:
+		open("connect", run.Density.Connect)
+	case run.Broadcast != nil:
+		phase("broadcast", run.Broadcast)
+	case run.Churn != nil:
+		open("initial connect", run.Churn.Initial)
+		for _, w := range run.Churn.Waves {
+			out = append(out, fmt.Sprintf("wave %d: disconnect %.2fs, reconnect %.2fs, %d failed, server CPU %.2fs, fds %d", w.Wave, w.DisconnectSeconds, w.Reconnect.Seconds, w.Reconnect.Failed, w.ServerCPU, w.FDsAfter))
+			open(fmt.Sprintf("wave %d", w.Wave), w.Reconnect)
+		}
+		phase("after-churn check", run.Churn.Check)
+	case run.Slowloris != nil:
+		s := run.Slowloris
+		a := s.Attackers
+		closed := "none"
+		if len(a.CloseHow) > 0 {
+			closed = fmt.Sprintf("%s, %.1fs to %.1fs after stalling", formatCounts(a.CloseHow), a.CloseAfter.Min, a.CloseAfter.Max)
+		}
+		out = append(out, fmt.Sprintf("attackers: %d mid-handshake + %d mid-frame asked, %d stalling, %d failed; open at honest start %d, at end %d; closed by the server: %s",
+			a.Handshake, a.Frame, a.Established, a.Failed, a.OpenAtStart, a.OpenAtEnd, closed))
+		if a.Failed > 0 {
+			out = append(out, "attacker connect failures: "+formatCounts(a.Errors))
+		}
+		open("late join", s.LateJoin)
+		phase("clean", s.Clean)
+		phase("attacked", s.Attacked)
+	case run.SlowConsumer != nil:
+		s := run.SlowConsumer
+		out = append(out, fmt.Sprintf("slow consumers: %d of %d connected; read afterwards, they showed: %s; %d stalled, %d of them still open with a backlog; %d KiB read from them in all (at most %d KiB of the %d KiB offered to each)",
+			s.Established, s.Slow, formatCounts(s.Fates.Fates), s.Stalled, s.Fates.Backlogged, s.Fates.Bytes/kib, s.Fates.MaxBytes/kib, s.OfferedEach/kib))
+		phase("clean", s.Clean)
+		phase("with slow consumers", s.Loaded)
+	}
+	return out
+}

@@ -1,0 +1,581 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Run carries out one chatbench invocation: for each repeat, the scenario
+// against the server under test and then (with -compare) against the
+// other server, each freshly started; then it prints the table and writes
+// the JSON and plot files asked for.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	targets := []*target{{Label: "A", Name: cfg.ServerName, Command: cfg.Server, URL: cfg.URL}}
+	if cfg.Compare != "" {
+		targets = append(targets, &target{Label: "B", Name: cfg.CompareName, Command: cfg.Compare})
+	}
+	for _, t := range targets {
+		if t.Name == "" {
+			if t.Command != "" {
+				t.Name = nameOf(t.Command)
+			} else {
+				t.Name = t.URL
+			}
+		}
+		if t.Command == "" {
+			t.addr, _ = checkLoopbackURL(t.URL)
+		}
+	}
+	fl, err := newFleet(cfg.Procs)
+	if err != nil {
+		return nil, err
+	}
+	defer fl.close()
+	showProgress := isTerminal(cfg.Stderr)
+	if cfg.Progress != nil {
+		showProgress = *cfg.Progress
+	}
+	prog := newProgress(cfg.Stderr, showProgress)
+	rep := newReport(cfg, targets)
+	r := &runner{cfg: &cfg, fl: fl, prog: prog}
+	for rep0 := 0; rep0 < cfg.Repeat; rep0++ {
+		for _, t := range targets {
+			run, err := r.runOnce(ctx, t, rep0+1)
+			if run != nil {
+				rep.Runs = append(rep.Runs, run)
+			}
+			if err != nil {
+				prog.wait()
+				return rep, err
+			}
+		}
+	}
+	prog.wait()
+	rep.Finished = time.Now()
+	rep.summarize()
+	rep.WriteTable(cfg.Stdout)
+	if cfg.JSON != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err != nil {
+			return rep, err
+		}
+		if err := os.WriteFile(cfg.JSON, append(b, '\n'), 0o644); err != nil {
+			return rep, fmt.Errorf("chatbench: writing -json: %w", err)
+		}
+	}
+	if cfg.Plot != "" {
+		if err := writePlot(cfg.Plot, rep); err != nil {
+			return rep, fmt.Errorf("chatbench: writing -plot: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+// runner holds what one invocation's runs share.
+type runner struct {
+	cfg   *Config
+	fl    *fleet
+	prog  *progress
+	t     *target
+	phase uint16
+	seq   int
+	nonce uint32
+}
+
+// runOnce starts the target, runs the scenario once and stops the target.
+func (r *runner) runOnce(ctx context.Context, t *target, repeat int) (*RunResult, error) {
+	if err := t.start(ctx, r.cfg.ServerTimeout); err != nil {
+		return nil, err
+	}
+	defer t.stop()
+	if t.Command == "" {
+		t.pid = r.cfg.PID
+		if t.pid == 0 {
+			// A server on this machine: find who listens on the port.
+			if _, port, err := splitPort(t.addr); err == nil {
+				t.pid, _ = FindListener(port, 0)
+			}
+		}
+	}
+	run := &RunResult{Target: t.Label, Name: t.Name, Repeat: repeat, URL: t.URL, PID: t.pid, Started: time.Now()}
+	if _, ok := t.sample(); ok {
+		run.HaveServer = true
+		if limit, err := OpenFileLimit(t.pid); err == nil {
+			run.ServerOpenFileLimit = limit
+			if need := r.cfg.totalConns() + fdMargin; need > limit {
+				run.Notes = append(run.Notes, fmt.Sprintf("server pid %d may open only %d files, fewer than the %d this run needs: expect refused connections (raise its limit, ulimit -n, before starting it)", t.pid, limit, need))
+			}
+		}
+	} else if t.pid == 0 {
+		run.Notes = append(run.Notes, "server process unknown: no RSS/CPU figures (pass -pid, or use -server)")
+	}
+	r.t = t
+	cpu0 := r.fl.clientCPU()
+	var err error
+	switch r.cfg.Scenario {
+	case "density":
+		run.Density, err = r.density(ctx)
+	case "broadcast":
+		run.Broadcast, err = r.broadcast(ctx)
+	case "churn":
+		run.Churn, err = r.churn(ctx)
+	case "slowloris":
+		run.Slowloris, err = r.slowloris(ctx)
+	case "slowconsumer":
+		run.SlowConsumer, err = r.slowconsumer(ctx)
+	}
+	run.ClientCPU = (r.fl.clientCPU() - cpu0).Seconds()
+	run.Seconds = time.Since(run.Started).Seconds()
+	if t.output != nil {
+		run.ServerOutput = t.output.String()
+	}
+	if err != nil {
+		run.Error = err.Error()
+		return run, fmt.Errorf("chatbench: %s against %s (%s): %w", r.cfg.Scenario, t.Name, t.URL, err)
+	}
+	run.Metrics = run.metrics()
+	return run, nil
+}
+
+func splitPort(addr string) (string, int, error) {
+	for i := len(addr) - 1; i >= 0; i-- {
+		if addr[i] == ':' {
+			var p int
+			_, err := fmt.Sscanf(addr[i+1:], "%d", &p)
+			return addr[:i], p, err
+		}
+	}
+	return "", 0, errors.New("chatbench: no port")
+}
+
+// name returns a fresh group or room name.
+func (r *runner) name(prefix string) string {
+	r.seq++
+	return fmt.Sprintf("%s-%d", prefix, r.seq)
+}
+
+// OpenSummary is the outcome of opening a batch of connections.
+type OpenSummary struct {
+	Requested  int            `json:"requested"`
+	Opened     int            `json:"opened"`
+	Failed     int            `json:"failed"`
+	Errors     map[string]int `json:"errors,omitempty"`
+	FirstError string         `json:"first_error,omitempty"`
+	Seconds    float64        `json:"seconds"`
+	Rate       float64        `json:"per_second"`
+	Latency    Latency        `json:"connect_latency"`
+	Hist       HistogramData  `json:"connect_hist_ns"`
+	perWorker  []int
+}
+
+// openGroup opens count connections of kind in group, spread over the
+// workers; ids start at idBase.
+func (r *runner) openGroup(ctx context.Context, group, kind string, count int, room string, rooms, rcvbuf, concurrency, idBase int) (*OpenSummary, error) {
+	shares := split(count, len(r.fl.workers))
+	bases := make([]int, len(shares))
+	b := idBase
+	for i, s := range shares {
+		bases[i] = b
+		b += s
+	}
+	c0 := r.fl.counters()
+	stop := r.prog.track("connect "+kind, int64(count), func() int64 {
+		c := r.fl.counters()
+		return c.Connected + c.Failed - c0.Connected - c0.Failed
+	})
+	resps, err := r.fl.all(ctx, func(i int) *Request {
+		if shares[i] == 0 {
+			return nil
+		}
+		return &Request{Op: "open", Open: &OpenSpec{
+			Group: group, Kind: kind, Count: shares[i], IDBase: bases[i],
+			Addr: r.t.addr, Room: room, Rooms: rooms, SourceIPs: r.cfg.sourceIPs(),
+			Concurrency: concurrency, ConnectTimeout: r.cfg.ConnectTimeout, RcvBuf: rcvbuf,
+			MaxTime: r.cfg.Duration + r.cfg.ConnectTimeout,
+		}}
+	})
+	stop()
+	if err != nil {
+		return nil, err
+	}
+	sum := &OpenSummary{Requested: count, perWorker: make([]int, len(resps))}
+	h := &Histogram{}
+	var first, last time.Time
+	for i, resp := range resps {
+		o := resp.Open
+		if o == nil {
+			continue
+		}
+		sum.perWorker[i] = o.Opened
+		sum.Opened += o.Opened
+		sum.Failed += o.Failed
+		for k, v := range o.Errors {
+			if sum.Errors == nil {
+				sum.Errors = map[string]int{}
+			}
+			sum.Errors[k] += v
+		}
+		if sum.FirstError == "" {
+			sum.FirstError = o.FirstError
+		}
+		h.Merge(o.Connect.Histogram())
+		if first.IsZero() || o.Start.Before(first) {
+			first = o.Start
+		}
+		if o.End.After(last) {
+			last = o.End
+		}
+	}
+	sum.Seconds = last.Sub(first).Seconds()
+	sum.Rate = Rate(int64(sum.Opened), last.Sub(first))
+	sum.Latency = Summarize(h)
+	sum.Hist = h.Data()
+	if sum.Opened == 0 && count > 0 {
+		return sum, fmt.Errorf("no %s connection could be opened to %s (%d tried): %s", kind, r.t.URL, count, sum.FirstError)
+	}
+	return sum, nil
+}
+
+// closeGroup closes a group on every worker.
+func (r *runner) closeGroup(ctx context.Context, group, mode string) (time.Duration, error) {
+	resps, err := r.fl.all(ctx, func(int) *Request {
+		return &Request{Op: "close", Close: &CloseSpec{Group: group, Mode: mode}}
+	})
+	var d time.Duration
+	for _, resp := range resps {
+		if resp.Close != nil {
+			d = max(d, resp.Close.Elapsed)
+		}
+	}
+	return d, err
+}
+
+// inspectGroup sums the open/closed state of a group over the workers.
+func (r *runner) inspectGroup(ctx context.Context, group string) (*InspectResult, []int, error) {
+	resps, err := r.fl.all(ctx, func(int) *Request { return &Request{Op: "inspect", Group: group} })
+	if err != nil {
+		return nil, nil, err
+	}
+	out := &InspectResult{}
+	open := make([]int, len(resps))
+	for i, resp := range resps {
+		in := resp.Inspect
+		if in == nil {
+			continue
+		}
+		open[i] = in.Open
+		out.Total += in.Total
+		out.Open += in.Open
+		for k, v := range in.CloseHow {
+			if out.CloseHow == nil {
+				out.CloseHow = map[string]int{}
+			}
+			out.CloseHow[k] += v
+		}
+		out.CloseAfter = append(out.CloseAfter, in.CloseAfter...)
+	}
+	sort.Float64s(out.CloseAfter)
+	return out, open, nil
+}
+
+// joinBarrier waits until every live member of group has received a sync
+// probe sent through the room, re-sending one every 250ms, for at most
+// limit. It returns how many members never showed they were in the room.
+func (r *runner) joinBarrier(ctx context.Context, group string, limit time.Duration) (int, error) {
+	since := r.nonce + 1
+	deadline := time.Now().Add(limit)
+	var lastSend time.Time
+	for {
+		send := time.Since(lastSend) > 250*time.Millisecond
+		if send {
+			r.nonce++
+			lastSend = time.Now()
+		}
+		sender := -1
+		resps, err := r.fl.all(ctx, func(i int) *Request {
+			return &Request{Op: "sync", Sync: &SyncSpec{Group: group, Nonce: r.nonce, Since: since}}
+		})
+		if err != nil {
+			return 0, err
+		}
+		live, seen := 0, 0
+		for i, resp := range resps {
+			live += resp.Sync.Live
+			seen += resp.Sync.Seen
+			if sender < 0 && resp.Sync.Live > 0 {
+				sender = i
+			}
+		}
+		if live <= 1 || seen >= live-1 {
+			return 0, nil
+		}
+		if time.Now().After(deadline) {
+			return live - 1 - seen, nil
+		}
+		if send && sender >= 0 {
+			if _, err := r.fl.workers[sender].call(ctx, Request{Op: "sync", Sync: &SyncSpec{Group: group, Nonce: r.nonce, Send: true, Since: since}}); err != nil {
+				return 0, err
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// PhaseResult is one measured broadcast phase.
+type PhaseResult struct {
+	Members           int            `json:"members"`
+	Senders           int            `json:"senders"`
+	MessagesPerSender int            `json:"messages_per_sender"`
+	Size              int            `json:"size"`
+	Mode              string         `json:"mode"`
+	Deliveries        Deliveries     `json:"deliveries"`
+	LossPercent       float64        `json:"loss_percent"`
+	Stray             int64          `json:"stray"`
+	Latency           Latency        `json:"latency"`
+	LatencyHist       HistogramData  `json:"latency_hist_ns"`
+	SendSeconds       float64        `json:"send_seconds"`
+	Seconds           float64        `json:"seconds"` // first send to last delivery
+	DeliveriesPerSec  float64        `json:"deliveries_per_second"`
+	ServerCPU         float64        `json:"server_cpu_seconds"`
+	CPUPerDelivery    float64        `json:"server_cpu_us_per_delivery"`
+	ClientCPU         float64        `json:"client_cpu_seconds"`
+	RSSBefore         int64          `json:"server_rss_before"`
+	RSSPeak           int64          `json:"server_rss_peak"`
+	RSSAfter          int64          `json:"server_rss_after"`
+	MembersClosed     int            `json:"members_closed"`
+	CloseHow          map[string]int `json:"members_close_how,omitempty"`
+	SendErrors        int64          `json:"send_errors"`
+	AckTimeouts       int64          `json:"ack_timeouts"`
+	NotJoined         int            `json:"members_not_seen_in_room"`
+}
+
+// broadcastPhase runs one measured phase on an open group: senders
+// messages each from the group's first members, then waits for every
+// delivery.
+func (r *runner) broadcastPhase(ctx context.Context, group string, senders, messages int) (*PhaseResult, error) {
+	cfg := r.cfg
+	notJoined, err := r.joinBarrier(ctx, group, cfg.DrainTimeout)
+	if err != nil {
+		return nil, err
+	}
+	_, open, err := r.inspectGroup(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	// Give each worker senders in proportion to its live members.
+	perWorker := make([][]int, len(open))
+	next := 0
+	for next < senders {
+		placed := false
+		for w := range open {
+			if next < senders && len(perWorker[w]) < open[w] {
+				perWorker[w] = append(perWorker[w], next)
+				next++
+				placed = true
+			}
+		}
+		if !placed {
+			return nil, fmt.Errorf("only %d members alive for %d senders", next, senders)
+		}
+	}
+	r.phase++
+	tag := r.phase
+	closedLoop := cfg.Rate == 0
+	res := &PhaseResult{Senders: senders, MessagesPerSender: messages, Size: cfg.Size, NotJoined: notJoined}
+	if closedLoop {
+		res.Mode = fmt.Sprintf("closed loop, window %d", cfg.Window)
+	} else {
+		res.Mode = fmt.Sprintf("open loop, %.0f msg/s", cfg.Rate)
+	}
+	samp := startSampler(r.t.pid, nil)
+	cpu0, _ := ReadProcCPU(r.t.pid)
+	client0 := r.fl.clientCPU()
+	resps, err := r.fl.all(ctx, func(i int) *Request {
+		return &Request{Op: "prepare", Prepare: &PrepareSpec{Group: group, Phase: tag, TotalSenders: senders, SenderIDs: perWorker[i], Messages: messages, ClosedLoop: closedLoop}}
+	})
+	if err != nil {
+		samp.stop()
+		return nil, err
+	}
+	live := make([]int, len(resps))
+	for i, resp := range resps {
+		live[i] = resp.Prepare.Live
+		res.Members += live[i]
+	}
+	c0 := r.fl.counters()
+	total := int64(senders * messages)
+	stopSend := r.prog.track("send", total, func() int64 { return r.fl.counters().Sent - c0.Sent })
+	stopRecv := r.prog.track("deliver", ExpectedDeliveries(total, res.Members), func() int64 { return r.fl.counters().Received - c0.Received })
+	defer stopRecv()
+	rate := 0.0
+	if !closedLoop {
+		rate = cfg.Rate / float64(senders)
+	}
+	resps, err = r.fl.all(ctx, func(i int) *Request {
+		return &Request{Op: "send", Send: &SendSpec{Group: group, Messages: messages, Size: cfg.Size, Binary: cfg.Binary,
+			RatePerSender: rate, Window: cfg.Window, Duration: cfg.Duration, AckTimeout: cfg.DrainTimeout}}
+	})
+	stopSend()
+	if err != nil {
+		samp.stop()
+		return nil, err
+	}
+	var firstSend, lastSend time.Time
+	sentBy := make([]int64, len(resps))
+	for i, resp := range resps {
+		s := resp.Send
+		sentBy[i] = s.Sent
+		res.Deliveries.Sent += s.Sent
+		res.SendErrors += s.SendErrors
+		res.AckTimeouts += s.AckTimeouts
+		if s.Sent > 0 && (firstSend.IsZero() || s.First.Before(firstSend)) {
+			firstSend = s.First
+		}
+		if s.Last.After(lastSend) {
+			lastSend = s.Last
+		}
+	}
+	res.SendSeconds = lastSend.Sub(firstSend).Seconds()
+	resps, err = r.fl.all(ctx, func(i int) *Request {
+		return &Request{Op: "drain", Drain: &DrainSpec{Group: group, Expected: res.Deliveries.Sent*int64(live[i]) - sentBy[i],
+			Idle: cfg.DrainTimeout, Max: cfg.Duration + cfg.DrainTimeout}}
+	})
+	cpu1, _ := ReadProcCPU(r.t.pid)
+	res.ClientCPU = (r.fl.clientCPU() - client0).Seconds()
+	peak, _ := samp.stop()
+	if err != nil {
+		return nil, err
+	}
+	h := &Histogram{}
+	var lastRecv time.Time
+	d := Deliveries{Sent: res.Deliveries.Sent}
+	for _, resp := range resps {
+		dr := resp.Drain
+		x := dr.Deliveries
+		x.Sent = 0
+		d.Add(x)
+		res.Stray += dr.Stray
+		h.Merge(dr.Latency.Histogram())
+		if dr.LastReceive.After(lastRecv) {
+			lastRecv = dr.LastReceive
+		}
+		res.MembersClosed += dr.Closed
+		for k, v := range dr.CloseHow {
+			if res.CloseHow == nil {
+				res.CloseHow = map[string]int{}
+			}
+			res.CloseHow[k] += v
+		}
+	}
+	res.Deliveries = d
+	res.LossPercent = 100 * d.LossRatio()
+	res.Latency = Summarize(h)
+	res.LatencyHist = h.Data()
+	if !lastRecv.IsZero() && !firstSend.IsZero() {
+		res.Seconds = lastRecv.Sub(firstSend).Seconds()
+		res.DeliveriesPerSec = Rate(d.Received, lastRecv.Sub(firstSend))
+	}
+	if r.t.pid != 0 {
+		res.ServerCPU = (cpu1 - cpu0).Seconds()
+		res.CPUPerDelivery = CPUPerDelivery(cpu1-cpu0, d.Received)
+		res.RSSBefore = samp.first
+		res.RSSPeak = peak
+		res.RSSAfter, _ = ReadProcRSS(r.t.pid)
+	}
+	return res, nil
+}
+
+// sampler polls a process's RSS in the background: the peak, and (with a
+// conns function) RSS against the number of client connections.
+type sampler struct {
+	pid     int
+	conns   func() int64
+	first   int64
+	peak    int64
+	samples []RSSSample
+	mu      sync.Mutex
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// RSSSample is the server's RSS when the client held Conns connections.
+type RSSSample struct {
+	Seconds float64 `json:"t"`
+	Conns   int64   `json:"conns"`
+	RSS     int64   `json:"rss"`
+}
+
+func startSampler(pid int, conns func() int64) *sampler {
+	s := &sampler{pid: pid, conns: conns, done: make(chan struct{})}
+	if pid == 0 {
+		return s
+	}
+	start := time.Now()
+	take := func() {
+		rss, err := ReadProcRSS(pid)
+		if err != nil {
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.first == 0 {
+			s.first = rss
+		}
+		s.peak = max(s.peak, rss)
+		if s.conns != nil {
+			s.samples = append(s.samples, RSSSample{Seconds: time.Since(start).Seconds(), Conns: s.conns(), RSS: rss})
+		}
+	}
+	take()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.done:
+				take()
+				return
+			case <-t.C:
+				take()
+			}
+		}
+	}()
+	return s
+}
+
+// stop ends sampling and returns the peak RSS and the samples.
+func (s *sampler) stop() (int64, []RSSSample) {
+	select {
+	case <-s.done:
+	default:
+		close(s.done)
+	}
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peak, s.samples
+}
+
+// sleepCtx sleeps d or until ctx ends, with a progress bar for long waits.
+func (r *runner) sleepCtx(ctx context.Context, name string, d time.Duration) error {
+	start := time.Now()
+	stop := r.prog.track(name, d.Milliseconds(), func() int64 { return time.Since(start).Milliseconds() })
+	defer stop()
+	select {
+	case <-time.After(d):
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

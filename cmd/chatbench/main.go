@@ -1,0 +1,38 @@
+// Command chatbench is the load generator for chatd and the servers it is
+// compared with: density, broadcast, churn, slowloris and slowconsumer
+// scenarios over the raw /chat/{room} WebSocket protocol. See
+// bench/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"chatd/bench"
+)
+
+func main() {
+	// A worker process (chatbench re-executed by itself for -procs)
+	// never returns from here.
+	bench.RunWorkerIfAsked()
+
+	cfg, err := bench.ParseArgs(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if _, err := bench.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
