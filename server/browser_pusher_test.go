@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"image"
 	"image/draw"
 	"image/png"
@@ -136,10 +135,9 @@ const pusherMembersJS = `Array.from(document.querySelectorAll('#members > li')).
 // in order.
 func pusherWaitMembers(t *testing.T, ctx context.Context, page string, want ...string) {
 	t.Helper()
-	wantJSON, _ := json.Marshal(want)
 	_, err := chromedp.Run(ctx, chromedp.PollFunction[bool](
-		`(want) => JSON.stringify(`+pusherMembersJS+`) === want`,
-		chromedp.WithPollingArgs(string(wantJSON)),
+		`(want) => { const got = `+pusherMembersJS+`; return got.length === want.length && got.every((m, i) => m === want[i]) }`,
+		chromedp.WithPollingArgs(want),
 		chromedp.WithPollingInterval(20*time.Millisecond),
 		chromedp.WithPollingTimeout(15*time.Second)))
 	if err != nil {

@@ -175,11 +175,14 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 		c.rejectHTTP(hio.out, ReasonHandshakeRejected)
 		return
 	}
+	// The handshake deadline no longer applies. The timer is armed again
+	// below, after onOpen, so the wheel goroutine never sees a half-built
+	// protocol state.
+	s.wheel.remove(c)
 	c.proto = rt.proto
 	c.target = rt.target
 	c.ext = rt.ext
 	c.dec.MaxMessage = s.cfg.MaxMessage
-	c.state.Store(stateOpen)
 	s.stats.Upgraded.Add(1)
 	// Join before the 101 is written, so a client that has its 101 is in
 	// the room; anything fanned out meanwhile queues behind the response,
@@ -188,8 +191,13 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 	c.outq = append(c.outq, hio.out)
 	c.outBytes += len(hio.out)
 	c.wmu.Unlock()
-	s.wheel.schedule(c, s.wheel.now.Load()+s.pingTicks)
 	c.proto.onOpen(c)
+	// onOpen may have refused the connection (Pusher: unknown key), which
+	// leaves it closing with its linger timer set.
+	if c.state.CompareAndSwap(stateHandshake, stateOpen) {
+		ping, _ := c.proto.timeouts(c)
+		s.wheel.schedule(c, s.wheel.now.Load()+ping)
+	}
 	c.wmu.Lock()
 	if !c.closed {
 		c.flushLocked()
