@@ -218,7 +218,7 @@ func (r *runner) slowloris(ctx context.Context) (*SlowlorisResult, error) {
 	room, honest := r.name(cfg.Room), r.name("honest")
 	hsGroup, frGroup := r.name("stall-handshake"), r.name("stall-frame")
 	defer func() {
-		for _, g := range []string{hsGroup, frGroup, honest} {
+		for _, g := range []string{hsGroup, frGroup, honest, r.name("late")} {
 			_, _ = r.closeGroup(context.Background(), g, CloseAbort)
 		}
 	}()
@@ -250,7 +250,10 @@ func (r *runner) slowloris(ctx context.Context) (*SlowlorisResult, error) {
 		if x.n == 0 {
 			continue
 		}
-		o, err := r.openGroup(ctx, x.group, x.kind, x.n, room, 1, 0, cfg.Concurrency, idBase)
+		// The attackers stall in a room of their own: the attack is on the
+		// server's workers and memory, and the honest phases must fan out to
+		// the same members to be comparable.
+		o, err := r.openGroup(ctx, x.group, x.kind, x.n, room+"-attackers", 1, 0, cfg.Concurrency, idBase)
 		if o == nil {
 			return nil, err
 		}
@@ -282,13 +285,14 @@ func (r *runner) slowloris(ctx context.Context) (*SlowlorisResult, error) {
 		return open, how, after, nil
 	}
 	a.OpenAtStart, _, _, _ = inspect()
-	// Honest clients still get in while the attackers stall.
-	late, err := r.openGroup(ctx, honest, KindMember, lateJoiners(cfg.Conns), room, 1, 0, cfg.Concurrency, cfg.Conns)
-	res.LateJoin = late
-	if late == nil {
+	if res.Attacked, err = r.broadcastPhase(ctx, honest, cfg.Senders, cfg.Messages); err != nil {
 		return nil, err
 	}
-	if res.Attacked, err = r.broadcastPhase(ctx, honest, cfg.Senders, cfg.Messages); err != nil {
+	// Honest clients still get in while the attackers stall (after the
+	// attacked phase, so both phases fan out to the same members).
+	late, err := r.openGroup(ctx, r.name("late"), KindMember, lateJoiners(cfg.Conns), room, 1, 0, cfg.Concurrency, cfg.Conns)
+	res.LateJoin = late
+	if late == nil {
 		return nil, err
 	}
 	var after []float64
@@ -333,7 +337,17 @@ func (r *runner) slowconsumer(ctx context.Context) (*SlowConsumerResult, error) 
 	if open.Opened < cfg.Conns {
 		return nil, fmt.Errorf("only %d of %d honest members connected: %v", open.Opened, cfg.Conns, open.Errors)
 	}
+	// The clean phase fans out to as many members as the loaded one: the
+	// slow members' places are taken by members that read, so the ratio
+	// shows what stalling costs, not what a bigger room costs.
+	filler := r.name("filler")
+	if _, err := r.openGroup(ctx, filler, KindMember, cfg.Slow, room, 1, 0, cfg.Concurrency, cfg.Conns+cfg.Slow); err != nil {
+		return nil, err
+	}
 	if res.Clean, err = r.broadcastPhase(ctx, honest, cfg.Senders, cfg.Messages); err != nil {
+		return nil, err
+	}
+	if _, err := r.closeGroup(ctx, filler, CloseWS); err != nil {
 		return nil, err
 	}
 	so, err := r.openGroup(ctx, slow, KindSlow, cfg.Slow, room, 1, cfg.SlowRcvBuf, cfg.Concurrency, cfg.Conns)
