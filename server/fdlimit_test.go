@@ -135,7 +135,7 @@ func handshakeAll(t *testing.T, addr string, n int, wait time.Duration) ([]net.C
 			if err == nil {
 				status[i] = "101"
 				c.SetReadDeadline(time.Time{})
-				conns[i] = &bufConn{Conn: c, br: br}
+				conns[i] = &rawConn{Conn: c, br: br}
 				return
 			}
 			if strings.HasPrefix(err.Error(), "handshake: ") {
@@ -151,13 +151,6 @@ func handshakeAll(t *testing.T, addr string, n int, wait time.Duration) ([]net.C
 	})
 	return conns, status
 }
-
-type bufConn struct {
-	net.Conn
-	br *bufio.Reader
-}
-
-func (b *bufConn) Read(p []byte) (int, error) { return b.br.Read(p) }
 
 func count(status []string, want string) int {
 	n := 0
@@ -187,21 +180,21 @@ func TestOpenFileLimitDoesNotSpinOrDie(t *testing.T) {
 		t.Fatalf("server used %v CPU in 1s while at the fd limit (spinning)", used)
 	}
 	// Existing connections are still served.
-	var a, b *bufConn
+	var a, b *rawConn
 	for i, s := range status {
 		if s != "101" {
 			continue
 		}
 		if a == nil {
-			a = conns[i].(*bufConn)
+			a = conns[i].(*rawConn)
 		} else if b == nil {
-			b = conns[i].(*bufConn)
+			b = conns[i].(*rawConn)
 		}
 	}
 	// Everyone in the lobby gets a's message; b is one of them.
-	a.Write(maskedFrame(true, 0x1, []byte("alive")))
+	a.Write(frame(true, 0, opText, true, []byte("alive")))
 	b.SetReadDeadline(time.Now().Add(3 * time.Second))
-	if op, p, err := readServerFrame(b.br); err != nil || op != 1 || string(p) != "alive" {
+	if _, op, p, err := readFrame(b.br); err != nil || op != opText || string(p) != "alive" {
 		t.Fatalf("existing connection not served at the fd limit: %v %q %v", op, p, err)
 	}
 	// Free fds: close 60 upgraded connections; the waiting ones get in.

@@ -50,60 +50,10 @@ func upgradeRaw(conn net.Conn, host, path string) (*bufio.Reader, error) {
 	}
 }
 
-// maskedFrame builds one client frame.
-func maskedFrame(fin bool, op byte, payload []byte) []byte {
-	b0 := op
-	if fin {
-		b0 |= 0x80
-	}
-	var f []byte
-	switch n := len(payload); {
-	case n <= 125:
-		f = []byte{b0, 0x80 | byte(n)}
-	case n <= 0xffff:
-		f = []byte{b0, 0x80 | 126, byte(n >> 8), byte(n)}
-	default:
-		f = []byte{b0, 0x80 | 127}
-		f = binary.BigEndian.AppendUint64(f, uint64(n))
-	}
-	mask := [4]byte{1, 2, 3, 4}
-	f = append(f, mask[:]...)
-	for i, c := range payload {
-		f = append(f, c^mask[i%4])
-	}
-	return f
-}
-
-// readServerFrame reads one unmasked server frame.
-func readServerFrame(br *bufio.Reader) (op byte, payload []byte, err error) {
-	var h [2]byte
-	if _, err = io.ReadFull(br, h[:]); err != nil {
-		return 0, nil, err
-	}
-	n := int(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var l [2]byte
-		if _, err = io.ReadFull(br, l[:]); err != nil {
-			return 0, nil, err
-		}
-		n = int(binary.BigEndian.Uint16(l[:]))
-	case 127:
-		var l [8]byte
-		if _, err = io.ReadFull(br, l[:]); err != nil {
-			return 0, nil, err
-		}
-		n = int(binary.BigEndian.Uint64(l[:]))
-	}
-	payload = make([]byte, n)
-	_, err = io.ReadFull(br, payload)
-	return h[0] & 0x0f, payload, err
-}
-
 // readUntilClose reads frames until a close frame and returns its code.
 func readUntilClose(br *bufio.Reader) (code int, pings int, err error) {
 	for {
-		op, p, err := readServerFrame(br)
+		_, op, p, err := readFrame(br)
 		if err != nil {
 			return 0, pings, err
 		}
@@ -147,7 +97,7 @@ func TestSlowlorisDoesNotStallHonestTraffic(t *testing.T) {
 			t.Fatalf("attacker upgrade: %v", err)
 		}
 		// A header announcing 1000 bytes, then 10 of them.
-		f := maskedFrame(true, 0x1, []byte(strings.Repeat("x", 1000)))
+		f := frame(true, 0, opText, true, []byte(strings.Repeat("x", 1000)))
 		c.Write(f[:18])
 	}
 	waitConns(t, s, attackers/2)
