@@ -148,6 +148,11 @@ type group struct {
 	// lost counts members the server ended; closed-loop senders stop
 	// waiting for them.
 	lost atomic.Int32
+
+	// Pusher mode (spec.Pusher set): the prefix of a published event
+	// whose data needs no decoding, and the publisher of join probes.
+	pusherPrefix []byte
+	syncPub      *publisher
 }
 
 // member is one client connection.
@@ -212,6 +217,10 @@ func classifyClose(err error) string {
 // classifyDialError turns a failed connection attempt into a short class
 // for the report.
 func classifyDialError(err error) string {
+	var pe *pusherJoinError
+	if errors.As(err, &pe) {
+		return "pusher: " + pe.class
+	}
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "connection refused"
@@ -257,6 +266,9 @@ type OpenSpec struct {
 	ConnectTimeout time.Duration `json:"connect_timeout"`
 	MaxTime        time.Duration `json:"max_time"` // the whole batch; 0: no cap
 	RcvBuf         int           `json:"rcvbuf,omitempty"`
+	// Pusher, for members: connect to /app/{key}, subscribe to the
+	// channel, and let the senders publish through the HTTP API.
+	Pusher *PusherSpec `json:"pusher,omitempty"`
 }
 
 // OpenResult reports one open command.
@@ -285,11 +297,20 @@ func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
 	g := a.groups[s.Group]
 	if g == nil {
 		g = &group{spec: *s}
+		if s.Pusher != nil {
+			g.pusherPrefix = pusherFast(s.Pusher.Channel)
+		}
 		a.groups[s.Group] = g
 	}
 	a.mu.Unlock()
 	if g.spec.Kind != s.Kind {
 		return nil, fmt.Errorf("chatbench: group %q holds %s connections, not %s", s.Group, g.spec.Kind, s.Kind)
+	}
+	if (g.spec.Pusher == nil) != (s.Pusher == nil) {
+		return nil, fmt.Errorf("chatbench: group %q mixes raw and Pusher connections", s.Group)
+	}
+	if s.Pusher != nil && s.Kind != KindMember {
+		return nil, fmt.Errorf("chatbench: Pusher mode has members only, not %s connections", s.Kind)
 	}
 	if s.MaxTime > 0 {
 		var cancel context.CancelFunc
@@ -327,11 +348,14 @@ func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
 				}
 				id := s.IDBase + i
 				o := DialOptions{Addr: s.Addr, Path: roomPath(s.Room, s.Rooms, id), Timeout: s.ConnectTimeout, RcvBuf: s.RcvBuf}
+				if s.Pusher != nil {
+					o.Path = pusherPath(s.Pusher.Key)
+				}
 				if len(ips) > 0 {
 					o.LocalIP = ips[id%len(ips)]
 				}
 				t0 := time.Now()
-				m, err := dialMember(ctx, s.Kind, o)
+				m, err := dialMember(ctx, s.Kind, o, s.Pusher)
 				lat := time.Since(t0)
 				mu.Lock()
 				if err != nil {
@@ -385,14 +409,31 @@ func sumCounts(m map[string]int) int {
 	return n
 }
 
-// dialMember opens one connection and, for attackers, sets up the stall.
-func dialMember(ctx context.Context, kind string, o DialOptions) (*member, error) {
+// dialMember opens one connection and, for attackers, sets up the stall;
+// a Pusher member is subscribed to its channel before it counts as open,
+// within the same connect timeout.
+func dialMember(ctx context.Context, kind string, o DialOptions, ps *PusherSpec) (*member, error) {
 	m := &member{done: make(chan struct{})}
+	start := time.Now()
 	switch kind {
 	case KindMember, KindSlow:
 		c, err := Dial(ctx, o)
 		if err != nil {
 			return nil, err
+		}
+		if ps != nil {
+			timeout := o.Timeout
+			if timeout <= 0 {
+				timeout = 10 * time.Second
+			}
+			deadline := start.Add(timeout)
+			if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+				deadline = dl
+			}
+			if err := pusherJoin(c, ps.Channel, deadline); err != nil {
+				c.Abort()
+				return nil, err
+			}
 		}
 		m.conn = c
 	case KindStallHandshake:
@@ -480,7 +521,14 @@ func (g *group) readLoop(m *member) {
 			}
 			return
 		}
-		if op == OpText || op == OpBinary {
+		switch {
+		case g.spec.Pusher != nil:
+			if op == OpText {
+				if data, ok := g.pusherData(m, p); ok {
+					g.onMessage(m, data)
+				}
+			}
+		case op == OpText || op == OpBinary:
 			g.onMessage(m, p)
 		}
 	}
@@ -493,7 +541,7 @@ type phaseState struct {
 	hist    ConcurrentHistogram
 	acks    []*senderAcks // by global sender index; nil for remote senders
 	local   []int         // global sender index of each local sender
-	talkers []*member     // the local senders: the first open members
+	talkers []*member     // the local senders: the first open members (raw mode)
 	base    phaseBase     // members' counters when the phase began
 }
 
@@ -501,7 +549,7 @@ type phaseState struct {
 // have each of its messages; the closed-loop sender waits on it.
 type senderAcks struct {
 	counts   []atomic.Int32
-	need     int32 // local members but the sender when the phase began
+	need     int32 // local members but the sender (raw mode) when the phase began
 	lost     *atomic.Int32
 	lostBase int32
 	wake     chan struct{}
@@ -627,9 +675,15 @@ func (a *Agent) prepare(s *PrepareSpec) (*PrepareResult, error) {
 			live++
 		}
 	}
+	// A raw sender is a member and does not get its own messages; a
+	// Pusher sender is an HTTP client and every member gets each one.
+	need := live - 1
+	if g.spec.Pusher != nil {
+		need = live
+	}
 	if s.ClosedLoop {
 		for _, id := range s.SenderIDs {
-			ps.acks[id] = &senderAcks{counts: make([]atomic.Int32, s.Messages), need: int32(live - 1),
+			ps.acks[id] = &senderAcks{counts: make([]atomic.Int32, s.Messages), need: int32(need),
 				lost: &g.lost, lostBase: g.lost.Load(), wake: make(chan struct{}, 1)}
 		}
 	}
@@ -639,6 +693,13 @@ func (a *Agent) prepare(s *PrepareSpec) (*PrepareResult, error) {
 		}
 	}
 	ps.local = append([]int(nil), s.SenderIDs...)
+	if g.spec.Pusher != nil {
+		// Publishers are HTTP clients; no member sends.
+		d, stray, _ := g.tally()
+		ps.base = phaseBase{d: d, stray: stray}
+		g.phase.Store(ps)
+		return &PrepareResult{Live: live}, nil
+	}
 	for _, m := range g.members {
 		if len(ps.talkers) < len(ps.local) && m.open() {
 			ps.talkers = append(ps.talkers, m)
@@ -669,6 +730,7 @@ type SendSpec struct {
 type SendResult struct {
 	Sent        int64     `json:"sent"`
 	SendErrors  int64     `json:"send_errors"`
+	FirstError  string    `json:"first_error,omitempty"`
 	AckTimeouts int64     `json:"ack_timeouts"`
 	First       time.Time `json:"first"`
 	Last        time.Time `json:"last"`
@@ -686,6 +748,10 @@ func (a *Agent) send(ctx context.Context, s *SendSpec) (*SendResult, error) {
 	if s.Size < PayloadHeaderSize {
 		return nil, fmt.Errorf("chatbench: message size %d is below the %d-byte header", s.Size, PayloadHeaderSize)
 	}
+	pusher := g.spec.Pusher
+	if pusher != nil && s.Binary {
+		return nil, errors.New("chatbench: Pusher events are JSON text: no binary payloads")
+	}
 	// The local senders were picked at prepare time, with the global
 	// indexes the coordinator gave.
 	senders := ps.local
@@ -693,7 +759,16 @@ func (a *Agent) send(ctx context.Context, s *SendSpec) (*SendResult, error) {
 	var (
 		wg              sync.WaitGroup
 		sent, errs, tos atomic.Int64
+		errMu           sync.Mutex
 	)
+	failed := func(err error) {
+		errs.Add(1)
+		errMu.Lock()
+		if res.FirstError == "" {
+			res.FirstError = err.Error()
+		}
+		errMu.Unlock()
+	}
 	deadline := time.Now().Add(s.Duration)
 	if s.Duration <= 0 {
 		deadline = time.Now().Add(24 * time.Hour)
@@ -703,10 +778,23 @@ func (a *Agent) send(ctx context.Context, s *SendSpec) (*SendResult, error) {
 		op = OpBinary
 	}
 	for k, sid := range senders {
-		m := ps.talkers[k]
+		// Raw: the sender is a member and writes a frame. Pusher: the
+		// sender is a keep-alive HTTP client of the HTTP API.
+		var m *member
+		if pusher == nil {
+			m = ps.talkers[k]
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var write func([]byte) error
+			if m != nil {
+				write = func(b []byte) error { return m.conn.WriteMessage(op, b) }
+			} else {
+				pub := newPublisher(g.spec.Addr, pusher)
+				defer pub.close()
+				write = pub.publish
+			}
 			buf := make([]byte, s.Size)
 			var interval time.Duration
 			start := time.Now()
@@ -722,7 +810,7 @@ func (a *Agent) send(ctx context.Context, s *SendSpec) (*SendResult, error) {
 			timer := time.NewTimer(time.Hour)
 			defer timer.Stop()
 			for seq := 0; seq < s.Messages; seq++ {
-				if ctx.Err() != nil || time.Now().After(deadline) || !m.open() {
+				if ctx.Err() != nil || time.Now().After(deadline) || (m != nil && !m.open()) {
 					return
 				}
 				stamp := time.Now()
@@ -742,8 +830,8 @@ func (a *Agent) send(ctx context.Context, s *SendSpec) (*SendResult, error) {
 					stamp = time.Now()
 				}
 				EncodePayload(buf, Payload{Phase: ps.tag, Sender: uint32(sid), Seq: uint32(seq), SentNs: stamp.UnixNano()})
-				if err := m.conn.WriteMessage(op, buf); err != nil {
-					errs.Add(1)
+				if err := write(buf); err != nil {
+					failed(err)
 					return
 				}
 				sent.Add(1)

@@ -227,6 +227,9 @@ func (a *Agent) close(s *CloseSpec) (*CloseResult, error) {
 	if g == nil {
 		return &CloseResult{}, nil
 	}
+	if g.syncPub != nil {
+		g.syncPub.close()
+	}
 	mode := s.Mode
 	if g.spec.Kind != KindMember {
 		// Attackers and slow consumers are in no state for a close
@@ -330,9 +333,20 @@ func (a *Agent) sync(s *SyncSpec) (*SyncResult, error) {
 		if m.lastSync.Load() >= s.Since {
 			res.Seen++
 		}
-		if s.Send && !res.Sent {
+		if s.Send && !res.Sent && g.spec.Pusher == nil {
 			res.Sent = m.conn.WriteMessage(OpText, syncProbe(s.Nonce)) == nil
 		}
+	}
+	if s.Send && g.spec.Pusher != nil && res.Live > 0 {
+		// Pusher members cannot send to a public channel: the probe is
+		// published through the HTTP API like the measured messages.
+		if g.syncPub == nil {
+			g.syncPub = newPublisher(g.spec.Addr, g.spec.Pusher)
+		}
+		if err := g.syncPub.publish(syncProbe(s.Nonce)); err != nil {
+			return nil, fmt.Errorf("chatbench: publishing a join probe through the HTTP API: %w", err)
+		}
+		res.Sent = true
 	}
 	return res, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -55,6 +56,17 @@ type Config struct {
 	Slow         int           `json:"slow"`        // slowconsumer; zero means 20
 	SlowRcvBuf   int           `json:"slow_rcvbuf"` // zero means 4096
 	ProbeWait    time.Duration `json:"probe_wait"`  // slowconsumer: read the stalled ones this long; zero means 3s
+
+	// Protocol is raw (the /chat/{room} protocol) or pusher (Pusher
+	// Channels: members subscribe at /app/{key}, senders publish through
+	// the HTTP API); broadcast only. Two, comma-separated, give A the
+	// first and B the second: B is the -compare server, or without
+	// -compare the same server (command or URL) again. Zero means raw.
+	Protocol  string `json:"protocol"`
+	AppID     string `json:"app_id"`  // pusher: zero means chatd
+	AppKey    string `json:"app_key"` // zero means chatd-key
+	AppSecret string `json:"-"`       // zero means chatd-secret; kept out of -json
+	Channel   string `json:"channel"` // public channel; zero means bench
 
 	// Output.
 	JSON     string    `json:"json,omitempty"`
@@ -176,8 +188,78 @@ func (c *Config) Validate() error {
 	if c.ChurnClose != CloseWS && c.ChurnClose != CloseAbort && c.ChurnClose != CloseFIN {
 		return fmt.Errorf("chatbench: -churn-close %q: one of ws, abort, fin", c.ChurnClose)
 	}
+	if err := c.validateProtocol(); err != nil {
+		return err
+	}
 	return c.planClients()
 }
+
+// validateProtocol checks -protocol and the Pusher flags.
+func (c *Config) validateProtocol() error {
+	if c.Protocol == "" {
+		c.Protocol = ProtocolRaw
+	}
+	protos := strings.Split(c.Protocol, ",")
+	if len(protos) > 2 {
+		return fmt.Errorf("chatbench: -protocol %q: one protocol, or two (A,B) to compare", c.Protocol)
+	}
+	pusher := false
+	for i, p := range protos {
+		p = strings.TrimSpace(p)
+		protos[i] = p
+		switch p {
+		case ProtocolRaw:
+		case ProtocolPusher:
+			pusher = true
+		default:
+			return fmt.Errorf("chatbench: -protocol %q: %q is neither raw nor pusher", c.Protocol, p)
+		}
+	}
+	c.Protocol = strings.Join(protos, ",")
+	if c.AppID == "" {
+		c.AppID = DefaultPusherAppID
+	}
+	if c.AppKey == "" {
+		c.AppKey = DefaultPusherAppKey
+	}
+	if c.AppSecret == "" {
+		c.AppSecret = DefaultPusherAppSecret
+	}
+	if c.Channel == "" {
+		c.Channel = DefaultPusherChannel
+	}
+	if !pusher {
+		return nil
+	}
+	if c.Scenario != "broadcast" {
+		return fmt.Errorf("chatbench: -protocol pusher is for the broadcast scenario, not %s", c.Scenario)
+	}
+	if c.Binary {
+		return errors.New("chatbench: -binary does not apply to -protocol pusher: Pusher events are JSON text")
+	}
+	for _, f := range []struct{ flag, v string }{{"app-id", c.AppID}, {"app-key", c.AppKey}} {
+		if strings.ContainsAny(f.v, "/?#% \t\r\n") {
+			return fmt.Errorf("chatbench: -%s %q: no '/', '?', '#', '%%' or spaces", f.flag, f.v)
+		}
+	}
+	return validPusherChannel(c.Channel)
+}
+
+// protocols returns the protocol of target A and of target B.
+func (c *Config) protocols() (a, b string) {
+	a, b, ok := strings.Cut(c.Protocol, ",")
+	if !ok {
+		b = a
+	}
+	if a == "" {
+		a, b = ProtocolRaw, ProtocolRaw
+	}
+	return a, b
+}
+
+// twoProtocols reports whether -protocol names two (A,B); without
+// -compare the one server then runs twice, once per protocol.
+func (c *Config) twoProtocols() bool { return strings.Contains(c.Protocol, ",") }
 
 func containsAddr(s string) bool {
 	for i := 0; i+6 <= len(s); i++ {
@@ -196,6 +278,10 @@ func (c *Config) totalConns() int {
 		return c.Conns + lateJoiners(c.Conns) + c.Attackers
 	case "slowconsumer":
 		return c.Conns + c.Slow
+	}
+	if strings.Contains(c.Protocol, ProtocolPusher) {
+		// One HTTP API connection per sender, and one for join probes.
+		return c.Conns + c.Senders + 1
 	}
 	return c.Conns
 }

@@ -2,7 +2,11 @@
 // library behind cmd/chatbench: scenarios (density, broadcast, churn,
 // slowloris, slowconsumer) over the raw /chat/{room} WebSocket protocol,
 // run against a server under test and, side by side, against the servers
-// users would otherwise run (bench/baseline is the reference one).
+// users would otherwise run (bench/baseline is the reference one). The
+// broadcast scenario also runs over Pusher Channels (-protocol pusher,
+// pusher.go): members subscribe at /app/{key}?protocol=7, senders publish
+// through the signed HTTP API; -protocol raw,pusher runs both on one
+// server and prints pusher/raw.
 //
 // Usage:
 //
@@ -23,7 +27,9 @@
 //     drains, inspects, probes and closes them.
 //   - Each connection is a lean client (wsclient.go): one TCP socket, one
 //     goroutine reading through a small bufio.Reader, masked frames
-//     written with one syscall.
+//     written with one syscall. In Pusher mode a member subscribes before
+//     it counts as open, and each sender is a keep-alive HTTP/1.1 client
+//     of the HTTP API (pusher.go: publisher).
 //   - Broadcast payloads (payload.go) carry phase, sender, sequence, send
 //     time and a CRC-32C, so every receiver checks every message; latency
 //     goes into log-linear histograms (stats.go) that workers ship back.

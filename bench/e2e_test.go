@@ -89,7 +89,11 @@ func runBench(t *testing.T, args ...string) (*Report, string) {
 func checkClean(t *testing.T, what string, p *PhaseResult) {
 	t.Helper()
 	d := p.Deliveries
-	if d.Sent == 0 || d.Expected == 0 || d.Expected != ExpectedDeliveries(d.Sent, p.Members) {
+	want := ExpectedDeliveries(d.Sent, p.Members)
+	if p.Protocol == ProtocolPusher {
+		want = d.Sent * int64(p.Members) // publishers are not members
+	}
+	if d.Sent == 0 || d.Expected == 0 || d.Expected != want {
 		t.Errorf("%s: sent %d to %d members, expected %d", what, d.Sent, p.Members, d.Expected)
 	}
 	if d.Received != d.Expected || d.Lost != 0 || d.Duplicates != 0 || d.Corrupt != 0 || p.Stray != 0 {
@@ -147,6 +151,54 @@ func TestE2EBroadcast(t *testing.T) {
 	}
 }
 
+func TestE2EBroadcastPusher(t *testing.T) {
+	chatd := servers(t)["chatd"]
+	// Members subscribe over Pusher protocol 7, senders publish through
+	// the signed HTTP API; closed loop.
+	rep, table := runBench(t, "broadcast", "-protocol", "pusher", "-conns", "20", "-senders", "3", "-messages", "100", "-server", chatd)
+	p := rep.Runs[0].Broadcast
+	checkClean(t, "pusher closed loop", p)
+	if p.Protocol != ProtocolPusher || p.Members != 20 || p.Deliveries.Sent != 300 || p.Deliveries.Expected != 300*20 || p.AckTimeouts != 0 || p.SendErrors != 0 || p.NotJoined != 0 {
+		t.Errorf("protocol %q, members %d, sent %d, expected %d, ack timeouts %d, send errors %d (%s), not joined %d",
+			p.Protocol, p.Members, p.Deliveries.Sent, p.Deliveries.Expected, p.AckTimeouts, p.SendErrors, p.FirstSendError, p.NotJoined)
+	}
+	if !rep.Runs[0].HaveServer || p.ServerCPU < 0 || p.DeliveriesPerSec <= 0 || p.RSSPeak <= 0 {
+		t.Errorf("server CPU %v s, %v deliveries/s, RSS peak %d", p.ServerCPU, p.DeliveriesPerSec, p.RSSPeak)
+	}
+	if !strings.Contains(table, "POST /apps/chatd/events") {
+		t.Errorf("table does not say how it published:\n%s", table)
+	}
+
+	// raw,pusher: the same server command twice (A raw, B pusher), open
+	// loop, members spread over two worker processes.
+	rep, table = runBench(t, "broadcast", "-protocol", "raw,pusher", "-conns", "12", "-senders", "2", "-messages", "50", "-rate", "500", "-procs", "2", "-server", chatd)
+	var order []string
+	for _, run := range rep.Runs {
+		order = append(order, run.Target+":"+run.Name+":"+run.Broadcast.Protocol)
+		checkClean(t, run.Name, run.Broadcast)
+	}
+	if strings.Join(order, ",") != "A:chatd (raw):raw,B:chatd (pusher):pusher" {
+		t.Errorf("runs %v", order)
+	}
+	// CPU comes in 10 ms ticks: a phase this small may read 0, and then
+	// there is no ratio to print.
+	if !strings.Contains(table, "pusher/raw server CPU per delivery") && rep.Runs[0].Broadcast.CPUPerDelivery > 0 && rep.Runs[1].Broadcast.CPUPerDelivery > 0 {
+		t.Errorf("table lacks the pusher/raw ratio:\n%s", table)
+	}
+
+	// A wrong secret is a clear error, not a hang or a silent loss.
+	cfg, err := ParseArgs([]string{"broadcast", "-protocol", "pusher", "-app-secret", "wrong", "-conns", "3", "-senders", "1", "-server", chatd}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := false
+	cfg.Stdout, cfg.Progress = &bytes.Buffer{}, &off
+	start := time.Now()
+	if _, err := Run(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "401") || time.Since(start) > 10*time.Second {
+		t.Errorf("wrong secret: %v after %v", err, time.Since(start))
+	}
+}
+
 func TestE2EChurn(t *testing.T) {
 	for name, cmd := range servers(t) {
 		t.Run(name, func(t *testing.T) {
@@ -190,7 +242,9 @@ func TestE2ESlowloris(t *testing.T) {
 			if a.OpenAtStart != 30 || a.OpenAtEnd != 30 {
 				t.Errorf("attackers open at start %d, at end %d; closed: %v", a.OpenAtStart, a.OpenAtEnd, a.CloseHow)
 			}
-			if s.LateJoin.Opened != lateJoiners(20) || s.Attacked.Members != 20+lateJoiners(20) {
+			// Late joiners connect after the attacked phase, so the clean
+			// and attacked phases fan out to the same 20 members.
+			if s.LateJoin.Opened != lateJoiners(20) || s.Attacked.Members != 20 || s.Clean.Members != 20 {
 				t.Errorf("late joiners %d, attacked members %d", s.LateJoin.Opened, s.Attacked.Members)
 			}
 		})

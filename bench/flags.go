@@ -17,9 +17,14 @@ Server under test: -url ws://127.0.0.1:PORT [-pid PID], or -server 'CMD {addr}'
 (started on a free loopback port per run); -compare 'OTHER CMD {addr}' runs the
 same scenario against a second server, alternating A, B, A, B over -repeat.
 
+-protocol pusher (broadcast): members subscribe over Pusher Channels protocol 7
+and senders publish through the signed HTTP API; -protocol raw,pusher runs both
+against the same -server command or -url (A raw, B pusher) and prints pusher/raw.
+
 Examples:
   chatbench density -conns 19000 -server './chatd -addr {addr}' -compare './baseline -addr {addr}'
   chatbench broadcast -conns 1000 -senders 10 -messages 1000 -size 128 -url ws://127.0.0.1:8080
+  chatbench broadcast -conns 9000 -senders 10 -messages 200 -protocol raw,pusher -repeat 3 -server './chatd -addr {addr} -log-level error'
 `
 
 // FlagSet builds the flag set for cfg; ParseArgs uses it.
@@ -62,6 +67,11 @@ func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.Slow, "slow", 0, "slowconsumer: members that never read (0: 20)")
 	fs.IntVar(&cfg.SlowRcvBuf, "slow-rcvbuf", 0, "slowconsumer: SO_RCVBUF of the slow members (0: 4096)")
 	fs.DurationVar(&cfg.ProbeWait, "probe-wait", 0, "slowconsumer: read the slow members this long afterwards (0: 3s)")
+	fs.StringVar(&cfg.Protocol, "protocol", "", "broadcast: raw (/chat/{room}) or pusher (subscribe at /app/{key}, publish through the HTTP API); raw,pusher runs both, A and B, and prints pusher/raw (0: raw)")
+	fs.StringVar(&cfg.AppID, "app-id", "", "pusher: app_id of the HTTP API (0: chatd)")
+	fs.StringVar(&cfg.AppKey, "app-key", "", "pusher: app key members connect with (0: chatd-key)")
+	fs.StringVar(&cfg.AppSecret, "app-secret", "", "pusher: app secret that signs HTTP API requests (0: chatd-secret)")
+	fs.StringVar(&cfg.Channel, "channel", "", "pusher: public channel to subscribe and publish to (0: bench)")
 	fs.StringVar(&cfg.JSON, "json", "", "write every figure and the arguments to this JSON file")
 	fs.StringVar(&cfg.Plot, "plot", "", "draw the latency distribution (and RSS per connections) to this SVG file")
 	return fs

@@ -65,7 +65,28 @@ func newReport(cfg Config, targets []*target) *Report {
 	if args == nil {
 		args = os.Args
 	}
+	args = redactSecret(args)
 	return &Report{Tool: "chatbench", Args: args, Started: time.Now(), Machine: machine(), Config: cfg, Targets: targets}
+}
+
+// redactSecret hides the value of -app-secret in the recorded arguments
+// (unless it is chatd's published default).
+func redactSecret(args []string) []string {
+	out := append([]string(nil), args...)
+	for i, a := range out {
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "app-secret" {
+			continue
+		}
+		if hasVal {
+			if val != DefaultPusherAppSecret {
+				out[i] = a[:len(a)-len(val)] + "REDACTED"
+			}
+		} else if i+1 < len(out) && out[i+1] != DefaultPusherAppSecret {
+			out[i+1] = "REDACTED"
+		}
+	}
+	return out
 }
 
 // RunResult is one scenario run against one server.
@@ -262,6 +283,15 @@ func (r *Report) describe() string {
 			mode = fmt.Sprintf("open loop at %.0f msg/s", c.Rate)
 		}
 		what = fmt.Sprintf("%d members, %d senders x %d messages of %d B, %s", c.Conns, c.Senders, c.Messages, c.Size, mode)
+		if strings.Contains(c.Protocol, ProtocolPusher) {
+			a, b := c.protocols()
+			proto := "protocol " + a
+			if a != b {
+				proto = fmt.Sprintf("protocol %s (A) vs %s (B)", a, b)
+			}
+			what += fmt.Sprintf("; %s; pusher: app %s, public channel %s, members subscribe at /app/%s?protocol=7, senders publish through POST /apps/%s/events (keep-alive)",
+				proto, c.AppID, c.Channel, c.AppKey, c.AppID)
+		}
 		switch c.Scenario {
 		case "churn":
 			what = fmt.Sprintf("%d connections, %d reconnect waves (close: %s), then %s", c.Conns, c.Waves, c.ChurnClose, what)
@@ -316,6 +346,14 @@ func (r *Report) WriteTable(w io.Writer) {
 	tw.Flush()
 	if r.Config.Repeat > 1 {
 		fmt.Fprintf(w, "(medians of %d runs per server, run alternately A, B, A, B)\n", r.Config.Repeat)
+	}
+	if len(r.Targets) == 2 && r.Targets[0].Protocol != r.Targets[1].Protocol {
+		a, b := r.Targets[0].Protocol, r.Targets[1].Protocol
+		for _, s := range r.Summary {
+			if s.Name == "server CPU per delivery" && s.Ratio != 0 {
+				fmt.Fprintf(w, "%s/%s server CPU per delivery: %.2fx (B/A; below 1 means %s costs the server less per delivery)\n", b, a, s.Ratio, b)
+			}
+		}
 	}
 	for _, run := range r.Runs {
 		for _, d := range run.details() {
@@ -379,6 +417,9 @@ func (run *RunResult) details() []string {
 		}
 		if p.SendErrors > 0 || p.AckTimeouts > 0 || p.Stray > 0 {
 			out = append(out, fmt.Sprintf("%s: send errors %d, closed-loop waits timed out %d, stray messages %d", what, p.SendErrors, p.AckTimeouts, p.Stray))
+		}
+		if p.FirstSendError != "" {
+			out = append(out, fmt.Sprintf("%s: first send error: %s", what, p.FirstSendError))
 		}
 	}
 	switch {

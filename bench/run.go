@@ -19,17 +19,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	targets := []*target{{Label: "A", Name: cfg.ServerName, Command: cfg.Server, URL: cfg.URL}}
-	if cfg.Compare != "" {
-		targets = append(targets, &target{Label: "B", Name: cfg.CompareName, Command: cfg.Compare})
+	protoA, protoB := cfg.protocols()
+	targets := []*target{{Label: "A", Name: cfg.ServerName, Command: cfg.Server, URL: cfg.URL, Protocol: protoA}}
+	switch {
+	case cfg.Compare != "":
+		targets = append(targets, &target{Label: "B", Name: cfg.CompareName, Command: cfg.Compare, Protocol: protoB})
+	case cfg.twoProtocols():
+		// -protocol A,B without -compare: the same server, once per
+		// protocol (started afresh for each run, as always).
+		targets = append(targets, &target{Label: "B", Name: cfg.CompareName, Command: cfg.Server, URL: cfg.URL, Protocol: protoB})
 	}
 	for _, t := range targets {
-		if t.Name == "" {
+		named := t.Name != ""
+		if !named {
 			if t.Command != "" {
 				t.Name = nameOf(t.Command)
 			} else {
 				t.Name = t.URL
 			}
+		}
+		if !named && protoA != protoB {
+			t.Name += " (" + t.Protocol + ")"
 		}
 		if t.Command == "" {
 			t.addr, _ = checkLoopbackURL(t.URL)
@@ -200,7 +210,7 @@ func (r *runner) openGroup(ctx context.Context, group, kind string, count int, r
 			Group: group, Kind: kind, Count: shares[i], IDBase: bases[i],
 			Addr: r.t.addr, Room: room, Rooms: rooms, SourceIPs: r.cfg.sourceIPs(),
 			Concurrency: concurrency, ConnectTimeout: r.cfg.ConnectTimeout, RcvBuf: rcvbuf,
-			MaxTime: r.cfg.Duration + r.cfg.ConnectTimeout,
+			MaxTime: r.cfg.Duration + r.cfg.ConnectTimeout, Pusher: r.pusherSpec(kind),
 		}}
 	})
 	stop()
@@ -243,6 +253,25 @@ func (r *runner) openGroup(ctx context.Context, group, kind string, count int, r
 		return sum, fmt.Errorf("no %s connection could be opened to %s (%d tried): %s", kind, r.t.URL, count, sum.FirstError)
 	}
 	return sum, nil
+}
+
+// pusherSpec is what members of kind need in Pusher mode, nil in raw mode.
+func (r *runner) pusherSpec(kind string) *PusherSpec {
+	if r.t.Protocol != ProtocolPusher || kind != KindMember {
+		return nil
+	}
+	c := r.cfg
+	return &PusherSpec{AppID: c.AppID, Key: c.AppKey, Secret: c.AppSecret, Channel: c.Channel}
+}
+
+// expected is how many deliveries sent messages make in a room of
+// members: raw senders are members and skip themselves; Pusher
+// publishers are not members, and every member gets every message.
+func (r *runner) expected(sent int64, members int) int64 {
+	if r.t.Protocol == ProtocolPusher {
+		return sent * int64(max(members, 0))
+	}
+	return ExpectedDeliveries(sent, members)
 }
 
 // closeGroup closes a group on every worker.
@@ -288,8 +317,10 @@ func (r *runner) inspectGroup(ctx context.Context, group string) (*InspectResult
 }
 
 // joinBarrier waits until every live member of group has received a sync
-// probe sent through the room, re-sending one every 250ms, for at most
-// limit. It returns how many members never showed they were in the room.
+// probe sent through the room (by a member; in Pusher mode published
+// through the HTTP API, and then the sender's worker has no member that
+// misses it), re-sending one every 250ms, for at most limit. It returns
+// how many members never showed they were in the room.
 func (r *runner) joinBarrier(ctx context.Context, group string, limit time.Duration) (int, error) {
 	since := r.nonce + 1
 	deadline := time.Now().Add(limit)
@@ -315,14 +346,22 @@ func (r *runner) joinBarrier(ctx context.Context, group string, limit time.Durat
 				sender = i
 			}
 		}
-		if live <= 1 || seen >= live-1 {
+		need := live - 1
+		if r.t.Protocol == ProtocolPusher {
+			need = live
+		}
+		if need <= 0 || seen >= need {
 			return 0, nil
 		}
 		if time.Now().After(deadline) {
-			return live - 1 - seen, nil
+			return need - seen, nil
 		}
 		if send && sender >= 0 {
-			if _, err := r.fl.workers[sender].call(ctx, Request{Op: "sync", Sync: &SyncSpec{Group: group, Nonce: r.nonce, Send: true, Since: since}}); err != nil {
+			resp, err := r.fl.workers[sender].call(ctx, Request{Op: "sync", Sync: &SyncSpec{Group: group, Nonce: r.nonce, Send: true, Since: since}})
+			if err == nil && resp.Error != "" {
+				err = errors.New(resp.Error)
+			}
+			if err != nil {
 				return 0, err
 			}
 		}
@@ -337,6 +376,7 @@ type PhaseResult struct {
 	MessagesPerSender int            `json:"messages_per_sender"`
 	Size              int            `json:"size"`
 	Mode              string         `json:"mode"`
+	Protocol          string         `json:"protocol"` // raw, or pusher (HTTP API publishers)
 	Deliveries        Deliveries     `json:"deliveries"`
 	LossPercent       float64        `json:"loss_percent"`
 	Stray             int64          `json:"stray"`
@@ -354,6 +394,7 @@ type PhaseResult struct {
 	MembersClosed     int            `json:"members_closed"`
 	CloseHow          map[string]int `json:"members_close_how,omitempty"`
 	SendErrors        int64          `json:"send_errors"`
+	FirstSendError    string         `json:"first_send_error,omitempty"`
 	AckTimeouts       int64          `json:"ack_timeouts"`
 	NotJoined         int            `json:"members_not_seen_in_room"`
 }
@@ -390,7 +431,7 @@ func (r *runner) broadcastPhase(ctx context.Context, group string, senders, mess
 	r.phase++
 	tag := r.phase
 	closedLoop := cfg.Rate == 0
-	res := &PhaseResult{Senders: senders, MessagesPerSender: messages, Size: cfg.Size, NotJoined: notJoined}
+	res := &PhaseResult{Senders: senders, MessagesPerSender: messages, Size: cfg.Size, NotJoined: notJoined, Protocol: r.t.Protocol}
 	if closedLoop {
 		res.Mode = fmt.Sprintf("closed loop, window %d", cfg.Window)
 	} else {
@@ -414,7 +455,7 @@ func (r *runner) broadcastPhase(ctx context.Context, group string, senders, mess
 	c0 := r.fl.counters()
 	total := int64(senders * messages)
 	stopSend := r.prog.track("send", total, func() int64 { return r.fl.counters().Sent - c0.Sent })
-	stopRecv := r.prog.track("deliver", ExpectedDeliveries(total, res.Members), func() int64 { return r.fl.counters().Received - c0.Received })
+	stopRecv := r.prog.track("deliver", r.expected(total, res.Members), func() int64 { return r.fl.counters().Received - c0.Received })
 	defer stopRecv()
 	rate := 0.0
 	if !closedLoop {
@@ -436,6 +477,9 @@ func (r *runner) broadcastPhase(ctx context.Context, group string, senders, mess
 		sentBy[i] = s.Sent
 		res.Deliveries.Sent += s.Sent
 		res.SendErrors += s.SendErrors
+		if res.FirstSendError == "" {
+			res.FirstSendError = s.FirstError
+		}
 		res.AckTimeouts += s.AckTimeouts
 		if s.Sent > 0 && (firstSend.IsZero() || s.First.Before(firstSend)) {
 			firstSend = s.First
@@ -444,9 +488,19 @@ func (r *runner) broadcastPhase(ctx context.Context, group string, senders, mess
 			lastSend = s.Last
 		}
 	}
+	if res.Deliveries.Sent == 0 && res.SendErrors > 0 {
+		samp.stop()
+		return nil, fmt.Errorf("no message could be sent (%d senders failed): %s", res.SendErrors, res.FirstSendError)
+	}
 	res.SendSeconds = lastSend.Sub(firstSend).Seconds()
 	resps, err = r.fl.all(ctx, func(i int) *Request {
-		return &Request{Op: "drain", Drain: &DrainSpec{Group: group, Expected: res.Deliveries.Sent*int64(live[i]) - sentBy[i],
+		// Each worker's share: every message once per live member, but
+		// a raw sender does not get its own.
+		own := sentBy[i]
+		if r.t.Protocol == ProtocolPusher {
+			own = 0
+		}
+		return &Request{Op: "drain", Drain: &DrainSpec{Group: group, Expected: res.Deliveries.Sent*int64(live[i]) - own,
 			Idle: cfg.DrainTimeout, Max: cfg.Duration + cfg.DrainTimeout}}
 	})
 	cpu1, _ := ReadProcCPU(r.t.pid)

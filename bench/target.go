@@ -23,6 +23,8 @@ type target struct {
 	Name    string `json:"name"`
 	Command string `json:"command,omitempty"`
 	URL     string `json:"url,omitempty"`
+	// Protocol is how it is loaded: raw or pusher.
+	Protocol string `json:"protocol"`
 
 	addr string // host:port to dial
 	pid  int    // process to sample; 0 if unknown

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -62,13 +63,14 @@ func (p *prefixConn) Read(b []byte) (int, error) {
 
 // memListener is an in-memory net.Listener: connections arrive by deliver.
 type memListener struct {
+	shed   atomic.Uint64
 	ch     chan net.Conn
 	done   chan struct{}
 	closer sync.Once
 }
 
 func newMemListener() *memListener {
-	return &memListener{ch: make(chan net.Conn, 256), done: make(chan struct{})}
+	return &memListener{ch: make(chan net.Conn, 1024), done: make(chan struct{})}
 }
 
 func (l *memListener) deliver(c net.Conn) {
@@ -77,7 +79,10 @@ func (l *memListener) deliver(c net.Conn) {
 	case <-l.done:
 		c.Close()
 	default:
-		c.Close() // net/http is not keeping up: shed load
+		// net/http has stopped accepting: shed load rather than block a
+		// worker. Counted in chatd_http_shed_total.
+		l.shed.Add(1)
+		c.Close()
 	}
 }
 

@@ -3,6 +3,7 @@ package server
 import (
 	"net/url"
 
+	"chatd/poller"
 	"chatd/server/pusher"
 	"chatd/server/wsframe"
 
@@ -92,9 +93,16 @@ type pusherHub struct{ h *Hub }
 
 func (ph pusherHub) Subscribe(room string, c pusher.Conn)   { ph.h.Join(room, c.(*Conn)) }
 func (ph pusherHub) Unsubscribe(room string, c pusher.Conn) { ph.h.Leave(room, c.(*Conn)) }
+// Publish hands the fan-out to the pool instead of running it inline: the
+// caller (an HTTP API request, or a client event) holds the app's lock and
+// waits for nothing, and messages published while a fan-out runs share its
+// next write to each member.
 func (ph pusherHub) Publish(room string, msg []byte, except pusher.Conn) {
 	ex, _ := except.(*Conn)
-	ph.h.Publish(room, ws.OpText, msg, ex)
+	r := ph.h.Room(room)
+	if r != nil && r.publish(ws.OpText, msg, ex) {
+		ph.h.s.poller.Submit(func(*poller.Worker) { r.flush() })
+	}
 }
 func (ph pusherHub) Count(room string) int {
 	if r := ph.h.Room(room); r != nil {

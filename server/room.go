@@ -35,7 +35,9 @@ type Room struct {
 
 	mu       sync.Mutex
 	members  []*Conn
+	joined   []uint64 // joined[i]: the join sequence number of members[i]
 	index    map[*Conn]int32
+	seq      uint64 // counts joins; a message is for members who joined by then
 	pending  *batch
 	flushing bool
 }
@@ -54,8 +56,10 @@ func (h *Hub) Join(name string, c *Conn) *Room {
 	}
 	r.mu.Lock()
 	if _, ok := r.index[c]; !ok {
+		r.seq++
 		r.index[c] = int32(len(r.members))
 		r.members = append(r.members, c)
+		r.joined = append(r.joined, r.seq)
 	}
 	r.mu.Unlock()
 	h.mu.Unlock()
@@ -71,9 +75,11 @@ func (h *Hub) Leave(name string, c *Conn) {
 			last := len(r.members) - 1
 			moved := r.members[last]
 			r.members[i] = moved
+			r.joined[i] = r.joined[last]
 			r.index[moved] = i
 			r.members[last] = nil
 			r.members = r.members[:last]
+			r.joined = r.joined[:last]
 			delete(r.index, c)
 		}
 		empty := len(r.members) == 0
@@ -143,6 +149,9 @@ func (r *Room) publish(op ws.OpCode, payload []byte, except *Conn) (mustFlush bo
 		r.pending = b
 	}
 	start := len(b.buf)
+	if n := len(b.marks); n == 0 || b.marks[n-1].seq != r.seq {
+		b.marks = append(b.marks, seqMark{off: start, seq: r.seq})
+	}
 	b.buf = wsframe.AppendFrame(b.buf, op, payload)
 	if except != nil {
 		b.addSender(except, start, len(b.buf))
@@ -172,6 +181,7 @@ func (r *Room) flush() {
 		}
 		r.pending = nil
 		b.members = append(b.members[:0], r.members...)
+		b.joined = append(b.joined[:0], r.joined...)
 		r.mu.Unlock()
 
 		n := len(b.members)
@@ -205,7 +215,9 @@ func (r *Room) flush() {
 type batch struct {
 	buf      []byte
 	senders  []senderRange
+	marks    []seqMark // where the room's join count changed within buf
 	members  []*Conn
+	joined   []uint64
 	left     atomic.Int32
 	retained atomic.Bool // some member queued a reference to buf
 }
@@ -213,6 +225,14 @@ type batch struct {
 type senderRange struct {
 	c        *Conn
 	from, to int
+}
+
+// seqMark: frames from off on were published when the room had seen seq
+// joins. A member that joined later than a frame was published does not get
+// it, even if the fan-out's member snapshot (taken later) includes it.
+type seqMark struct {
+	off int
+	seq uint64
 }
 
 var batchPool = sync.Pool{New: func() any { return new(batch) }}
@@ -228,9 +248,11 @@ func putBatch(b *batch) {
 	b.senders = b.senders[:0]
 	clear(b.members)
 	if cap(b.members) > 1<<16 {
-		b.members = nil
+		b.members, b.joined = nil, nil
 	}
 	b.members = b.members[:0]
+	b.joined = b.joined[:0]
+	b.marks = b.marks[:0]
 	b.retained.Store(false)
 	batchPool.Put(b)
 }
@@ -244,12 +266,18 @@ func (b *batch) addSender(c *Conn, from, to int) {
 }
 
 // deliver writes the batch to members[lo:hi]. It allocates nothing per
-// member unless a member's socket is full and its queue must grow.
+// member unless a member's socket is full and its queue must grow; the rare
+// member that sent some of the frames or joined after some were published
+// gets the rest as a vector.
 func (b *batch) deliver(lo, hi int) {
 	retained := false
-	for _, m := range b.members[lo:hi] {
-		if len(b.senders) != 0 && b.sentBy(m) {
-			retained = m.sendShared(b.without(m)...) || retained
+	first := b.marks[0].seq
+	for i, m := range b.members[lo:hi] {
+		joined := b.joined[lo+i]
+		if joined > first || (len(b.senders) != 0 && b.sentBy(m)) {
+			if segs := b.visible(m, joined); len(segs) > 0 {
+				retained = m.sendShared(segs...) || retained
+			}
 			continue
 		}
 		retained = m.sendShared(b.buf) || retained
@@ -268,13 +296,21 @@ func (b *batch) sentBy(c *Conn) bool {
 	return false
 }
 
-// without returns the batch minus the frames c sent (a member never gets
-// its own message back).
-func (b *batch) without(c *Conn) [][]byte {
+// visible returns the parts of the batch c should get: the frames published
+// after it joined, minus the frames it sent itself (a member never gets its
+// own message back).
+func (b *batch) visible(c *Conn, joined uint64) [][]byte {
+	start := len(b.buf)
+	for _, mk := range b.marks {
+		if mk.seq >= joined {
+			start = mk.off
+			break
+		}
+	}
 	var segs [][]byte
-	at := 0
+	at := start
 	for _, s := range b.senders {
-		if s.c != c {
+		if s.c != c || s.to <= at {
 			continue
 		}
 		if s.from > at {

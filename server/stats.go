@@ -68,6 +68,7 @@ func (s *Server) writeMetrics(w io.Writer) {
 	counter("handshakes_rejected", st.HandshakesRejected.Load())
 	counter("rejected_max_conns", st.RejectedMaxConns.Load())
 	counter("http_requests_handed_off", st.HTTPHandoffs.Load())
+	counter("http_shed", s.httpLn.shed.Load())
 	counter("messages_in", st.MessagesIn.Load())
 	counter("slow_consumers", st.SlowConsumers.Load())
 	counter("panics", st.Panics.Load())
