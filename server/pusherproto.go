@@ -93,6 +93,7 @@ type pusherHub struct{ h *Hub }
 
 func (ph pusherHub) Subscribe(room string, c pusher.Conn)   { ph.h.Join(room, c.(*Conn)) }
 func (ph pusherHub) Unsubscribe(room string, c pusher.Conn) { ph.h.Leave(room, c.(*Conn)) }
+
 // Publish hands the fan-out to the pool instead of running it inline: the
 // caller (an HTTP API request, or a client event) holds the app's lock and
 // waits for nothing, and messages published while a fan-out runs share its

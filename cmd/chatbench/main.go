@@ -1,7 +1,8 @@
 // Command chatbench is the load generator for chatd and the servers it is
 // compared with: density, broadcast, churn, slowloris and slowconsumer
-// scenarios over the raw /chat/{room} WebSocket protocol. See
-// bench/README.md.
+// scenarios over the raw /chat/{room} WebSocket protocol, and broadcast
+// over Pusher Channels too (-protocol pusher, or raw,pusher to compare the
+// two on one server). See bench/README.md.
 package main
 
 import (
