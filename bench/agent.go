@@ -254,11 +254,16 @@ func classifyDialError(err error) string {
 
 // OpenSpec asks an Agent to open Count connections of one kind.
 type OpenSpec struct {
-	Group          string        `json:"group"`
-	Kind           string        `json:"kind"`
-	Count          int           `json:"count"`
-	IDBase         int           `json:"id_base"` // global id of the first
-	Addr           string        `json:"addr"`
+	Group  string `json:"group"`
+	Kind   string `json:"kind"`
+	Count  int    `json:"count"`
+	IDBase int    `json:"id_base"` // global id of the first
+	Addr   string `json:"addr"`
+	// Addrs, when set, are the server's instances: connection id modulo
+	// len(Addrs) picks the instance (round-robin), and the rest of the id
+	// divided by len(Addrs) picks its room and source address, so that
+	// every instance sees the same mix of rooms and addresses.
+	Addrs          []string      `json:"addrs,omitempty"`
 	Room           string        `json:"room"`
 	Rooms          int           `json:"rooms"` // >1: member id%Rooms picks room Room-k
 	SourceIPs      []string      `json:"source_ips,omitempty"`
@@ -280,6 +285,18 @@ type OpenResult struct {
 	Connect    HistogramData  `json:"connect_ns"`
 	Start      time.Time      `json:"start"`
 	End        time.Time      `json:"end"`
+	// OpenedPerAddr counts the connections opened to each of Addrs.
+	OpenedPerAddr []int `json:"opened_per_addr,omitempty"`
+}
+
+// pickAddr returns the instance a connection id goes to, and the id's
+// rank among that instance's connections.
+func (s *OpenSpec) pickAddr(id int) (addr string, instance, rank int) {
+	if len(s.Addrs) == 0 {
+		return s.Addr, 0, id
+	}
+	n := len(s.Addrs)
+	return s.Addrs[id%n], id % n, id / n
 }
 
 func roomPath(room string, rooms, id int) string {
@@ -347,12 +364,13 @@ func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
 					return
 				}
 				id := s.IDBase + i
-				o := DialOptions{Addr: s.Addr, Path: roomPath(s.Room, s.Rooms, id), Timeout: s.ConnectTimeout, RcvBuf: s.RcvBuf}
+				addr, _, rank := s.pickAddr(id)
+				o := DialOptions{Addr: addr, Path: roomPath(s.Room, s.Rooms, rank), Timeout: s.ConnectTimeout, RcvBuf: s.RcvBuf}
 				if s.Pusher != nil {
 					o.Path = pusherPath(s.Pusher.Key)
 				}
 				if len(ips) > 0 {
-					o.LocalIP = ips[id%len(ips)]
+					o.LocalIP = ips[rank%len(ips)]
 				}
 				t0 := time.Now()
 				m, err := dialMember(ctx, s.Kind, o, s.Pusher)
@@ -389,6 +407,13 @@ func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
 		g.startReader(m)
 	}
 	res := &OpenResult{Opened: len(opened), Failed: s.Count - len(opened), FirstError: first, Connect: hist.Data(), Start: started, End: time.Now()}
+	if len(s.Addrs) > 0 {
+		res.OpenedPerAddr = make([]int, len(s.Addrs))
+		for _, m := range opened {
+			_, k, _ := s.pickAddr(m.id)
+			res.OpenedPerAddr[k]++
+		}
+	}
 	if len(errs) > 0 {
 		res.Errors = errs
 	}

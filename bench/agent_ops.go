@@ -103,6 +103,8 @@ type InspectResult struct {
 	Open       int            `json:"open"`
 	CloseHow   map[string]int `json:"close_how,omitempty"`
 	CloseAfter []float64      `json:"close_after_s,omitempty"` // seconds from stall to close
+	// OpenPerAddr counts the open ones per server instance (spec.Addrs).
+	OpenPerAddr []int `json:"open_per_addr,omitempty"`
 }
 
 func (a *Agent) inspect(name string) (*InspectResult, error) {
@@ -112,10 +114,17 @@ func (a *Agent) inspect(name string) (*InspectResult, error) {
 		return &InspectResult{}, nil
 	}
 	res := &InspectResult{Total: len(g.members)}
+	if len(g.spec.Addrs) > 0 {
+		res.OpenPerAddr = make([]int, len(g.spec.Addrs))
+	}
 	for _, m := range g.members {
 		at := m.closedAt.Load()
 		if at == 0 {
 			res.Open++
+			if res.OpenPerAddr != nil {
+				_, k, _ := g.spec.pickAddr(m.id)
+				res.OpenPerAddr[k]++
+			}
 			continue
 		}
 		if res.CloseHow == nil {

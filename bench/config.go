@@ -18,17 +18,23 @@ var Scenarios = []string{"density", "broadcast", "churn", "slowloris", "slowcons
 type Config struct {
 	Scenario string `json:"scenario"`
 
-	// The server under test: URL (+PID) of a running server, or Server, a
-	// shell command with {addr} that chatbench starts. Compare is a second
-	// command run the same way for side-by-side figures.
+	// The server under test: URL (+PIDs) of running servers (one URL, or
+	// a comma-separated list of instances), or Server, a shell command
+	// with {addr} that chatbench starts Instances times. Compare is a
+	// second command run the same way for side-by-side figures.
 	URL           string        `json:"url,omitempty"`
-	PID           int           `json:"pid,omitempty"`
+	PIDs          []int         `json:"pids,omitempty"` // with URL: one per URL; 0 or none: the listener's owner
 	Server        string        `json:"server,omitempty"`
 	Compare       string        `json:"compare,omitempty"`
 	ServerName    string        `json:"server_name,omitempty"`
 	CompareName   string        `json:"compare_name,omitempty"`
 	ServerTimeout time.Duration `json:"server_timeout"` // zero means 60s
 	Repeat        int           `json:"repeat"`         // zero means 1
+	// Instances is how many server processes make up each side: a -server
+	// or -compare command is started that many times, each on its own
+	// port, and connections are spread over them round-robin. Zero means
+	// 1, or with URL the number of URLs. Density only when above 1.
+	Instances int `json:"instances"`
 
 	// Client side.
 	Procs          int           `json:"procs"`           // worker processes; zero means one per 15,000 connections
@@ -82,6 +88,7 @@ const (
 	connsPerProc   = 15000
 	connsPerSource = 20000
 	fdMargin       = 64 // descriptors a process needs besides connections
+	maxInstances   = 64
 )
 
 // Validate fills in defaults and checks the configuration.
@@ -96,10 +103,8 @@ func (c *Config) Validate() error {
 	if (c.URL == "") == (c.Server == "") {
 		return errors.New("chatbench: give exactly one of -url ws://HOST:PORT (a running server) or -server 'CMD {addr}' (chatbench starts it)")
 	}
-	if c.URL != "" {
-		if _, err := checkLoopbackURL(c.URL); err != nil {
-			return err
-		}
+	if err := c.validateInstances(); err != nil {
+		return err
 	}
 	for _, cmd := range []string{c.Server, c.Compare} {
 		if cmd != "" && !containsAddr(cmd) {
@@ -167,6 +172,9 @@ func (c *Config) Validate() error {
 	if c.Size < PayloadHeaderSize {
 		return fmt.Errorf("chatbench: -size %d is below the %d-byte payload header", c.Size, PayloadHeaderSize)
 	}
+	if c.Instances > 1 && c.Scenario != "density" {
+		return fmt.Errorf("chatbench: %d server instances (-instances, or several -url): only the density scenario spreads over several instances; %s needs its members in one room, and a room lives in one server process (members on different instances would not hear each other). Use one instance (one -url) for %s", c.Instances, c.Scenario, c.Scenario)
+	}
 	if c.Scenario != "density" && c.Rooms != 1 {
 		return errors.New("chatbench: -rooms is for the density scenario; the others use one room")
 	}
@@ -192,6 +200,52 @@ func (c *Config) Validate() error {
 		return err
 	}
 	return c.planClients()
+}
+
+// validateInstances checks -url (a list), -pid and -instances.
+func (c *Config) validateInstances() error {
+	if c.Instances < 0 || c.Instances > maxInstances {
+		return fmt.Errorf("chatbench: -instances %d: between 1 and %d", c.Instances, maxInstances)
+	}
+	if c.URL == "" {
+		if len(c.PIDs) > 0 {
+			return errors.New("chatbench: -pid is for -url servers; chatbench finds the processes it starts with -server itself")
+		}
+		if c.Instances == 0 {
+			c.Instances = 1
+		}
+		return nil
+	}
+	urls := splitList(c.URL)
+	if len(urls) == 0 {
+		return fmt.Errorf("chatbench: -url %q names no server", c.URL)
+	}
+	seen := map[string]bool{}
+	for _, u := range urls {
+		addr, err := checkLoopbackURL(u)
+		if err != nil {
+			return err
+		}
+		if seen[addr] {
+			return fmt.Errorf("chatbench: -url lists %s twice: each URL must be a different server instance", addr)
+		}
+		seen[addr] = true
+	}
+	if c.Instances == 0 {
+		c.Instances = len(urls)
+	}
+	if c.Instances != len(urls) {
+		return fmt.Errorf("chatbench: -instances %d but -url lists %d server(s): with -url the instances are the URLs (drop -instances, or list one URL per instance)", c.Instances, len(urls))
+	}
+	if len(c.PIDs) > 0 && len(c.PIDs) != len(urls) {
+		return fmt.Errorf("chatbench: -pid lists %d process(es) for %d URL(s): give one per URL, in the same order (0 to find the listener), or none", len(c.PIDs), len(urls))
+	}
+	for _, pid := range c.PIDs {
+		if pid < 0 {
+			return fmt.Errorf("chatbench: -pid %d", pid)
+		}
+	}
+	return nil
 }
 
 // validateProtocol checks -protocol and the Pusher flags.
@@ -289,19 +343,24 @@ func (c *Config) totalConns() int {
 // planClients picks -procs and -source-ips when not given and checks that
 // the open-file limit fits the request, saying what to do when not.
 func (c *Config) planClients() error {
+	limit, err := RaiseOpenFileLimit()
+	if err != nil {
+		return fmt.Errorf("chatbench: reading the open-file limit: %w", err)
+	}
+	return c.planClientsFor(limit)
+}
+
+// planClientsFor is planClients for a given open-file limit per process.
+func (c *Config) planClientsFor(limit int) error {
 	total := c.totalConns()
 	if c.Procs <= 0 {
-		c.Procs = max(1, (total+connsPerProc-1)/connsPerProc)
+		c.Procs = defaultProcs(total, limit)
 	}
 	if c.SourceIPs <= 0 {
 		c.SourceIPs = max(1, (total+connsPerSource-1)/connsPerSource)
 	}
 	if c.SourceIPs > 250 {
 		return errors.New("chatbench: -source-ips is at most 250 (127.0.0.1 to 127.0.0.250)")
-	}
-	limit, err := RaiseOpenFileLimit()
-	if err != nil {
-		return fmt.Errorf("chatbench: reading the open-file limit: %w", err)
 	}
 	perProc := (total + c.Procs - 1) / c.Procs
 	if perProc+fdMargin > limit {
@@ -310,6 +369,17 @@ func (c *Config) planClients() error {
 			total, perProc+fdMargin, c.Procs, limit, need)
 	}
 	return nil
+}
+
+// defaultProcs is how many client processes hold total connections: at
+// most connsPerProc each, and fewer where the open-file limit (less a
+// margin for everything else a process opens) is lower.
+func defaultProcs(total, limit int) int {
+	per := min(connsPerProc, limit-fdMargin)
+	if per < 1 {
+		per = 1
+	}
+	return max(1, (total+per-1)/per)
 }
 
 // sourceIPs lists the client addresses to spread connections over.

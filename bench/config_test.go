@@ -78,3 +78,100 @@ func TestNameOf(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateInstances(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"broadcast over instances", Config{Scenario: "broadcast", Server: "x {addr}", Instances: 2}, "only the density scenario"},
+		{"churn over urls", Config{Scenario: "churn", URL: "ws://127.0.0.1:1,ws://127.0.0.1:2"}, "only the density scenario"},
+		{"instances vs urls", Config{Scenario: "density", URL: "ws://127.0.0.1:1,ws://127.0.0.1:2", Instances: 3}, "-instances 3 but -url lists 2"},
+		{"pids vs urls", Config{Scenario: "density", URL: "ws://127.0.0.1:1,ws://127.0.0.1:2", PIDs: []int{7}}, "-pid lists 1 process(es) for 2 URL(s)"},
+		{"same url twice", Config{Scenario: "density", URL: "ws://127.0.0.1:1, ws://localhost:1"}, "twice"},
+		{"non-loopback in list", Config{Scenario: "density", URL: "ws://127.0.0.1:1,ws://10.0.0.1:1"}, "refusing non-loopback"},
+		{"pid with server", Config{Scenario: "density", Server: "x {addr}", PIDs: []int{7}}, "-pid is for -url"},
+		{"too many", Config{Scenario: "density", Server: "x {addr}", Instances: 1000}, "-instances 1000"},
+	} {
+		err := c.cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error with %q", c.name, err, c.want)
+		}
+	}
+	c := Config{Scenario: "density", URL: "ws://127.0.0.1:1,ws://127.0.0.1:2", PIDs: []int{0, 9}, Conns: 38000}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Instances != 2 || c.Procs != 3 || c.SourceIPs != 2 {
+		t.Errorf("two URLs, 38000 conns: instances %d, procs %d, source IPs %d", c.Instances, c.Procs, c.SourceIPs)
+	}
+	s := Config{Scenario: "density", Server: "x {addr}", Compare: "y {addr}", Instances: 2, Conns: 38000}
+	if err := s.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Instances != 2 || s.Procs < 3 {
+		t.Errorf("-instances 2: instances %d, procs %d", s.Instances, s.Procs)
+	}
+	if d := (&Config{Scenario: "density", Server: "x {addr}"}); d.Validate() != nil || d.Instances != 1 {
+		t.Errorf("default instances %d", d.Instances)
+	}
+}
+
+func TestDefaultProcsFollowsFDLimit(t *testing.T) {
+	for _, c := range []struct{ total, limit, want int }{
+		{100, 20000, 1},
+		{15000, 20000, 1},
+		{15001, 20000, 2},
+		{38000, 20000, 3}, // at most 15,000 per process
+		{38000, 4096, 10}, // 4096 - 64 per process
+		{1000, 1024, 2},
+	} {
+		if got := defaultProcs(c.total, c.limit); got != c.want {
+			t.Errorf("defaultProcs(%d, %d) = %d, want %d", c.total, c.limit, got, c.want)
+		}
+		cfg := Config{Scenario: "density", Conns: c.total}
+		if err := cfg.planClientsFor(c.limit); err != nil || cfg.Procs != c.want {
+			t.Errorf("plan %d conns under limit %d: procs %d, %v", c.total, c.limit, cfg.Procs, err)
+		}
+	}
+}
+
+func TestParsePIDList(t *testing.T) {
+	cfg, err := ParseArgs([]string{"density", "-url", "ws://127.0.0.1:1,ws://127.0.0.1:2", "-pid", "12, 34", "-instances", "2"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.PIDs) != 2 || cfg.PIDs[0] != 12 || cfg.PIDs[1] != 34 || cfg.Instances != 2 {
+		t.Errorf("parsed pids %v, instances %d", cfg.PIDs, cfg.Instances)
+	}
+	if _, err := ParseArgs([]string{"density", "-pid", "x"}, io.Discard); err == nil {
+		t.Errorf("-pid x accepted")
+	}
+}
+
+func TestSpreadOverInstances(t *testing.T) {
+	// Round-robin over instances; within an instance, rooms and source
+	// addresses still take turns, so every instance sees every room.
+	s := &OpenSpec{Addr: "a", Addrs: []string{"a", "b"}, Room: "r", Rooms: 2}
+	rooms := map[string]map[string]int{}
+	for id := 0; id < 8; id++ {
+		addr, k, rank := s.pickAddr(id)
+		if want := []string{"a", "b"}[id%2]; addr != want || k != id%2 || rank != id/2 {
+			t.Errorf("id %d: %s, instance %d, rank %d", id, addr, k, rank)
+		}
+		if rooms[addr] == nil {
+			rooms[addr] = map[string]int{}
+		}
+		rooms[addr][roomPath(s.Room, s.Rooms, rank)]++
+	}
+	for addr, m := range rooms {
+		if len(m) != 2 || m["/chat/r-0"] != 2 || m["/chat/r-1"] != 2 {
+			t.Errorf("instance %s rooms %v", addr, m)
+		}
+	}
+	one := &OpenSpec{Addr: "a", Room: "r", Rooms: 3}
+	if addr, k, rank := one.pickAddr(5); addr != "a" || k != 0 || rank != 5 {
+		t.Errorf("one instance: %s %d %d", addr, k, rank)
+	}
+}

@@ -18,7 +18,10 @@
 //   - Run (run.go) starts each target (target.go: a command on a free
 //     loopback port, or a -url server), runs the scenario (scenarios.go)
 //     and stops it, alternating A and B for -repeat; then it reports
-//     (report.go, plot.go).
+//     (report.go, plot.go). A target may be several server processes
+//     (-instances N copies of the command, or a -url list; density only):
+//     connection id modulo N picks the instance, and server figures are
+//     sums over the instances' /proc readings.
 //   - The client side is a fleet (fleet.go) of Agents (agent.go,
 //     agent_ops.go): one in this process, or one per worker process
 //     (chatbench re-executed with CHATBENCH_WORKER=1, speaking JSON lines

@@ -357,3 +357,65 @@ func TestE2EClearErrors(t *testing.T) {
 		t.Errorf("non-loopback: %v", err)
 	}
 }
+
+func TestE2EDensityInstances(t *testing.T) {
+	srv := servers(t)
+	// Two instances per side, over two client processes and two source
+	// addresses, chatd against the baseline.
+	rep, table := runBench(t, "density", "-conns", "301", "-rooms", "2", "-instances", "2", "-procs", "2", "-source-ips", "2", "-hold", "200ms",
+		"-server", srv["chatd"], "-compare", srv["baseline"])
+	if len(rep.Runs) != 2 {
+		t.Fatalf("%d runs", len(rep.Runs))
+	}
+	for _, run := range rep.Runs {
+		d := run.Density
+		if run.Instances != 2 || len(run.PIDs) != 2 || run.PIDs[0] == run.PIDs[1] || strings.Count(run.URL, "ws://") != 2 {
+			t.Errorf("%s: instances %d, pids %v, url %q", run.Name, run.Instances, run.PIDs, run.URL)
+		}
+		if d.Connect.Opened != 301 || d.OpenAfterHold != 301 || len(d.Instances) != 2 {
+			t.Fatalf("%s: opened %d, open after hold %d, %d instances", run.Name, d.Connect.Opened, d.OpenAfterHold, len(d.Instances))
+		}
+		// Round-robin: 151 and 150.
+		var rssGrowth int64
+		fds := 0
+		for k, x := range d.Instances {
+			if x.Opened != 151-k || x.OpenAfterHold != x.Opened || x.PID != run.PIDs[k] {
+				t.Errorf("%s instance %d: %+v", run.Name, k+1, x)
+			}
+			// Each server holds its own share, not the other's.
+			if x.FDsAfter < x.Opened || x.FDsAfter > x.Opened+64 {
+				t.Errorf("%s instance %d: %d fds for %d connections", run.Name, k+1, x.FDsAfter, x.Opened)
+			}
+			rssGrowth += x.RSSAfterHold - x.RSSBefore
+			fds += x.FDsAfter
+		}
+		if !run.HaveServer || d.FDsAfter != fds || d.RSSAfterHold-d.RSSBefore != rssGrowth || d.RSSPerConn <= 0 {
+			t.Errorf("%s: sums: fds %d (instances %d), RSS growth %d (instances %d), per conn %v", run.Name, d.FDsAfter, fds, d.RSSAfterHold-d.RSSBefore, rssGrowth, d.RSSPerConn)
+		}
+		if want := float64(rssGrowth) / 301; math.Abs(d.RSSPerConn-want) > 1e-6 {
+			t.Errorf("%s: RSS per connection %v, want total growth / total connections %v", run.Name, d.RSSPerConn, want)
+		}
+	}
+	for _, want := range []string{"2 server instances per server", "instance 1 connections", "instance 2 RSS per connection (KiB)", "instance 2 (ws://127.0.0.1:"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+
+	// Servers already running, given as a -url list; the PIDs are found by
+	// port.
+	var urls []string
+	for i := 0; i < 2; i++ {
+		in, err := startInstance(context.Background(), srv["chatd"], 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer in.stop()
+		urls = append(urls, in.url)
+	}
+	rep, _ = runBench(t, "density", "-conns", "40", "-hold", "100ms", "-url", strings.Join(urls, ","))
+	run := rep.Runs[0]
+	if d := run.Density; d.Connect.Opened != 40 || len(d.Instances) != 2 || d.Instances[0].Opened != 20 || d.Instances[1].OpenAfterHold != 20 || !run.HaveServer || d.FDsAfter < 40 {
+		t.Errorf("-url list: opened %d, instances %+v, have server %v, fds %d", d.Connect.Opened, d.Instances, run.HaveServer, d.FDsAfter)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 )
 
@@ -16,6 +17,10 @@ Scenarios: density, broadcast, churn, slowloris, slowconsumer (see bench/README.
 Server under test: -url ws://127.0.0.1:PORT [-pid PID], or -server 'CMD {addr}'
 (started on a free loopback port per run); -compare 'OTHER CMD {addr}' runs the
 same scenario against a second server, alternating A, B, A, B over -repeat.
+-instances N (density) starts N copies of each command, each on its own port,
+and spreads the connections over them round-robin (a server process holds at
+most ~19,900 connections here); -url takes a comma-separated list instead
+(-pid then one PID per URL). Server figures are sums over the instances.
 
 -protocol pusher (broadcast): members subscribe over Pusher Channels protocol 7
 and senders publish through the signed HTTP API; -protocol raw,pusher runs both
@@ -23,6 +28,7 @@ against the same -server command or -url (A raw, B pusher) and prints pusher/raw
 
 Examples:
   chatbench density -conns 19000 -server './chatd -addr {addr}' -compare './baseline -addr {addr}'
+  chatbench density -conns 38000 -instances 2 -server './chatd -addr {addr}' -compare './baseline -addr {addr}'
   chatbench broadcast -conns 1000 -senders 10 -messages 1000 -size 128 -url ws://127.0.0.1:8080
   chatbench broadcast -conns 9000 -senders 10 -messages 200 -protocol raw,pusher -repeat 3 -server './chatd -addr {addr} -log-level error'
 `
@@ -36,15 +42,16 @@ func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario (or give it as the first argument)")
-	fs.StringVar(&cfg.URL, "url", "", "running server to load, ws://HOST:PORT on loopback")
-	fs.IntVar(&cfg.PID, "pid", 0, "with -url: server process to sample (default: whoever listens on the port)")
+	fs.StringVar(&cfg.URL, "url", "", "running server to load, ws://HOST:PORT on loopback; a comma-separated list for several instances (density)")
+	fs.Var((*intList)(&cfg.PIDs), "pid", "with -url: server process to sample, one per URL, comma-separated (default: whoever listens on each port)")
 	fs.StringVar(&cfg.Server, "server", "", "command starting the server under test; {addr} becomes 127.0.0.1:PORT")
 	fs.StringVar(&cfg.Compare, "compare", "", "command starting a second server to compare with, as -server")
 	fs.StringVar(&cfg.ServerName, "server-name", "", "label of the server under test (default: from the command)")
 	fs.StringVar(&cfg.CompareName, "compare-name", "", "label of the -compare server")
 	fs.DurationVar(&cfg.ServerTimeout, "server-timeout", 0, "how long a started server may take to listen (0: 60s)")
 	fs.IntVar(&cfg.Repeat, "repeat", 0, "runs per server, alternating A and B (0: 1)")
-	fs.IntVar(&cfg.Procs, "procs", 0, "client worker processes (0: one per 15,000 connections)")
+	fs.IntVar(&cfg.Instances, "instances", 0, "density: start -server (and -compare) this many times, each on its own port, and spread connections over them round-robin (0: 1, or one per -url)")
+	fs.IntVar(&cfg.Procs, "procs", 0, "client worker processes (0: one per 15,000 connections, fewer per process if the open-file limit is lower)")
 	fs.IntVar(&cfg.SourceIPs, "source-ips", 0, "spread connections over 127.0.0.1..N (0: one per 20,000 connections)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 0, "connection attempts in flight per process (0: 256)")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 0, "TCP connect + upgrade limit per connection (0: 10s)")
@@ -96,4 +103,31 @@ func ParseArgs(args []string, out io.Writer) (Config, error) {
 		return cfg, errors.New("chatbench: no scenario given")
 	}
 	return cfg, nil
+}
+
+// intList is a flag.Value for a comma-separated list of integers.
+type intList []int
+
+func (l *intList) String() string {
+	if l == nil {
+		return ""
+	}
+	parts := make([]string, len(*l))
+	for i, v := range *l {
+		parts[i] = strconv.Itoa(v)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *intList) Set(s string) error {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return fmt.Errorf("%q is not a number", f)
+		}
+		out = append(out, v)
+	}
+	*l = out
+	return nil
 }

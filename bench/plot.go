@@ -140,7 +140,11 @@ func writePlot(path string, r *Report) error {
 		rss = append(rss, s)
 	}
 	if len(rss) > 0 {
-		p, err := newLinePlot("server RSS against connections", "connections", "RSS (MiB)", rss, false)
+		title := "server RSS against connections"
+		if n := r.Config.Instances; n > 1 {
+			title = fmt.Sprintf("server RSS (sum over %d instances) against connections", n)
+		}
+		p, err := newLinePlot(title, "connections", "RSS (MiB)", rss, false)
 		if err != nil {
 			return err
 		}

@@ -94,8 +94,10 @@ type RunResult struct {
 	Target              string              `json:"target"` // A or B
 	Name                string              `json:"name"`
 	Repeat              int                 `json:"repeat"`
-	URL                 string              `json:"url"`
+	URL                 string              `json:"url"` // comma-separated with several instances
 	PID                 int                 `json:"pid,omitempty"`
+	Instances           int                 `json:"instances"`
+	PIDs                []int               `json:"pids,omitempty"` // per instance
 	HaveServer          bool                `json:"have_server_stats"`
 	ServerOpenFileLimit int                 `json:"server_open_file_limit,omitempty"`
 	Started             time.Time           `json:"started"`
@@ -169,6 +171,15 @@ func (run *RunResult) metrics() []Metric {
 		srv("server idle CPU", "%", d.IdleCPUPercent)
 		srv("server fds", "", float64(d.FDsAfter))
 		srv("server threads", "", float64(d.ThreadsAfter))
+		if len(d.Instances) > 1 {
+			add("server instances", "", float64(len(d.Instances)))
+			for k, x := range d.Instances {
+				add(fmt.Sprintf("instance %d connections", k+1), "", float64(x.Opened))
+			}
+			for k, x := range d.Instances {
+				srv(fmt.Sprintf("instance %d RSS per connection", k+1), "KiB", x.RSSPerConn/kib)
+			}
+		}
 	case run.Broadcast != nil:
 		phase("", run.Broadcast)
 	case run.Churn != nil:
@@ -301,8 +312,12 @@ func (r *Report) describe() string {
 			what += fmt.Sprintf("; %d slow consumers (SO_RCVBUF %d)", c.Slow, c.SlowRcvBuf)
 		}
 	}
-	return fmt.Sprintf("chatbench %s: %s; %d client process(es), %d source address(es); %d cores, %.1f GiB, open files %d",
-		c.Scenario, what, c.Procs, c.SourceIPs, r.Machine.Cores, float64(r.Machine.MemoryBytes)/(1<<30), r.Machine.OpenFileLimit)
+	servers := ""
+	if c.Instances > 1 {
+		servers = fmt.Sprintf("; %d server instances per server, connections spread round-robin, server figures summed over them", c.Instances)
+	}
+	return fmt.Sprintf("chatbench %s: %s%s; %d client process(es), %d source address(es); %d cores, %.1f GiB, open files %d",
+		c.Scenario, what, servers, c.Procs, c.SourceIPs, r.Machine.Cores, float64(r.Machine.MemoryBytes)/(1<<30), r.Machine.OpenFileLimit)
 }
 
 // WriteTable prints the summary table and each run's details.
@@ -425,6 +440,18 @@ func (run *RunResult) details() []string {
 	switch {
 	case run.Density != nil:
 		open("connect", run.Density.Connect)
+		for k, x := range run.Density.Instances {
+			line := fmt.Sprintf("instance %d (%s", k+1, x.URL)
+			if x.PID != 0 {
+				line += fmt.Sprintf(", pid %d", x.PID)
+			}
+			line += fmt.Sprintf("): %d connections opened, %d open after hold", x.Opened, x.OpenAfterHold)
+			if run.HaveServer {
+				line += fmt.Sprintf("; RSS %.1f -> %.1f MiB (%.2f KiB per connection), CPU connecting %.2fs, fds %d, threads %d",
+					float64(x.RSSBefore)/mib, float64(x.RSSAfterHold)/mib, x.RSSPerConn/kib, x.CPUConnect, x.FDsAfter, x.ThreadsAfter)
+			}
+			out = append(out, line)
+		}
 	case run.Broadcast != nil:
 		phase("broadcast", run.Broadcast)
 	case run.Churn != nil:

@@ -30,19 +30,22 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		targets = append(targets, &target{Label: "B", Name: cfg.CompareName, Command: cfg.Server, URL: cfg.URL, Protocol: protoB})
 	}
 	for _, t := range targets {
+		t.Instances = cfg.Instances
+		if t.Command == "" {
+			t.PIDs = cfg.PIDs
+		}
 		named := t.Name != ""
 		if !named {
 			if t.Command != "" {
 				t.Name = nameOf(t.Command)
+			} else if urls := splitList(t.URL); len(urls) > 1 {
+				t.Name = fmt.Sprintf("%s +%d", urls[0], len(urls)-1)
 			} else {
 				t.Name = t.URL
 			}
 		}
 		if !named && protoA != protoB {
 			t.Name += " (" + t.Protocol + ")"
-		}
-		if t.Command == "" {
-			t.addr, _ = checkLoopbackURL(t.URL)
 		}
 	}
 	fl, err := newFleet(cfg.Procs)
@@ -107,25 +110,34 @@ func (r *runner) runOnce(ctx context.Context, t *target, repeat int) (*RunResult
 		return nil, err
 	}
 	defer t.stop()
-	if t.Command == "" {
-		t.pid = r.cfg.PID
-		if t.pid == 0 {
-			// A server on this machine: find who listens on the port.
-			if _, port, err := splitPort(t.addr); err == nil {
-				t.pid, _ = FindListener(port, 0)
-			}
-		}
+	run := &RunResult{Target: t.Label, Name: t.Name, Repeat: repeat, URL: t.URL, Instances: len(t.inst), Started: time.Now()}
+	for _, in := range t.inst {
+		run.PIDs = append(run.PIDs, in.pid)
 	}
-	run := &RunResult{Target: t.Label, Name: t.Name, Repeat: repeat, URL: t.URL, PID: t.pid, Started: time.Now()}
+	if len(run.PIDs) == 1 {
+		run.PID = run.PIDs[0]
+	}
 	if _, ok := t.sample(); ok {
 		run.HaveServer = true
-		if limit, err := OpenFileLimit(t.pid); err == nil {
-			run.ServerOpenFileLimit = limit
-			if need := r.cfg.totalConns() + fdMargin; need > limit {
-				run.Notes = append(run.Notes, fmt.Sprintf("server pid %d may open only %d files, fewer than the %d this run needs: expect refused connections (raise its limit, ulimit -n, before starting it)", t.pid, limit, need))
+		// Round-robin: the first instances get the odd connections.
+		need := (r.cfg.totalConns()+len(t.inst)-1)/len(t.inst) + fdMargin
+		for _, in := range t.inst {
+			limit, err := OpenFileLimit(in.pid)
+			if err != nil {
+				continue
+			}
+			if run.ServerOpenFileLimit == 0 || limit < run.ServerOpenFileLimit {
+				run.ServerOpenFileLimit = limit
+			}
+			if need > limit {
+				hint := "raise its limit, ulimit -n, before starting it"
+				if per := limit - fdMargin; t.Command != "" && per > 0 {
+					hint += fmt.Sprintf(", or spread the connections over -instances %d or more", (r.cfg.totalConns()+per-1)/per)
+				}
+				run.Notes = append(run.Notes, fmt.Sprintf("server pid %d may open only %d files, fewer than the %d this run needs: expect refused connections (%s)", in.pid, limit, need, hint))
 			}
 		}
-	} else if t.pid == 0 {
+	} else if t.pids() == nil {
 		run.Notes = append(run.Notes, "server process unknown: no RSS/CPU figures (pass -pid, or use -server)")
 	}
 	r.t = t
@@ -145,9 +157,7 @@ func (r *runner) runOnce(ctx context.Context, t *target, repeat int) (*RunResult
 	}
 	run.ClientCPU = (r.fl.clientCPU() - cpu0).Seconds()
 	run.Seconds = time.Since(run.Started).Seconds()
-	if t.output != nil {
-		run.ServerOutput = t.output.String()
-	}
+	run.ServerOutput = t.serverOutput()
 	if err != nil {
 		run.Error = err.Error()
 		return run, fmt.Errorf("chatbench: %s against %s (%s): %w", r.cfg.Scenario, t.Name, t.URL, err)
@@ -184,13 +194,21 @@ type OpenSummary struct {
 	Rate       float64        `json:"per_second"`
 	Latency    Latency        `json:"connect_latency"`
 	Hist       HistogramData  `json:"connect_hist_ns"`
-	perWorker  []int
+	// PerInstance counts the connections opened to each server instance
+	// (with more than one).
+	PerInstance []int `json:"opened_per_instance,omitempty"`
+	perWorker   []int
 }
 
 // openGroup opens count connections of kind in group, spread over the
 // workers; ids start at idBase.
 func (r *runner) openGroup(ctx context.Context, group, kind string, count int, room string, rooms, rcvbuf, concurrency, idBase int) (*OpenSummary, error) {
 	shares := split(count, len(r.fl.workers))
+	addrs := r.t.addrs()
+	var spread []string // connection id modulo len(spread) picks the instance
+	if len(addrs) > 1 {
+		spread = addrs
+	}
 	bases := make([]int, len(shares))
 	b := idBase
 	for i, s := range shares {
@@ -208,7 +226,7 @@ func (r *runner) openGroup(ctx context.Context, group, kind string, count int, r
 		}
 		return &Request{Op: "open", Open: &OpenSpec{
 			Group: group, Kind: kind, Count: shares[i], IDBase: bases[i],
-			Addr: r.t.addr, Room: room, Rooms: rooms, SourceIPs: r.cfg.sourceIPs(),
+			Addr: addrs[0], Addrs: spread, Room: room, Rooms: rooms, SourceIPs: r.cfg.sourceIPs(),
 			Concurrency: concurrency, ConnectTimeout: r.cfg.ConnectTimeout, RcvBuf: rcvbuf,
 			MaxTime: r.cfg.Duration + r.cfg.ConnectTimeout, Pusher: r.pusherSpec(kind),
 		}}
@@ -227,6 +245,16 @@ func (r *runner) openGroup(ctx context.Context, group, kind string, count int, r
 		}
 		sum.perWorker[i] = o.Opened
 		sum.Opened += o.Opened
+		if len(spread) > 0 {
+			if sum.PerInstance == nil {
+				sum.PerInstance = make([]int, len(spread))
+			}
+			for k, n := range o.OpenedPerAddr {
+				if k < len(sum.PerInstance) {
+					sum.PerInstance[k] += n
+				}
+			}
+		}
 		sum.Failed += o.Failed
 		for k, v := range o.Errors {
 			if sum.Errors == nil {
@@ -304,6 +332,12 @@ func (r *runner) inspectGroup(ctx context.Context, group string) (*InspectResult
 		open[i] = in.Open
 		out.Total += in.Total
 		out.Open += in.Open
+		for k, n := range in.OpenPerAddr {
+			for len(out.OpenPerAddr) <= k {
+				out.OpenPerAddr = append(out.OpenPerAddr, 0)
+			}
+			out.OpenPerAddr[k] += n
+		}
 		for k, v := range in.CloseHow {
 			if out.CloseHow == nil {
 				out.CloseHow = map[string]int{}
@@ -437,8 +471,8 @@ func (r *runner) broadcastPhase(ctx context.Context, group string, senders, mess
 	} else {
 		res.Mode = fmt.Sprintf("open loop, %.0f msg/s", cfg.Rate)
 	}
-	samp := startSampler(r.t.pid, nil)
-	cpu0, _ := ReadProcCPU(r.t.pid)
+	samp := startSampler(r.t.pids(), nil)
+	cpu0, _ := r.t.cpu()
 	client0 := r.fl.clientCPU()
 	resps, err := r.fl.all(ctx, func(i int) *Request {
 		return &Request{Op: "prepare", Prepare: &PrepareSpec{Group: group, Phase: tag, TotalSenders: senders, SenderIDs: perWorker[i], Messages: messages, ClosedLoop: closedLoop}}
@@ -503,7 +537,7 @@ func (r *runner) broadcastPhase(ctx context.Context, group string, senders, mess
 		return &Request{Op: "drain", Drain: &DrainSpec{Group: group, Expected: res.Deliveries.Sent*int64(live[i]) - own,
 			Idle: cfg.DrainTimeout, Max: cfg.Duration + cfg.DrainTimeout}}
 	})
-	cpu1, _ := ReadProcCPU(r.t.pid)
+	cpu1, _ := r.t.cpu()
 	res.ClientCPU = (r.fl.clientCPU() - client0).Seconds()
 	peak, _ := samp.stop()
 	if err != nil {
@@ -538,20 +572,21 @@ func (r *runner) broadcastPhase(ctx context.Context, group string, senders, mess
 		res.Seconds = lastRecv.Sub(firstSend).Seconds()
 		res.DeliveriesPerSec = Rate(d.Received, lastRecv.Sub(firstSend))
 	}
-	if r.t.pid != 0 {
+	if r.t.pids() != nil {
 		res.ServerCPU = (cpu1 - cpu0).Seconds()
 		res.CPUPerDelivery = CPUPerDelivery(cpu1-cpu0, d.Received)
 		res.RSSBefore = samp.first
 		res.RSSPeak = peak
-		res.RSSAfter, _ = ReadProcRSS(r.t.pid)
+		res.RSSAfter, _ = r.t.rss()
 	}
 	return res, nil
 }
 
-// sampler polls a process's RSS in the background: the peak, and (with a
-// conns function) RSS against the number of client connections.
+// sampler polls the RSS of a server's processes (summed over its
+// instances) in the background: the peak, and (with a conns function) RSS
+// against the number of client connections.
 type sampler struct {
-	pid     int
+	pids    []int
 	conns   func() int64
 	first   int64
 	peak    int64
@@ -561,21 +596,22 @@ type sampler struct {
 	wg      sync.WaitGroup
 }
 
-// RSSSample is the server's RSS when the client held Conns connections.
+// RSSSample is the server's RSS (summed over its instances) when the
+// client held Conns connections.
 type RSSSample struct {
 	Seconds float64 `json:"t"`
 	Conns   int64   `json:"conns"`
 	RSS     int64   `json:"rss"`
 }
 
-func startSampler(pid int, conns func() int64) *sampler {
-	s := &sampler{pid: pid, conns: conns, done: make(chan struct{})}
-	if pid == 0 {
+func startSampler(pids []int, conns func() int64) *sampler {
+	s := &sampler{pids: pids, conns: conns, done: make(chan struct{})}
+	if len(pids) == 0 {
 		return s
 	}
 	start := time.Now()
 	take := func() {
-		rss, err := ReadProcRSS(pid)
+		rss, err := sumRSS(pids)
 		if err != nil {
 			return
 		}

@@ -6,31 +6,49 @@ import (
 	"time"
 )
 
-// DensityResult: N idle connections, what they cost the server.
+// DensityResult: N idle connections, what they cost the server. With
+// several server instances the server figures are sums over them (RSS
+// per connection: the total growth over the total opened) and Instances
+// has each one's.
 type DensityResult struct {
-	Connect        *OpenSummary `json:"connect"`
-	OpenAfterHold  int          `json:"open_after_hold"`
-	HoldSeconds    float64      `json:"hold_seconds"`
-	RSSBefore      int64        `json:"server_rss_before"`
-	RSSConnected   int64        `json:"server_rss_connected"`
-	RSSAfterHold   int64        `json:"server_rss_after_hold"`
-	RSSPerConn     float64      `json:"server_rss_per_conn_bytes"`
-	CPUConnect     float64      `json:"server_cpu_connect_seconds"`
-	CPUPerConnect  float64      `json:"server_cpu_us_per_connect"`
-	IdleCPUPercent float64      `json:"server_idle_cpu_percent"`
-	FDsBefore      int          `json:"server_fds_before"`
-	FDsAfter       int          `json:"server_fds_after"`
-	ThreadsAfter   int          `json:"server_threads_after"`
-	Samples        []RSSSample  `json:"rss_samples,omitempty"`
+	Connect        *OpenSummary      `json:"connect"`
+	OpenAfterHold  int               `json:"open_after_hold"`
+	HoldSeconds    float64           `json:"hold_seconds"`
+	RSSBefore      int64             `json:"server_rss_before"`
+	RSSConnected   int64             `json:"server_rss_connected"`
+	RSSAfterHold   int64             `json:"server_rss_after_hold"`
+	RSSPerConn     float64           `json:"server_rss_per_conn_bytes"`
+	CPUConnect     float64           `json:"server_cpu_connect_seconds"`
+	CPUPerConnect  float64           `json:"server_cpu_us_per_connect"`
+	IdleCPUPercent float64           `json:"server_idle_cpu_percent"`
+	FDsBefore      int               `json:"server_fds_before"`
+	FDsAfter       int               `json:"server_fds_after"`
+	ThreadsAfter   int               `json:"server_threads_after"`
+	Samples        []RSSSample       `json:"rss_samples,omitempty"`
+	Instances      []InstanceDensity `json:"instances,omitempty"`
+}
+
+// InstanceDensity is one server instance's share of a density run.
+type InstanceDensity struct {
+	URL           string  `json:"url"`
+	PID           int     `json:"pid,omitempty"`
+	Opened        int     `json:"connections_opened"`
+	OpenAfterHold int     `json:"open_after_hold"`
+	RSSBefore     int64   `json:"server_rss_before"`
+	RSSAfterHold  int64   `json:"server_rss_after_hold"`
+	RSSPerConn    float64 `json:"server_rss_per_conn_bytes"`
+	CPUConnect    float64 `json:"server_cpu_connect_seconds"`
+	FDsAfter      int     `json:"server_fds_after"`
+	ThreadsAfter  int     `json:"server_threads_after"`
 }
 
 func (r *runner) density(ctx context.Context) (*DensityResult, error) {
 	cfg := r.cfg
 	res := &DensityResult{}
 	group, room := r.name("density"), r.name(cfg.Room)
-	before, have := r.t.sample()
+	before, beforeEach, have := r.t.sampleEach()
 	c0 := r.fl.counters().Connected
-	samp := startSampler(r.t.pid, func() int64 { return r.fl.counters().Connected - c0 })
+	samp := startSampler(r.t.pids(), func() int64 { return r.fl.counters().Connected - c0 })
 	defer func() { _, _ = r.closeGroup(context.Background(), group, CloseAbort) }()
 	open, err := r.openGroup(ctx, group, KindMember, cfg.Conns, room, cfg.Rooms, 0, cfg.Concurrency, 0)
 	if err != nil {
@@ -38,19 +56,42 @@ func (r *runner) density(ctx context.Context) (*DensityResult, error) {
 		return nil, err
 	}
 	res.Connect = open
-	connected, _ := r.t.sample()
+	connected, connectedEach, okC := r.t.sampleEach()
 	if err := r.sleepCtx(ctx, "hold idle", cfg.Hold); err != nil {
 		samp.stop()
 		return nil, err
 	}
 	res.HoldSeconds = cfg.Hold.Seconds()
-	after, _ := r.t.sample()
+	after, afterEach, okA := r.t.sampleEach()
+	// An instance that died during the run leaves no sum to report.
+	have = have && okC && okA
 	_, res.Samples = samp.stop()
 	in, _, err := r.inspectGroup(ctx, group)
 	if err != nil {
 		return nil, err
 	}
 	res.OpenAfterHold = in.Open
+	if n := len(r.t.inst); n > 1 {
+		for k, inst := range r.t.inst {
+			x := InstanceDensity{URL: inst.url, PID: inst.pid}
+			if k < len(open.PerInstance) {
+				x.Opened = open.PerInstance[k]
+			}
+			if k < len(in.OpenPerAddr) {
+				x.OpenAfterHold = in.OpenPerAddr[k]
+			}
+			if have {
+				b, c, a := beforeEach[k], connectedEach[k], afterEach[k]
+				x.RSSBefore, x.RSSAfterHold = b.RSS, a.RSS
+				if x.Opened > 0 {
+					x.RSSPerConn = float64(a.RSS-b.RSS) / float64(x.Opened)
+				}
+				x.CPUConnect = (c.CPU - b.CPU).Seconds()
+				x.FDsAfter, x.ThreadsAfter = a.FDs, a.Threads
+			}
+			res.Instances = append(res.Instances, x)
+		}
+	}
 	if have {
 		res.RSSBefore, res.RSSConnected, res.RSSAfterHold = before.RSS, connected.RSS, after.RSS
 		if open.Opened > 0 {
@@ -122,7 +163,7 @@ func (r *runner) churn(ctx context.Context) (*ChurnResult, error) {
 	res.Initial = open
 	for w := 1; w <= cfg.Waves; w++ {
 		wave := WaveResult{Wave: w, Close: cfg.ChurnClose}
-		cpu0, _ := ReadProcCPU(r.t.pid)
+		cpu0, _ := r.t.cpu()
 		d, err := r.closeGroup(ctx, group, cfg.ChurnClose)
 		if err != nil {
 			return nil, err
@@ -137,7 +178,7 @@ func (r *runner) churn(ctx context.Context) (*ChurnResult, error) {
 		wave.Reconnect = re
 		res.Failures += re.Failed
 		if have {
-			cpu1, _ := ReadProcCPU(r.t.pid)
+			cpu1, _ := r.t.cpu()
 			wave.ServerCPU = (cpu1 - cpu0).Seconds()
 			s, _ := r.t.sample()
 			wave.RSSAfter, wave.FDsAfter = s.RSS, s.FDs

@@ -15,23 +15,50 @@ import (
 	"time"
 )
 
-// A target is one server under test: a running one given by -url (and
-// maybe -pid), or a command chatbench starts on a free loopback port for
-// each run and stops after it.
+// A target is one server under test: running ones given by -url (a
+// comma-separated list, and maybe -pid), or a command chatbench starts
+// -instances times, each copy on its own free loopback port, for each run
+// and stops after it. Connections are spread over the instances
+// round-robin (connection id modulo the number of instances); server
+// figures are sums over them.
 type target struct {
 	Label   string `json:"label"`
 	Name    string `json:"name"`
 	Command string `json:"command,omitempty"`
-	URL     string `json:"url,omitempty"`
+	// URL is the -url value (one URL or a comma-separated list); once a
+	// command is started, the URLs of its instances, comma-separated.
+	URL string `json:"url,omitempty"`
 	// Protocol is how it is loaded: raw or pusher.
 	Protocol string `json:"protocol"`
+	// Instances is how many server processes make up the target.
+	Instances int `json:"instances"`
+	// PIDs (with -url): the process to sample per URL; 0 means whoever
+	// listens on its port.
+	PIDs []int `json:"-"`
 
+	inst []*instance // this run's instances
+}
+
+// An instance is one server process of a target.
+type instance struct {
 	addr string // host:port to dial
-	pid  int    // process to sample; 0 if unknown
+	url  string
+	pid  int // process to sample; 0 if unknown
 
 	cmd    *exec.Cmd
 	output *tailBuffer
 	exited chan struct{}
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // checkLoopbackURL parses a -url value and refuses anything that is not
@@ -97,99 +124,240 @@ func freeLoopbackPort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// start makes the target ready for one run: starts the command, or checks
-// that the -url server answers.
+// start makes the target ready for one run: starts the command's
+// instances, one after the other (each listens before the next picks its
+// port), or checks that every -url server answers.
 func (t *target) start(ctx context.Context, timeout time.Duration) error {
+	t.inst = nil
 	if t.Command == "" {
-		conn, err := net.DialTimeout("tcp", t.addr, 3*time.Second)
-		if err != nil {
-			return fmt.Errorf("chatbench: cannot reach %s (%v): is the server running there? Start it, or let chatbench start it with -server 'CMD {addr}'", t.URL, err)
+		urls := splitList(t.URL)
+		for i, u := range urls {
+			addr, err := checkLoopbackURL(u)
+			if err != nil {
+				return err
+			}
+			conn, err := net.DialTimeout("tcp", addr, 3*time.Second)
+			if err != nil {
+				return fmt.Errorf("chatbench: cannot reach %s (%v): is the server running there? Start it, or let chatbench start it with -server 'CMD {addr}'", u, err)
+			}
+			conn.Close()
+			in := &instance{addr: addr, url: u}
+			if i < len(t.PIDs) {
+				in.pid = t.PIDs[i]
+			}
+			if in.pid == 0 {
+				// A server on this machine: find who listens on the port.
+				if _, port, err := splitPort(addr); err == nil {
+					in.pid, _ = FindListener(port, 0)
+				}
+			}
+			t.inst = append(t.inst, in)
 		}
-		conn.Close()
 		return nil
 	}
+	n := max(1, t.Instances)
+	var urls []string
+	for i := 0; i < n; i++ {
+		in, err := startInstance(ctx, t.Command, timeout)
+		if err != nil {
+			t.stop()
+			if n > 1 {
+				err = fmt.Errorf("instance %d of %d: %w", i+1, n, err)
+			}
+			return err
+		}
+		t.inst = append(t.inst, in)
+		urls = append(urls, in.url)
+	}
+	t.URL = strings.Join(urls, ",")
+	return nil
+}
+
+// startInstance starts one copy of command on a free loopback port and
+// waits until it listens.
+func startInstance(ctx context.Context, command string, timeout time.Duration) (*instance, error) {
 	port, err := freeLoopbackPort()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	t.addr = "127.0.0.1:" + strconv.Itoa(port)
-	t.URL = "ws://" + t.addr
-	line := strings.ReplaceAll(t.Command, "{addr}", t.addr)
-	t.output = &tailBuffer{max: 8 << 10}
-	t.cmd = exec.Command("sh", "-c", line)
-	t.cmd.Stdout = t.output
-	t.cmd.Stderr = t.output
+	in := &instance{addr: "127.0.0.1:" + strconv.Itoa(port)}
+	in.url = "ws://" + in.addr
+	line := strings.ReplaceAll(command, "{addr}", in.addr)
+	in.output = &tailBuffer{max: 8 << 10}
+	in.cmd = exec.Command("sh", "-c", line)
+	in.cmd.Stdout = in.output
+	in.cmd.Stderr = in.output
 	// Its own process group, so that stopping it also stops what
 	// `sh -c` or `go run` started below it.
-	t.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := t.cmd.Start(); err != nil {
-		return fmt.Errorf("chatbench: starting %q: %w", line, err)
+	in.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := in.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("chatbench: starting %q: %w", line, err)
 	}
-	t.exited = make(chan struct{})
-	go func() { _ = t.cmd.Wait(); close(t.exited) }()
+	in.exited = make(chan struct{})
+	go func() { _ = in.cmd.Wait(); close(in.exited) }()
 	deadline := time.Now().Add(timeout)
 	for {
 		select {
-		case <-t.exited:
-			return fmt.Errorf("chatbench: server %q exited before listening on %s; its output:\n%s", line, t.addr, t.output.String())
+		case <-in.exited:
+			return nil, fmt.Errorf("chatbench: server %q exited before listening on %s; its output:\n%s", line, in.addr, in.output.String())
 		case <-ctx.Done():
-			t.stop()
-			return ctx.Err()
+			in.stop()
+			return nil, ctx.Err()
 		default:
 		}
-		conn, err := net.DialTimeout("tcp", t.addr, 200*time.Millisecond)
+		conn, err := net.DialTimeout("tcp", in.addr, 200*time.Millisecond)
 		if err == nil {
 			conn.Close()
 			break
 		}
 		if time.Now().After(deadline) {
-			t.stop()
-			return fmt.Errorf("chatbench: server %q did not listen on %s within %v (-server-timeout); its output:\n%s", line, t.addr, timeout, t.output.String())
+			in.stop()
+			return nil, fmt.Errorf("chatbench: server %q did not listen on %s within %v (-server-timeout); its output:\n%s", line, in.addr, timeout, in.output.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	// Sample the process that holds the listener: with `go run` or a
 	// shell wrapper that is a descendant, not the process we started.
-	t.pid = 0
-	for i := 0; i < 20 && t.pid == 0; i++ {
-		if pid, err := FindListener(port, t.cmd.Process.Pid); err == nil {
-			t.pid = pid
+	for i := 0; i < 20 && in.pid == 0; i++ {
+		if pid, err := FindListener(port, in.cmd.Process.Pid); err == nil {
+			in.pid = pid
 		} else {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	if t.pid == 0 {
-		t.pid = t.cmd.Process.Pid
+	if in.pid == 0 {
+		in.pid = in.cmd.Process.Pid
 	}
-	return nil
+	return in, nil
+}
+
+// stop ends the started instances, all at once.
+func (t *target) stop() {
+	var wg sync.WaitGroup
+	for _, in := range t.inst {
+		wg.Add(1)
+		go func() { defer wg.Done(); in.stop() }()
+	}
+	wg.Wait()
 }
 
 // stop ends a started server: SIGTERM to its process group, SIGKILL after
 // five seconds.
-func (t *target) stop() {
-	if t.cmd == nil || t.cmd.Process == nil {
+func (in *instance) stop() {
+	if in.cmd == nil || in.cmd.Process == nil {
 		return
 	}
-	pgid := t.cmd.Process.Pid
+	pgid := in.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	select {
-	case <-t.exited:
+	case <-in.exited:
 	case <-time.After(5 * time.Second):
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-t.exited
+		<-in.exited
 	}
 	// Whatever the group left behind (a `go run` child) goes too.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
-	t.cmd = nil
+	in.cmd = nil
 }
 
-// sample reads the server process, if known.
-func (t *target) sample() (ProcSample, bool) {
-	if t.pid == 0 {
-		return ProcSample{}, false
+// addrs lists the instances' host:port, in instance order.
+func (t *target) addrs() []string {
+	out := make([]string, len(t.inst))
+	for i, in := range t.inst {
+		out[i] = in.addr
 	}
-	s, err := ReadProc(t.pid)
-	return s, err == nil
+	return out
+}
+
+// pids lists the instances' processes, or nil unless every one is known
+// (a sum over some of them would mislead).
+func (t *target) pids() []int {
+	if len(t.inst) == 0 {
+		return nil
+	}
+	out := make([]int, len(t.inst))
+	for i, in := range t.inst {
+		if in.pid == 0 {
+			return nil
+		}
+		out[i] = in.pid
+	}
+	return out
+}
+
+// sample reads every instance and sums them (CPU, RSS, fds, threads); ok
+// only if every instance could be read. At is the time of the last read.
+func (t *target) sample() (ProcSample, bool) {
+	sum, _, ok := t.sampleEach()
+	return sum, ok
+}
+
+// sampleEach is sample with the per-instance readings too.
+func (t *target) sampleEach() (sum ProcSample, each []ProcSample, ok bool) {
+	pids := t.pids()
+	if pids == nil {
+		return ProcSample{}, nil, false
+	}
+	for _, pid := range pids {
+		s, err := ReadProc(pid)
+		if err != nil {
+			return ProcSample{}, nil, false
+		}
+		each = append(each, s)
+		sum.CPU += s.CPU
+		sum.RSS += s.RSS
+		sum.FDs += s.FDs
+		sum.Threads += s.Threads
+		sum.At = s.At
+	}
+	if len(each) == 1 {
+		sum.PID = each[0].PID
+	}
+	return sum, each, true
+}
+
+// cpu is the CPU time of every instance together.
+func (t *target) cpu() (time.Duration, error) {
+	var d time.Duration
+	for _, pid := range t.pids() {
+		x, err := ReadProcCPU(pid)
+		if err != nil {
+			return d, err
+		}
+		d += x
+	}
+	return d, nil
+}
+
+// rss is the resident set of every instance together.
+func (t *target) rss() (int64, error) { return sumRSS(t.pids()) }
+
+func sumRSS(pids []int) (int64, error) {
+	var n int64
+	for _, pid := range pids {
+		x, err := ReadProcRSS(pid)
+		if err != nil {
+			return n, err
+		}
+		n += x
+	}
+	return n, nil
+}
+
+// serverOutput is the tail of the started instances' output.
+func (t *target) serverOutput() string {
+	var parts []string
+	for i, in := range t.inst {
+		if in.output == nil {
+			continue
+		}
+		out := in.output.String()
+		if len(t.inst) > 1 {
+			out = fmt.Sprintf("[instance %d, %s]\n%s", i+1, in.addr, out)
+		}
+		parts = append(parts, out)
+	}
+	return strings.Join(parts, "\n")
 }
 
 // tailBuffer keeps the last max bytes written to it.
