@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -74,4 +75,35 @@ func TestPusherUnknownKeyClosedWith4001(t *testing.T) {
 		t.Fatalf("want close 4001, got %v", err)
 	}
 	waitConns(t, s, 0)
+}
+
+// TestPusherShutdownCloses4200: on graceful shutdown Pusher clients get
+// 4200 (reconnect), never 4009.
+func TestPusherShutdownCloses4200(t *testing.T) {
+	s, err := New(Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/app/chatd-key?protocol=7"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := c.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown(context.Background()) }()
+	_, _, err = c.ReadMessage()
+	var ce *gorilla.CloseError
+	if !errors.As(err, &ce) || ce.Code != 4200 {
+		t.Fatalf("want close 4200, got %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
