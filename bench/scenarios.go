@@ -263,12 +263,9 @@ func (r *runner) slowloris(ctx context.Context) (*SlowlorisResult, error) {
 			_, _ = r.closeGroup(context.Background(), g, CloseAbort)
 		}
 	}()
-	open, err := r.openGroup(ctx, honest, KindMember, cfg.Conns, room, 1, 0, cfg.Concurrency, 0)
+	err := r.openHonest(ctx, honest, room)
 	if err != nil {
 		return nil, err
-	}
-	if open.Opened < cfg.Conns {
-		return nil, fmt.Errorf("only %d of %d honest members connected: %v", open.Opened, cfg.Conns, open.Errors)
 	}
 	if res.Clean, err = r.broadcastPhase(ctx, honest, cfg.Senders, cfg.Messages); err != nil {
 		return nil, err
@@ -371,12 +368,9 @@ func (r *runner) slowconsumer(ctx context.Context) (*SlowConsumerResult, error) 
 			_, _ = r.closeGroup(context.Background(), g, CloseAbort)
 		}
 	}()
-	open, err := r.openGroup(ctx, honest, KindMember, cfg.Conns, room, 1, 0, cfg.Concurrency, 0)
+	err := r.openHonest(ctx, honest, room)
 	if err != nil {
 		return nil, err
-	}
-	if open.Opened < cfg.Conns {
-		return nil, fmt.Errorf("only %d of %d honest members connected: %v", open.Opened, cfg.Conns, open.Errors)
 	}
 	// The clean phase fans out to as many members as the loaded one: the
 	// slow members' places are taken by members that read, so the ratio
@@ -434,4 +428,17 @@ func (r *runner) slowconsumer(ctx context.Context) (*SlowConsumerResult, error) 
 		res.P99Ratio = res.Loaded.Latency.P99 / res.Clean.Latency.P99
 	}
 	return res, nil
+}
+
+// openHonest connects the -conns honest members of the slowloris and
+// slowconsumer scenarios to room; all of them must get in.
+func (r *runner) openHonest(ctx context.Context, group, room string) error {
+	open, err := r.openGroup(ctx, group, KindMember, r.cfg.Conns, room, 1, 0, r.cfg.Concurrency, 0)
+	if err != nil {
+		return err
+	}
+	if open.Opened < r.cfg.Conns {
+		return fmt.Errorf("only %d of %d honest members connected: %v", open.Opened, r.cfg.Conns, open.Errors)
+	}
+	return nil
 }
