@@ -133,6 +133,17 @@ func (run *RunResult) metrics() []Metric {
 	srv := func(name, unit string, v float64) {
 		ms = append(ms, Metric{Name: name, Unit: unit, Value: v, Server: true})
 	}
+	// stressRows: what slowloris and slowconsumer share, the clean phase
+	// against the stressed one (rows named name, the ratio row ratioName).
+	stressRows := func(name, ratioName string, clean, loaded *PhaseResult, ratio float64) {
+		add("clean loss", "%", clean.LossPercent)
+		add("clean latency p99", "ms", clean.Latency.P99)
+		add(name+" loss", "%", loaded.LossPercent)
+		add(name+" lost", "", float64(loaded.Deliveries.Lost))
+		add(name+" latency p99", "ms", loaded.Latency.P99)
+		add("p99 "+ratioName+" / clean", "x", ratio)
+		add(name+" deliveries/s", "", loaded.DeliveriesPerSec)
+	}
 	phase := func(prefix string, p *PhaseResult) {
 		add(prefix+"members", "", float64(p.Members))
 		add(prefix+"messages sent", "", float64(p.Deliveries.Sent))
@@ -207,13 +218,7 @@ func (run *RunResult) metrics() []Metric {
 		srv("server RSS after", "MiB", float64(c.RSSAfter)/mib)
 	case run.Slowloris != nil:
 		s := run.Slowloris
-		add("clean loss", "%", s.Clean.LossPercent)
-		add("clean latency p99", "ms", s.Clean.Latency.P99)
-		add("attacked loss", "%", s.Attacked.LossPercent)
-		add("attacked lost", "", float64(s.Attacked.Deliveries.Lost))
-		add("attacked latency p99", "ms", s.Attacked.Latency.P99)
-		add("p99 attacked / clean", "x", s.P99Ratio)
-		add("attacked deliveries/s", "", s.Attacked.DeliveriesPerSec)
+		stressRows("attacked", "attacked", s.Clean, s.Attacked, s.P99Ratio)
 		add("late joiners connected", "", float64(s.LateJoin.Opened))
 		add("late joiners failed", "", float64(s.LateJoin.Failed))
 		add("late join p99", "ms", s.LateJoin.Latency.P99)
@@ -223,13 +228,7 @@ func (run *RunResult) metrics() []Metric {
 		srv("attacked server CPU per delivery", "µs", s.Attacked.CPUPerDelivery)
 	case run.SlowConsumer != nil:
 		s := run.SlowConsumer
-		add("clean loss", "%", s.Clean.LossPercent)
-		add("clean latency p99", "ms", s.Clean.Latency.P99)
-		add("with-slow loss", "%", s.Loaded.LossPercent)
-		add("with-slow lost", "", float64(s.Loaded.Deliveries.Lost))
-		add("with-slow latency p99", "ms", s.Loaded.Latency.P99)
-		add("p99 with slow / clean", "x", s.P99Ratio)
-		add("with-slow deliveries/s", "", s.Loaded.DeliveriesPerSec)
+		stressRows("with-slow", "with slow", s.Clean, s.Loaded, s.P99Ratio)
 		add("slow consumers", "", float64(s.Established))
 		add("slow stalled", "", float64(s.Stalled))
 		add("slow closed by server", "", float64(s.Fates.Total-s.Fates.Fates["open"]))

@@ -98,9 +98,9 @@ func New(cfg Config) (*Poller, error) {
 	}
 	p.ep = ep
 	for i := 0; i < cfg.Workers; i++ {
-		w := &Worker{p: p, buf: make([]byte, cfg.ReadBufferSize), ID: i}
+		w := &Worker{buf: make([]byte, cfg.ReadBufferSize)}
 		p.wg.Add(1)
-		go w.loop()
+		go p.work(w)
 	}
 	return p, nil
 }
@@ -154,30 +154,24 @@ func (p *Poller) push(t task) {
 
 // Worker is one pool goroutine. Its buffer is reused for every read.
 type Worker struct {
-	p   *Poller
 	buf []byte
-	// ID is the worker's index, useful for per-worker scratch state above.
-	ID int
 }
 
-// Poller returns the worker's poller.
-func (w *Worker) Poller() *Poller { return w.p }
-
-func (w *Worker) loop() {
-	defer w.p.wg.Done()
-	for t := range w.p.queue {
+func (p *Poller) work(w *Worker) {
+	defer p.wg.Done()
+	for t := range p.queue {
 		if t.d != nil {
 			t.d.run(w)
 			continue
 		}
-		w.runFunc(t.f)
+		p.runFunc(w, t.f)
 	}
 }
 
-func (w *Worker) runFunc(f func(*Worker)) {
+func (p *Poller) runFunc(w *Worker, f func(*Worker)) {
 	defer func() {
 		if r := recover(); r != nil {
-			w.p.log.Error("poller: job panicked", "panic", r)
+			p.log.Error("poller: job panicked", "panic", r)
 		}
 	}()
 	f(w)

@@ -287,6 +287,7 @@ func (c *Conn) flushLocked() {
 			c.writeFailedLocked()
 			return
 		}
+		full := n < want
 		c.outBytes -= n
 		i := 0
 		for i < len(c.outq) && n >= len(c.outq[i]) {
@@ -298,7 +299,7 @@ func (c *Conn) flushLocked() {
 			c.outq[i] = c.outq[i][n:]
 		}
 		c.outq = c.outq[i:]
-		if n < want && len(c.outq) > 0 && i < len(batch) {
+		if full {
 			break // the socket is full again; EPOLLOUT will call back
 		}
 	}
@@ -310,12 +311,7 @@ func (c *Conn) flushLocked() {
 
 func (c *Conn) writeFailedLocked() {
 	c.outq, c.outBytes = nil, 0
-	if !c.closeSent {
-		c.closeSent = true
-		c.reason = ReasonWriteError
-	}
-	c.wantFinal = true
-	c.d.Wake()
+	c.requestFinalLocked(ReasonWriteError)
 }
 
 // slowConsumerLocked closes a member whose queue passed the limit: the
@@ -346,16 +342,12 @@ func (c *Conn) closeWith(code ws.StatusCode, reason string, why CloseReason) {
 
 func (c *Conn) queueCloseLocked(code ws.StatusCode, reason string, why CloseReason) {
 	frame := wsframe.AppendClose(nil, code, reason)
-	c.reason = why
-	c.closeSent = true
-	c.state.Store(stateClosing)
 	c.outq = append(c.outq, frame)
 	c.outBytes += len(frame)
 	if len(c.outq) == 1 {
 		c.flushLocked()
 	}
-	c.deadline.Store(c.srv.wheel.now.Load() + c.srv.wheel.ticks(closeLinger))
-	c.srv.wheel.schedule(c, c.deadline.Load())
+	c.startClosingLocked(why)
 	c.d.Wake()
 }
 
@@ -364,28 +356,39 @@ func (c *Conn) rejectHTTP(resp []byte, why CloseReason) {
 	c.wmu.Lock()
 	if !c.closeSent && !c.closed {
 		c.writeLocked(resp)
-		c.closeSent = true
-		c.reason = why
-		c.state.Store(stateClosing)
-		c.deadline.Store(c.srv.wheel.now.Load() + c.srv.wheel.ticks(closeLinger))
-		c.srv.wheel.schedule(c, c.deadline.Load())
+		c.startClosingLocked(why)
 	}
 	c.wmu.Unlock()
 	c.maybeFinish()
+}
+
+// startClosingLocked marks that nothing more will be queued after what is
+// queued now, and arms the linger deadline that closes the socket anyway.
+func (c *Conn) startClosingLocked(why CloseReason) {
+	c.reason = why
+	c.closeSent = true
+	c.state.Store(stateClosing)
+	c.deadline.Store(c.srv.wheel.now.Load() + c.srv.wheel.ticks(closeLinger))
+	c.srv.wheel.schedule(c, c.deadline.Load())
 }
 
 // requestFinal asks the connection's own callback to close the socket now.
 // Safe from any goroutine.
 func (c *Conn) requestFinal(why CloseReason) {
 	c.wmu.Lock()
-	if !c.closed && !c.wantFinal {
-		c.wantFinal = true
-		if !c.closeSent {
-			c.closeSent = true
-			c.reason = why
-		}
-	}
+	c.requestFinalLocked(why)
 	c.wmu.Unlock()
+}
+
+func (c *Conn) requestFinalLocked(why CloseReason) {
+	if c.closed || c.wantFinal {
+		return
+	}
+	c.wantFinal = true
+	if !c.closeSent {
+		c.closeSent = true
+		c.reason = why
+	}
 	c.d.Wake()
 }
 

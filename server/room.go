@@ -98,36 +98,12 @@ func (h *Hub) Room(name string) *Room {
 	return h.rooms[name]
 }
 
-// Rooms calls fn with every room name and its size.
-func (h *Hub) Rooms(fn func(name string, members int)) {
-	h.mu.Lock()
-	rooms := make([]*Room, 0, len(h.rooms))
-	for _, r := range h.rooms {
-		rooms = append(rooms, r)
-	}
-	h.mu.Unlock()
-	for _, r := range rooms {
-		fn(r.name, r.Len())
-	}
-}
-
-// Publish sends one message to every member of room name except except
-// (which may be nil). The message is framed once.
-func (h *Hub) Publish(name string, op ws.OpCode, payload []byte, except *Conn) {
-	if r := h.Room(name); r != nil {
-		r.Publish(op, payload, except)
-	}
-}
-
 // Len returns the number of members.
 func (r *Room) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.members)
 }
-
-// Name returns the room's key.
-func (r *Room) Name() string { return r.name }
 
 // Publish frames payload once into the room's pending batch and makes sure
 // a fan-out will deliver it to every member but except.
