@@ -39,6 +39,8 @@ const (
 	stSched              // queued or running
 	stClosed             // Close called
 	stHup                // OnHangup delivered
+	stEOF                // the peer shut down its side (EPOLLRDHUP/HUP/ERR seen); sticky
+	stPaused             // PauseRead: read nothing until ResumeRead
 )
 
 // Desc is a registered descriptor.
@@ -70,6 +72,11 @@ func (d *Desc) dispatch(ev netpoll.EpollEvent) {
 	if ev&(netpoll.EPOLLIN|netpoll.EPOLLRDHUP|netpoll.EPOLLHUP|netpoll.EPOLLERR) != 0 {
 		bits |= stRead
 	}
+	if ev&(netpoll.EPOLLRDHUP|netpoll.EPOLLHUP|netpoll.EPOLLERR) != 0 {
+		// The end of the stream may sit right behind data that arrived in
+		// the same edge: remember it, so read goes on past a short read.
+		bits |= stEOF
+	}
 	if ev&netpoll.EPOLLOUT != 0 {
 		bits |= stWrite
 	}
@@ -88,6 +95,21 @@ func (d *Desc) schedule(bits uint32) {
 
 // Wake asks for OnWake to be called on a worker. Safe from any goroutine.
 func (d *Desc) Wake() { d.schedule(stWake) }
+
+// PauseRead stops reading the socket (backpressure on a fast producer):
+// no OnData follows until ResumeRead. Bytes keep arriving into the kernel's
+// receive buffer, and TCP flow control slows the peer once it is full.
+// Writes, wakes and hang-ups are still delivered. Safe from any goroutine.
+func (d *Desc) PauseRead() { d.state.Or(stPaused) }
+
+// ResumeRead undoes PauseRead and schedules a read of whatever arrived
+// meanwhile (edge triggering raises no new event for bytes already there).
+// Safe from any goroutine.
+func (d *Desc) ResumeRead() {
+	if d.state.And(^uint32(stPaused))&stPaused != 0 {
+		d.schedule(stRead)
+	}
+}
 
 // Closed reports whether Close was called.
 func (d *Desc) Closed() bool { return d.state.Load()&stClosed != 0 }
@@ -131,7 +153,7 @@ func (d *Desc) handle(w *Worker, st uint32) (more bool) {
 	if st&stWake != 0 && d.state.Load()&stClosed == 0 {
 		d.h.OnWake(w)
 	}
-	if st&stRead != 0 && st&stHup == 0 {
+	if st&stRead != 0 && st&(stHup|stPaused) == 0 {
 		return d.read(w)
 	}
 	return false
@@ -145,9 +167,13 @@ func (d *Desc) read(w *Worker) (more bool) {
 		case n > 0:
 			budget -= n
 			d.h.OnData(w, w.buf[:n])
-			if n < len(w.buf) {
+			if st := d.state.Load(); st&stPaused != 0 {
+				return false // ResumeRead schedules the next read
+			} else if n < len(w.buf) && st&stEOF == 0 {
 				// A short read drained the socket; with edge triggering any
-				// byte that arrives later raises a new event.
+				// byte that arrives later raises a new event. A FIN that came
+				// with the data raised no edge of its own: with stEOF set the
+				// loop reads on to the end of the stream (or EAGAIN).
 				return false
 			}
 		case err == unix.EAGAIN:
