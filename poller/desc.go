@@ -62,6 +62,24 @@ func (p *Poller) Register(fd int, h Handler) (*Desc, error) {
 	return d, nil
 }
 
+// Adopt registers fd like Register, for a socket whose first bytes were
+// read elsewhere (a connection taken back from net/http). bind is called
+// with the Desc before any callback can run; then OnWake is called on a
+// worker, where the handler takes up the bytes it was given.
+func (p *Poller) Adopt(fd int, h Handler, bind func(*Desc)) error {
+	d := &Desc{fd: fd, h: h, p: p}
+	// Marked as queued until the first job is pushed below, so events that
+	// arrive meanwhile only record their bits.
+	d.state.Store(stSched | stWake)
+	bind(d)
+	err := p.ep.Add(fd, netpoll.EPOLLIN|netpoll.EPOLLOUT|netpoll.EPOLLRDHUP|netpoll.EPOLLET, d.dispatch)
+	if err != nil {
+		return fmt.Errorf("poller: epoll add fd %d: %w", fd, err)
+	}
+	p.push(task{d: d})
+	return nil
+}
+
 // Fd returns the descriptor number (for logging and socket options).
 func (d *Desc) Fd() int { return d.fd }
 

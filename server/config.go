@@ -21,6 +21,7 @@ const (
 	DefaultIdleTimeout      = 90 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultDrainTimeout     = 5 * time.Second
+	DefaultMaxHTTPConns     = 64
 	// fdReserve is kept free under the open-file limit for the listener,
 	// epoll, handshakes in progress and plain HTTP requests.
 	fdReserve = 100
@@ -60,6 +61,11 @@ type Config struct {
 	// MaxConns caps upgraded WebSocket connections; handshakes over it get
 	// HTTP 503. Zero means the process's open-file limit minus a reserve.
 	MaxConns int
+	// MaxHTTPConns caps plain HTTP connections (the pages, the Pusher HTTP
+	// API) held at once; a request over it gets 503 at once. GET /healthz
+	// is answered without one, so it never waits behind them. Zero means
+	// 64 (inside the open-file reserve that MaxConns leaves).
+	MaxHTTPConns int
 	// AllowedOrigins lists the Origin header values accepted on upgrade
 	// (exact match, or "*"). Empty accepts any origin (the seed's page is
 	// served cross-origin); a disallowed origin gets HTTP 403.
@@ -97,6 +103,8 @@ func (c Config) Validate() error {
 		return bad("DrainTimeout", c.DrainTimeout)
 	case c.MaxConns < 0:
 		return bad("MaxConns", c.MaxConns)
+	case c.MaxHTTPConns < 0:
+		return bad("MaxHTTPConns", c.MaxHTTPConns)
 	}
 	for _, o := range c.AllowedOrigins {
 		if o == "" || strings.ContainsAny(o, " \t\r\n,") {
@@ -137,6 +145,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = DefaultMaxConns()
+	}
+	if c.MaxHTTPConns == 0 {
+		c.MaxHTTPConns = DefaultMaxHTTPConns
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -135,7 +135,15 @@ func (h *pollHandler) OnWritable(*poller.Worker) {
 	c.maybeFinish()
 }
 
-func (h *pollHandler) OnWake(*poller.Worker) { (*Conn)(h).maybeFinish() }
+func (h *pollHandler) OnWake(*poller.Worker) {
+	c := (*Conn)(h)
+	c.maybeFinish()
+	if c.state.Load() == stateHandshake && c.hbuf != nil && len(*c.hbuf) > 0 {
+		// An adopted connection's request (Server.adopt); for one whose head
+		// is still incomplete this finds nothing new.
+		c.parseHead(0)
+	}
+}
 
 func (h *pollHandler) OnHangup(_ *poller.Worker, err error) {
 	c := (*Conn)(h)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -25,58 +26,120 @@ func (c *Conn) releaseHandshakeBuf() {
 	}
 }
 
-var headEnd = []byte("\r\n\r\n")
-
 // handshakeData collects the HTTP request head as it trickles in; a worker
 // never waits for it. Once complete, a WebSocket upgrade for a known path is
-// parsed by ws.Upgrader straight from this buffer; anything else goes to
-// net/http.
+// parsed by ws.Upgrader straight from this buffer, GET /healthz is answered
+// here, and anything else goes to net/http.
 func (c *Conn) handshakeData(p []byte) {
 	if c.hbuf == nil {
 		c.hbuf = hbufPool.Get().(*[]byte)
 	}
 	old := len(*c.hbuf)
 	*c.hbuf = append(*c.hbuf, p...)
-	buf := *c.hbuf
-	from := old - 3
-	if from < 0 {
-		from = 0
-	}
-	i := bytes.Index(buf[from:], headEnd)
-	if i < 0 {
-		if len(buf) > maxHeaderBytes {
-			// net/http answers 431 for a head this size (its limit is set to
-			// match ours); it gets the bytes read so far.
-			c.handoffHTTP(buf)
+	c.parseHead(old)
+}
+
+// parseHead looks for the end of the request head in the handshake buffer,
+// from byte from on, and acts on each complete head.
+func (c *Conn) parseHead(from int) {
+	for {
+		buf := *c.hbuf
+		end := headEnd(buf, from)
+		if end < 0 || end > maxHeaderBytes {
+			if len(buf) > maxHeaderBytes {
+				// net/http answers 431 for a head this size (its limit is set
+				// to match ours); it gets the bytes read so far.
+				c.handoffHTTP(buf)
+			}
+			return
 		}
-		return
+		head, rest := buf[:end], buf[end:]
+		info := scanHead(head)
+		switch {
+		case info.upgrade:
+			c.upgrade(crlfHead(head), rest, info)
+			return
+		case info.healthz:
+			if !c.answerHealthz(head, info) {
+				return
+			}
+			// Kept alive: the next request may be anything, an upgrade too.
+			n := copy(buf, rest)
+			*c.hbuf = buf[:n]
+			from = 0
+			now := c.srv.wheel.now.Load()
+			c.deadline.Store(now + c.srv.hsTicks)
+			c.srv.wheel.schedule(c, now+c.srv.hsTicks)
+		default:
+			c.handoffHTTP(buf)
+			return
+		}
 	}
-	end := from + i + len(headEnd)
-	if end > maxHeaderBytes {
-		c.handoffHTTP(buf)
-		return
+}
+
+// headEnd returns the length of the request head at the start of buf, its
+// empty line included, or -1 while it is incomplete. Only line feeds at or
+// after from are looked at (earlier ones were, when they arrived).
+//
+// RFC 9112 2.2: "a recipient MAY recognize a single LF as a line terminator
+// and ignore any preceding CR", as net/http does; so the head ends at a LF
+// that follows a LF, with or without a CR between them.
+func headEnd(buf []byte, from int) int {
+	for i := from; i < len(buf); {
+		j := bytes.IndexByte(buf[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		k := i + j
+		if (k >= 1 && buf[k-1] == '\n') || (k >= 2 && buf[k-1] == '\r' && buf[k-2] == '\n') {
+			return k + 1
+		}
+		i = k + 1
 	}
-	head, rest := buf[:end], buf[end:]
-	info := scanHead(head)
-	if !info.upgrade {
-		c.handoffHTTP(buf)
-		return
+	return -1
+}
+
+// crlfHead returns head with every line ending in CRLF, for ws.Upgrader,
+// which knows no other. A head that already does is returned as it is.
+func crlfHead(head []byte) []byte {
+	if bytes.Count(head, []byte{'\n'}) == bytes.Count(head, []byte("\r\n")) {
+		return head
 	}
-	c.upgrade(head, rest, info)
+	out := make([]byte, 0, len(head)+32)
+	for len(head) > 0 {
+		i := bytes.IndexByte(head, '\n')
+		if i < 0 {
+			break
+		}
+		out = append(out, bytes.TrimSuffix(head[:i], []byte{'\r'})...)
+		out = append(out, '\r', '\n')
+		head = head[i+1:]
+	}
+	return out
 }
 
 // headInfo is what a quick scan of the request head tells before routing.
 type headInfo struct {
 	upgrade bool // an "Upgrade: websocket" header is present
 	badKey  bool // Sec-WebSocket-Key present but not base64 of 16 bytes
+	dupKey  bool // Sec-WebSocket-Key appears more than once
+	healthz bool // GET or HEAD of /healthz without a body
+	head    bool // the method is HEAD
+	close   bool // the client wants the connection closed after the answer
 }
 
 func scanHead(head []byte) (info headInfo) {
 	lines := head
-	// Skip the request line.
+	reqLine := lines
 	if i := bytes.IndexByte(lines, '\n'); i >= 0 {
-		lines = lines[i+1:]
+		reqLine, lines = bytes.TrimRight(lines[:i], "\r"), lines[i+1:]
 	}
+	method, rest, _ := bytes.Cut(reqLine, []byte{' '})
+	target, version, _ := bytes.Cut(rest, []byte{' '})
+	info.head = string(method) == "HEAD"
+	info.healthz = (info.head || string(method) == "GET") && string(target) == "/healthz"
+	info.close = string(version) != "HTTP/1.1"
+	keys := 0
 	for len(lines) > 0 {
 		i := bytes.IndexByte(lines, '\n')
 		if i < 0 {
@@ -104,9 +167,58 @@ func scanHead(head []byte) (info headInfo) {
 			if err != nil || n != 16 {
 				info.badKey = true
 			}
+			keys++
+		case bytes.EqualFold(k, []byte("Connection")):
+			for _, tok := range bytes.Split(v, []byte{','}) {
+				if bytes.EqualFold(bytes.TrimSpace(tok), []byte("close")) {
+					info.close = true
+				}
+			}
+		case bytes.EqualFold(k, []byte("Content-Length")) && string(v) != "0",
+			bytes.EqualFold(k, []byte("Transfer-Encoding")):
+			info.healthz = false // a body: net/http reads it
 		}
 	}
+	// RFC 6455 11.3.1: Sec-WebSocket-Key "MUST NOT appear more than once in
+	// an HTTP request".
+	info.dupKey = keys > 1
 	return info
+}
+
+// healthzBody is what GET /healthz answers, here and in net/http.
+const healthzBody = "ok\n"
+
+var healthzResponse = []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: " +
+	strconv.Itoa(len(healthzBody)) + "\r\n\r\n" + healthzBody)
+
+// answerHealthz answers GET /healthz on the connection itself, so that
+// plain HTTP connections held by slow clients (capped at MaxHTTPConns) can
+// never make a health check fail. It reports whether the connection stays
+// open for another request.
+func (c *Conn) answerHealthz(head []byte, info headInfo) (keep bool) {
+	c.srv.stats.HealthzInline.Add(1)
+	resp := healthzResponse
+	if info.head {
+		resp = resp[:len(resp)-len(healthzBody)]
+	}
+	c.wmu.Lock()
+	if c.closeSent || c.closed {
+		c.wmu.Unlock()
+		return false
+	}
+	// A client that does not read its answers gets no second one: at most
+	// one response waits in the queue, then the connection is closed.
+	keep = !info.close && len(c.outq) == 0
+	c.writeLocked(resp)
+	if !keep || len(c.outq) > 0 {
+		c.startClosingLocked(ReasonHTTP)
+		keep = false
+	}
+	c.wmu.Unlock()
+	if !keep {
+		c.maybeFinish()
+	}
+	return keep
 }
 
 // handshakeIO feeds ws.Upgrader the buffered head and collects its response.
@@ -151,6 +263,9 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
 			if info.badKey {
 				return nil, reject(http.StatusBadRequest, "invalid Sec-WebSocket-Key")
+			}
+			if info.dupKey {
+				return nil, reject(http.StatusBadRequest, "Sec-WebSocket-Key must appear once")
 			}
 			if s.shuttingDown.Load() {
 				return nil, reject(http.StatusServiceUnavailable, "server shutting down")
@@ -214,6 +329,16 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 // rejection status to the server: unknown path 404, bad room name 400).
 func (s *Server) route(uri string) (route, error) {
 	path, query := uri, ""
+	// RFC 9112 3.2.2: "a server MUST accept the absolute-form in requests";
+	// the scheme and authority go, the path stays.
+	if i := strings.Index(path, "://"); i > 0 && !strings.Contains(path[:i], "/") {
+		path = path[i+3:]
+		if j := strings.IndexByte(path, '/'); j >= 0 {
+			path = path[j:]
+		} else {
+			path = "/"
+		}
+	}
 	if i := strings.IndexByte(path, '#'); i >= 0 {
 		path = path[:i]
 	}

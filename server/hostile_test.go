@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -198,5 +199,173 @@ func TestPusherMemberGoneAtOnceAfterPongAndFIN(t *testing.T) {
 	}
 	if el := time.Since(start); el > time.Second {
 		t.Fatalf("member_removed came %v after the FIN, want under 1s", el)
+	}
+}
+
+// readResponse reads one HTTP response from br within ioWait.
+func readResponse(t testing.TB, c net.Conn, br *bufio.Reader) (*http.Response, string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(ioWait))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("reading a response: %v", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("reading the response body: %v", err)
+	}
+	return resp, string(body)
+}
+
+// stalledBody opens a connection that sends a request head announcing a
+// body and then nothing.
+func stalledBody(t testing.TB, s *Server) net.Conn {
+	t.Helper()
+	c := dialRaw(t, s)
+	writeBytes(t, c, []byte("POST /pusher/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"))
+	return c
+}
+
+// TestHTTPStalledBodyTimesOut: a plain HTTP request whose body never comes
+// is counted as a socket while it lasts and ended within the handshake
+// timeout (the whole request must arrive in that time).
+func TestHTTPStalledBodyTimesOut(t *testing.T) {
+	s := newTestServer(t, Config{HandshakeTimeout: time.Second})
+	c := stalledBody(t, s)
+	waitSockets(t, s, 1, ioWait)
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Fatalf("the server did not end the stalled request: %v", err)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("stalled request ended after %v, want about 1s", el)
+	}
+	waitSockets(t, s, 0, ioWait)
+}
+
+// TestHTTPIdleKeepAliveClosed: a kept-alive HTTP connection that sends
+// nothing more is closed after the handshake timeout.
+func TestHTTPIdleKeepAliveClosed(t *testing.T) {
+	s := newTestServer(t, Config{HandshakeTimeout: time.Second})
+	c := dialRaw(t, s)
+	br := bufio.NewReader(c)
+	writeBytes(t, c, []byte("GET /raw HTTP/1.1\r\nHost: x\r\n\r\n"))
+	if resp, _ := readResponse(t, c, br); resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /raw: %s", resp.Status)
+	}
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(br); err != nil {
+		t.Fatalf("idle keep-alive connection not closed: %v", err)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("idle keep-alive connection closed after %v, want about 1s", el)
+	}
+}
+
+// TestHTTPConnsCannotStarveUpgradesOrHealthz: plain HTTP connections are
+// capped; over the cap a request gets 503 at once, while /healthz and
+// WebSocket upgrades are still served.
+func TestHTTPConnsCannotStarveUpgradesOrHealthz(t *testing.T) {
+	s := newTestServer(t, Config{MaxHTTPConns: 8, HandshakeTimeout: 5 * time.Second})
+	for i := 0; i < 20; i++ {
+		stalledBody(t, s)
+	}
+	waitSockets(t, s, 20, ioWait)
+	for i := 0; i < 5; i++ {
+		if resp, body := httpGet(t, s, "/healthz"); resp.StatusCode != http.StatusOK || body != "ok\n" {
+			t.Fatalf("GET /healthz: %s %q", resp.Status, body)
+		}
+	}
+	if resp, _ := httpGet(t, s, "/raw"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("GET /raw over the HTTP cap: %s, want 503", resp.Status)
+	}
+	peer := dialPeer(t, s, "starve")
+	other := dialPeer(t, s, "starve")
+	waitMembers(t, s, "starve", 2)
+	if err := other.WriteMessage(gorilla.TextMessage, []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	expectMessage(t, peer, gorilla.TextMessage, []byte("still here"))
+	if got := s.httpConns.Load(); got != 8 {
+		t.Fatalf("%d plain HTTP connections held, want the cap of 8", got)
+	}
+}
+
+// TestHandshakeDuplicateKey: RFC 6455 11.3.1, Sec-WebSocket-Key "MUST NOT
+// appear more than once in an HTTP request".
+func TestHandshakeDuplicateKey(t *testing.T) {
+	s := newTestServer(t, Config{})
+	head := handshakeHead(s, "GET", "/chat", nil)
+	head = strings.Replace(head, "\r\n\r\n", "\r\nSec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==\r\n\r\n", 1)
+	expectStatus(t, s, head, http.StatusBadRequest)
+}
+
+// TestHandshakeAbsoluteForm: RFC 9112 3.2.2, "a server MUST accept the
+// absolute-form in requests".
+func TestHandshakeAbsoluteForm(t *testing.T) {
+	s := newTestServer(t, Config{})
+	peer := dialPeer(t, s, "abs")
+	head := handshakeHead(s, "GET", "http://"+s.Addr().String()+"/chat/abs?x=1", nil)
+	resp, c, br := roundTrip(t, s, head)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("absolute-form upgrade: %s, want 101", resp.Status)
+	}
+	rc := &rawConn{Conn: c, br: br}
+	writeBytes(t, rc, frame(true, 0, opText, true, []byte("absolute")))
+	expectMessage(t, peer, gorilla.TextMessage, []byte("absolute"))
+}
+
+// TestUpgradeOnKeptAliveConnection: a valid upgrade that follows a plain
+// request on the same kept-alive connection is upgraded.
+func TestUpgradeOnKeptAliveConnection(t *testing.T) {
+	for _, first := range []string{"/healthz", "/raw"} {
+		t.Run(first, func(t *testing.T) {
+			s := newTestServer(t, Config{})
+			peer := dialPeer(t, s, "ka")
+			waitMembers(t, s, "ka", 1)
+			c := dialRaw(t, s)
+			br := bufio.NewReader(c)
+			writeBytes(t, c, []byte("GET "+first+" HTTP/1.1\r\nHost: x\r\n\r\n"))
+			if resp, _ := readResponse(t, c, br); resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s: %s", first, resp.Status)
+			}
+			writeBytes(t, c, []byte(handshakeHead(s, "GET", "/chat/ka", nil)))
+			c.SetReadDeadline(time.Now().Add(ioWait))
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("upgrade after GET %s: %v %v, want 101", first, resp, err)
+			}
+			if got := resp.Header.Get("Sec-WebSocket-Accept"); got != testAccept {
+				t.Fatalf("Sec-WebSocket-Accept = %q", got)
+			}
+			rc := &rawConn{Conn: c, br: br}
+			writeBytes(t, rc, frame(true, 0, opText, true, []byte("kept alive")))
+			expectMessage(t, peer, gorilla.TextMessage, []byte("kept alive"))
+			if err := peer.WriteMessage(gorilla.TextMessage, []byte("back")); err != nil {
+				t.Fatal(err)
+			}
+			if _, op, p := mustReadFrame(t, rc); op != opText || string(p) != "back" {
+				t.Fatalf("got op=%#x %q, want text \"back\"", op, p)
+			}
+		})
+	}
+}
+
+// TestHeadWithBareLF: RFC 9112 2.2, a recipient MAY recognize a single LF
+// as a line terminator. A head that ends in bare LFs is answered (as
+// net/http answers it), never left to time out in silence.
+func TestHeadWithBareLF(t *testing.T) {
+	s := newTestServer(t, Config{HandshakeTimeout: 5 * time.Second})
+	up := strings.ReplaceAll(handshakeHead(s, "GET", "/chat", nil), "\r\n", "\n")
+	resp, _, _ := roundTrip(t, s, up)
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade with bare LF: %s, want 101", resp.Status)
+	}
+	resp, _, _ = roundTrip(t, s, "GET /raw HTTP/1.1\nHost: x\n\n")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /raw with bare LF: %s, want 200", resp.Status)
 	}
 }

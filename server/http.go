@@ -3,24 +3,37 @@ package server
 import (
 	"bytes"
 	"embed"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 //go:embed static
 var staticFS embed.FS
 
 // handoffHTTP passes a connection whose request is not a WebSocket upgrade
-// (the web page, /healthz, /metrics, an oversized head) to the net/http
-// server, with the bytes already read put back in front. It runs in the
-// connection's Desc callback.
+// (the web page, the HTTP API, an oversized head) to the net/http server,
+// with the bytes already read put back in front. It runs in the
+// connection's Desc callback. The socket stays counted in Sockets, and in
+// the plain HTTP connections capped by Config.MaxHTTPConns, until net/http
+// closes it; over the cap the request gets 503 here.
 func (c *Conn) handoffHTTP(buf []byte) {
 	s := c.srv
+	if n := s.httpConns.Add(1); n > int64(s.cfg.MaxHTTPConns) {
+		s.httpConns.Add(-1)
+		s.stats.RejectedHTTPConns.Add(1)
+		c.rejectHTTP(httpBusyResponse, ReasonHTTPRejected)
+		return
+	}
 	prefix := append([]byte(nil), buf...)
 	c.wmu.Lock()
 	c.closed = true
@@ -29,8 +42,8 @@ func (c *Conn) handoffHTTP(buf []byte) {
 	c.releaseHandshakeBuf()
 	c.state.Store(stateClosed)
 	fd, err := c.d.Detach()
-	s.live.Add(-1)
 	if err != nil {
+		s.httpClosed()
 		return
 	}
 	// net.FileConn dups the descriptor for Go's own poller; the original is
@@ -40,25 +53,104 @@ func (c *Conn) handoffHTTP(buf []byte) {
 	f.Close()
 	if err != nil {
 		s.logLimited("handing a connection to net/http failed", "err", err)
+		s.httpClosed()
 		return
 	}
 	s.stats.HTTPHandoffs.Add(1)
-	s.httpLn.deliver(&prefixConn{Conn: nc, prefix: prefix})
+	s.httpLn.deliver(&httpConn{Conn: nc, prefix: prefix, srv: s})
 }
 
-// prefixConn replays bytes already read before reading from the socket.
-type prefixConn struct {
+var httpBusyResponse = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+	"Retry-After: 1\r\nConnection: close\r\nContent-Length: 26\r\n\r\ntoo many HTTP connections\n")
+
+// httpClosed forgets one plain HTTP connection.
+func (s *Server) httpClosed() {
+	s.httpConns.Add(-1)
+	s.live.Add(-1)
+	s.stats.Closed[ReasonHTTP].Add(1)
+}
+
+// httpConn is a connection handed to net/http: it replays the bytes
+// already read before reading from the socket, and is counted until
+// closed.
+type httpConn struct {
 	net.Conn
 	prefix []byte
+	srv    *Server
+	closed atomic.Bool
 }
 
-func (p *prefixConn) Read(b []byte) (int, error) {
+func (p *httpConn) Read(b []byte) (int, error) {
 	if len(p.prefix) > 0 {
 		n := copy(b, p.prefix)
 		p.prefix = p.prefix[n:]
 		return n, nil
 	}
 	return p.Conn.Read(b)
+}
+
+func (p *httpConn) Close() error {
+	if !p.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	p.srv.httpClosed()
+	return p.Conn.Close()
+}
+
+// upgradeKeptAlive takes a WebSocket upgrade that arrived on a kept-alive
+// plain HTTP connection back from net/http: the socket goes back to the
+// poller (one fd: ours is a dup, net/http's is closed), and the request is
+// handled as if it had been the connection's first.
+func (s *Server) upgradeKeptAlive(w http.ResponseWriter, r *http.Request) bool {
+	if !headerHasToken(r.Header, "Upgrade", "websocket") {
+		return false
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return false
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil {
+		return false
+	}
+	defer nc.Close()
+	hc, ok := nc.(*httpConn)
+	if !ok {
+		return true
+	}
+	// The request as it came, for ws.Upgrader; net/http keeps Host apart.
+	var head bytes.Buffer
+	fmt.Fprintf(&head, "%s %s HTTP/1.1\r\nHost: %s\r\n", r.Method, r.RequestURI, r.Host)
+	r.Header.Write(&head)
+	head.WriteString("\r\n")
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		head.Write(b)
+	}
+	head.Write(hc.prefix)
+	rc, err := hc.Conn.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return true
+	}
+	fd := -1
+	rc.Control(func(f uintptr) { fd, err = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) })
+	if err != nil || fd < 0 {
+		s.logLimited("taking an upgrade back from net/http failed", "err", err)
+		return true
+	}
+	s.adopt(fd, head.Bytes())
+	return true
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // memListener is an in-memory net.Listener: connections arrive by deliver.
@@ -127,15 +219,20 @@ func (s *Server) httpHandler() http.Handler {
 	// / is the Pusher chat app; /raw keeps the seed's raw /chat demo.
 	mux.HandleFunc("GET /{$}", servePage(app))
 	mux.HandleFunc("GET /raw", servePage(page))
+	// Fresh connections get /healthz answered before net/http (answerHealthz);
+	// this serves it on kept-alive ones.
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		io.WriteString(w, "ok\n")
+		io.WriteString(w, healthzBody)
 	})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 		s.writeMetrics(w)
 	})
 	upgradeRequired := func(w http.ResponseWriter, r *http.Request) {
+		if s.upgradeKeptAlive(w, r) {
+			return
+		}
 		w.Header().Set("Upgrade", "websocket")
 		w.Header().Set("Sec-WebSocket-Version", "13")
 		http.Error(w, "this endpoint speaks WebSocket only", http.StatusUpgradeRequired)

@@ -33,8 +33,9 @@ type Server struct {
 	httpSrv *http.Server
 	httpLn  *memListener
 
-	open  atomic.Int64 // upgraded WebSocket connections
-	live  atomic.Int64 // sockets owned (handshaking, open or closing)
+	open      atomic.Int64 // upgraded WebSocket connections
+	live      atomic.Int64 // sockets owned (handshaking, open, closing, or plain HTTP in net/http)
+	httpConns atomic.Int64 // plain HTTP connections in net/http
 	stats Stats
 
 	pingTicks, idleTicks, hsTicks int64
@@ -69,8 +70,14 @@ func New(cfg Config) (*Server, error) {
 	s.httpLn = newMemListener()
 	s.httpSrv = &http.Server{
 		Handler:           s.httpHandler(),
+		// A plain HTTP request, head and body, must arrive within the
+		// handshake timeout, its answer must be taken in as long, and a
+		// kept-alive connection may sit idle that long: no socket state
+		// without a timer.
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
+		ReadTimeout:       cfg.HandshakeTimeout,
+		WriteTimeout:      cfg.HandshakeTimeout,
+		IdleTimeout:       cfg.HandshakeTimeout,
 		// net/http allows MaxHeaderBytes plus 4 KiB of slack; this makes its
 		// 431 fire where ours would (8 KiB).
 		MaxHeaderBytes: maxHeaderBytes - 4096,
@@ -143,6 +150,30 @@ func (s *Server) accept(fd int) {
 	c.lastRead.Store(now)
 	c.deadline.Store(now + s.hsTicks)
 	s.wheel.schedule(c, now+s.hsTicks)
+}
+
+// adopt takes over a socket whose first bytes (buf) were read elsewhere: a
+// WebSocket upgrade on a kept-alive connection that net/http had.
+func (s *Server) adopt(fd int, buf []byte) {
+	c := &Conn{srv: s}
+	hb := hbufPool.Get().(*[]byte)
+	*hb = append((*hb)[:0], buf...)
+	c.hbuf = hb
+	s.live.Add(1)
+	now := s.wheel.now.Load()
+	c.lastRead.Store(now)
+	c.deadline.Store(now + s.hsTicks)
+	err := s.poller.Adopt(fd, (*pollHandler)(c), func(d *poller.Desc) {
+		c.d = d
+		s.wheel.schedule(c, now+s.hsTicks)
+	})
+	if err != nil {
+		s.logLimited("adopt failed", "err", err)
+		s.wheel.remove(c)
+		c.releaseHandshakeBuf()
+		s.live.Add(-1)
+		unix.Close(fd)
+	}
 }
 
 // onTimer runs on the wheel goroutine when c's check is due.

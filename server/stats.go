@@ -26,6 +26,8 @@ const (
 	ReasonWriteError
 	ReasonLinger
 	ReasonProtocolClose
+	ReasonHTTP
+	ReasonHTTPRejected
 	numReasons
 )
 
@@ -33,6 +35,7 @@ var reasonNames = [numReasons]string{
 	"unknown", "peer_closed", "peer_hangup", "protocol_error", "message_too_big", "invalid_utf8",
 	"slow_consumer", "idle_timeout", "handshake_timeout", "handshake_rejected", "shutdown",
 	"panic", "write_error", "linger_timeout", "protocol_close",
+	"http", "http_rejected",
 }
 
 func (r CloseReason) String() string {
@@ -49,6 +52,8 @@ type Stats struct {
 	HandshakesRejected atomic.Uint64
 	RejectedMaxConns   atomic.Uint64
 	HTTPHandoffs       atomic.Uint64
+	RejectedHTTPConns  atomic.Uint64
+	HealthzInline      atomic.Uint64
 	MessagesIn         atomic.Uint64
 	SlowConsumers      atomic.Uint64
 	Panics             atomic.Uint64
@@ -60,6 +65,7 @@ func (s *Server) writeMetrics(w io.Writer) {
 	st := &s.stats
 	fmt.Fprintf(w, "# TYPE chatd_connections gauge\nchatd_connections %d\n", s.open.Load())
 	fmt.Fprintf(w, "# TYPE chatd_sockets gauge\nchatd_sockets %d\n", s.live.Load())
+	fmt.Fprintf(w, "# TYPE chatd_http_connections gauge\nchatd_http_connections %d\n", s.httpConns.Load())
 	counter := func(name string, v uint64) {
 		fmt.Fprintf(w, "# TYPE chatd_%s_total counter\nchatd_%s_total %d\n", name, name, v)
 	}
@@ -69,6 +75,8 @@ func (s *Server) writeMetrics(w io.Writer) {
 	counter("rejected_max_conns", st.RejectedMaxConns.Load())
 	counter("http_requests_handed_off", st.HTTPHandoffs.Load())
 	counter("http_shed", s.httpLn.shed.Load())
+	counter("rejected_http_conns", st.RejectedHTTPConns.Load())
+	counter("healthz_inline", st.HealthzInline.Load())
 	counter("messages_in", st.MessagesIn.Load())
 	counter("slow_consumers", st.SlowConsumers.Load())
 	counter("panics", st.Panics.Load())
