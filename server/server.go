@@ -36,7 +36,7 @@ type Server struct {
 	open      atomic.Int64 // upgraded WebSocket connections
 	live      atomic.Int64 // sockets owned (handshaking, open, closing, or plain HTTP in net/http)
 	httpConns atomic.Int64 // plain HTTP connections in net/http
-	stats Stats
+	stats     Stats
 
 	pingTicks, idleTicks, hsTicks int64
 
@@ -69,7 +69,7 @@ func New(cfg Config) (*Server, error) {
 	s.hsTicks = s.wheel.ticks(cfg.HandshakeTimeout)
 	s.httpLn = newMemListener()
 	s.httpSrv = &http.Server{
-		Handler:           s.httpHandler(),
+		Handler: s.httpHandler(),
 		// A plain HTTP request, head and body, must arrive within the
 		// handshake timeout, its answer must be taken in as long, and a
 		// kept-alive connection may sit idle that long: no socket state
