@@ -261,19 +261,19 @@ func (d *Desc) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// maxIovecs bounds one writev call; the caller loops for more.
-const maxIovecs = 64
+// MaxIovecs bounds one Writev call; the caller loops for more.
+const MaxIovecs = 64
 
-// Writev writes up to 64 buffers with one writev(2) call, without blocking
+// Writev writes up to MaxIovecs buffers with one writev(2) call, without blocking
 // and without allocating. The return value is as for Write.
 func (d *Desc) Writev(bufs [][]byte) (int, error) {
-	var iov [maxIovecs]unix.Iovec
+	var iov [MaxIovecs]unix.Iovec
 	cnt := 0
 	for _, b := range bufs {
 		if len(b) == 0 {
 			continue
 		}
-		if cnt == maxIovecs {
+		if cnt == MaxIovecs {
 			break
 		}
 		iov[cnt].Base = &b[0]

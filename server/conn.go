@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -20,8 +21,10 @@ const (
 	stateClosed
 )
 
-// closeLinger bounds how long a closing connection waits for its last bytes
-// to drain and for the peer to answer before the socket is closed anyway.
+// closeLinger bounds each step of a close: how long the backlog queued
+// ahead of a close frame may take before it is dropped (on shutdown,
+// Config.DrainTimeout instead), how long the close frame then has to get
+// into the kernel, and how long the peer has to answer it.
 const closeLinger = 2 * time.Second
 
 // Conn is one client connection: first an HTTP handshake in progress, then
@@ -51,16 +54,19 @@ type Conn struct {
 	// Write side, guarded by wmu.
 	wmu       sync.Mutex
 	outq      [][]byte // whole frames waiting; entries may be shared
-	outBytes  int
-	closeSent bool // nothing more may be queued after the close/rejection
+	outOff    int      // bytes of outq[0] already written
+	outBytes  int      // bytes in outq not yet written
+	closeSent bool     // nothing more may be queued after the close/rejection
 	closed    bool
 	wantFinal bool
+	cut       bool // the backlog ahead of the close frame was dropped
 	reason    CloseReason
 
-	// Raw protocol: the one room this connection is in, and whether this
-	// read published to it and must start its fan-out.
-	room      *Room
-	flushRoom bool
+	// Raw protocol: the one room this connection is in, what this read
+	// published to it, and the member's congestion state (Room.congest).
+	room    *Room
+	publish publishState
+	cong    atomic.Uint32
 
 	// Wheel links, guarded by wheel.mu.
 	wnext, wprev *Conn
@@ -116,28 +122,43 @@ func (c *Conn) feed(p []byte) {
 	// the connection (and leave the room) before the fan-out starts.
 	room := c.room
 	err := c.dec.Feed(p, (*frameHandler)(c))
-	if c.flushRoom {
-		c.flushRoom = false
-		room.flush()
+	if pub := c.publish; pub != publishedNone {
+		c.publish = publishedNone
+		if pub == publishedMustFlush {
+			room.flush()
+		}
+		// Backpressure: while the room cannot deliver at this pace, this
+		// producer is not read again (Room.holdBack).
+		room.holdBack(c)
 	}
 	if err != nil {
 		c.protocolError(err)
 	}
 }
 
-func (h *pollHandler) OnWritable(*poller.Worker) {
-	c := (*Conn)(h)
+func (h *pollHandler) OnWritable(*poller.Worker) { (*Conn)(h).flush() }
+
+// flush writes what the queue holds, as far as the socket takes it, then
+// lets a closing connection go on with its close.
+func (c *Conn) flush() {
 	c.wmu.Lock()
 	if !c.closed && len(c.outq) > 0 {
 		c.flushLocked()
 	}
+	drained := len(c.outq) == 0
 	c.wmu.Unlock()
+	if drained && c.cong.Load() != congNone {
+		c.room.drained(c)
+	}
 	c.maybeFinish()
 }
 
+// OnWake: a close was requested, a closing connection's timer wants its
+// queue tried again (EPOLLOUT only comes once a large part of a full
+// socket buffer is free), or an adopted connection has a request to parse.
 func (h *pollHandler) OnWake(*poller.Worker) {
 	c := (*Conn)(h)
-	c.maybeFinish()
+	c.flush()
 	if c.state.Load() == stateHandshake && c.hbuf != nil && len(*c.hbuf) > 0 {
 		// An adopted connection's request (Server.adopt); for one whose head
 		// is still incomplete this finds nothing new.
@@ -230,14 +251,17 @@ func (c *Conn) sendOwned(frame []byte) {
 }
 
 // sendShared delivers bytes of a shared fan-out batch. It reports whether
-// the bytes were queued (so the batch buffer must not be reused).
-func (c *Conn) sendShared(bufs ...[]byte) (retained bool) {
+// the bytes were queued (so the batch buffer must not be reused), and
+// whether the queue is now past half of Config.WriteQueue (the member is
+// falling behind: Room.congest).
+func (c *Conn) sendShared(bufs ...[]byte) (retained, behind bool) {
 	c.wmu.Lock()
 	if !c.closeSent && !c.closed {
 		retained = c.writeLocked(bufs...)
+		behind = retained && c.outBytes > c.srv.cfg.WriteQueue/2 && !c.closeSent
 	}
 	c.wmu.Unlock()
-	return retained
+	return retained, behind
 }
 
 // writeLocked writes bufs after whatever is queued. Bytes the kernel does
@@ -263,7 +287,10 @@ func (c *Conn) writeLocked(bufs ...[]byte) (queued bool) {
 		if len(bufs) == 0 {
 			return false
 		}
-		bufs[0] = bufs[0][n:]
+		// The entry is queued whole and the written part skipped by outOff,
+		// so that a close can still find where the frame in flight ends.
+		c.outOff = n
+		c.outBytes -= n
 	}
 	for _, b := range bufs {
 		if len(b) > 0 {
@@ -283,29 +310,31 @@ func (c *Conn) writeLocked(bufs ...[]byte) (queued bool) {
 func (c *Conn) flushLocked() {
 	for len(c.outq) > 0 {
 		batch := c.outq
-		if len(batch) > 64 {
-			batch = batch[:64]
+		if len(batch) > poller.MaxIovecs {
+			batch = batch[:poller.MaxIovecs]
 		}
+		head := batch[0]
+		batch[0] = head[c.outOff:]
 		want := 0
 		for _, b := range batch {
 			want += len(b)
 		}
 		n, err := c.d.Writev(batch)
+		batch[0] = head
 		if err != nil {
 			c.writeFailedLocked()
 			return
 		}
 		full := n < want
 		c.outBytes -= n
+		n += c.outOff
 		i := 0
 		for i < len(c.outq) && n >= len(c.outq[i]) {
 			n -= len(c.outq[i])
 			c.outq[i] = nil
 			i++
 		}
-		if i < len(c.outq) && n > 0 {
-			c.outq[i] = c.outq[i][n:]
-		}
+		c.outOff = n
 		c.outq = c.outq[i:]
 		if full {
 			break // the socket is full again; EPOLLOUT will call back
@@ -313,49 +342,89 @@ func (c *Conn) flushLocked() {
 	}
 	if len(c.outq) == 0 {
 		c.outq = nil // drop the backing array: an idle conn holds no buffer
-		c.outBytes = 0
+		c.outBytes, c.outOff = 0, 0
 	}
 }
 
 func (c *Conn) writeFailedLocked() {
-	c.outq, c.outBytes = nil, 0
+	c.outq, c.outBytes, c.outOff = nil, 0, 0
 	c.requestFinalLocked(ReasonWriteError)
 }
 
-// slowConsumerLocked closes a member whose queue passed the limit: the
-// queue is cut back to the frame in flight, a 1008 close follows it, and
-// the member is closed for good after closeLinger at the latest. Nobody
-// else waits for it.
+// slowConsumerLocked closes a member whose queue passed the limit: its
+// backlog is dropped but for the rest of the frame in flight, and the 1008
+// close frame goes right behind it, so the member learns why even though
+// the kernel still holds what it was sent before. Nobody else waits for it.
 func (c *Conn) slowConsumerLocked() {
 	c.srv.stats.SlowConsumers.Add(1)
-	if len(c.outq) > 1 {
-		for i := 1; i < len(c.outq); i++ {
-			c.outq[i] = nil
-		}
-		c.outq = c.outq[:1]
-		c.outBytes = len(c.outq[0])
-	}
-	c.queueCloseLocked(c.proto.slowConsumerCode(), "slow consumer", ReasonSlowConsumer)
+	c.cutBacklogLocked(false)
+	c.queueCloseLocked(c.proto.slowConsumerCode(), "slow consumer", ReasonSlowConsumer, c.srv.wheel.ticks(closeLinger))
 }
 
-// closeWith starts the close handshake with code (0: an empty close body).
-// Safe from any goroutine; idempotent.
+// cutBacklogLocked drops the queue but for the rest of the frame in flight
+// (a peer cannot resynchronise in the middle of a frame), a handshake
+// response not yet written in full and, with keepLast, the last entry (the
+// close frame already queued).
+func (c *Conn) cutBacklogLocked(keepLast bool) {
+	c.cut = true
+	var last []byte
+	if keepLast {
+		if len(c.outq) <= 1 {
+			return
+		}
+		last = c.outq[len(c.outq)-1]
+		c.outq = c.outq[:len(c.outq)-1]
+	}
+	keep := 0
+	if len(c.outq) > 0 {
+		head := c.outq[0]
+		switch {
+		case bytes.HasPrefix(head, []byte("HTTP/")):
+			// Server frames never start with 'H' (it would set RSV1).
+			keep = 1
+		case c.outOff > 0:
+			c.outq[0] = head[:wsframe.FrameEnd(head, c.outOff)]
+			keep = 1
+		}
+	}
+	clear(c.outq[keep:])
+	c.outq = c.outq[:keep]
+	c.outBytes = 0
+	if keep == 1 {
+		c.outBytes = len(c.outq[0]) - c.outOff
+	} else {
+		c.outOff = 0
+	}
+	if last != nil {
+		c.outq = append(c.outq, last)
+		c.outBytes += len(last)
+	}
+}
+
+// closeWith starts the close handshake with code (0: an empty close body)
+// behind what is queued. Safe from any goroutine; idempotent.
 func (c *Conn) closeWith(code ws.StatusCode, reason string, why CloseReason) {
+	c.closeWithin(code, reason, why, c.srv.wheel.ticks(closeLinger))
+}
+
+// closeWithin is closeWith with the time (ticks) the backlog ahead of the
+// close frame may take; past it the backlog is dropped (closingTimer).
+func (c *Conn) closeWithin(code ws.StatusCode, reason string, why CloseReason, ticks int64) {
 	c.wmu.Lock()
 	if !c.closeSent && !c.closed {
-		c.queueCloseLocked(code, reason, why)
+		c.queueCloseLocked(code, reason, why, ticks)
 	}
 	c.wmu.Unlock()
 }
 
-func (c *Conn) queueCloseLocked(code ws.StatusCode, reason string, why CloseReason) {
+func (c *Conn) queueCloseLocked(code ws.StatusCode, reason string, why CloseReason, ticks int64) {
 	frame := wsframe.AppendClose(nil, code, reason)
 	c.outq = append(c.outq, frame)
 	c.outBytes += len(frame)
 	if len(c.outq) == 1 {
 		c.flushLocked()
 	}
-	c.startClosingLocked(why)
+	c.startClosingLocked(why, ticks)
 	c.d.Wake()
 }
 
@@ -364,20 +433,67 @@ func (c *Conn) rejectHTTP(resp []byte, why CloseReason) {
 	c.wmu.Lock()
 	if !c.closeSent && !c.closed {
 		c.writeLocked(resp)
-		c.startClosingLocked(why)
+		c.startClosingLocked(why, c.srv.wheel.ticks(closeLinger))
 	}
 	c.wmu.Unlock()
 	c.maybeFinish()
 }
 
 // startClosingLocked marks that nothing more will be queued after what is
-// queued now, and arms the linger deadline that closes the socket anyway.
-func (c *Conn) startClosingLocked(why CloseReason) {
+// queued now, and arms the deadline of the first step of the close.
+func (c *Conn) startClosingLocked(why CloseReason, ticks int64) {
 	c.reason = why
 	c.closeSent = true
 	c.state.Store(stateClosing)
-	c.deadline.Store(c.srv.wheel.now.Load() + c.srv.wheel.ticks(closeLinger))
-	c.srv.wheel.schedule(c, c.deadline.Load())
+	at := c.srv.wheel.now.Load() + ticks
+	c.deadline.Store(at)
+	c.srv.wheel.schedule(c, at)
+	// A producer held back reads again: unread bytes at close would turn
+	// into an RST that could destroy the close frame in flight.
+	c.d.ResumeRead()
+}
+
+// closingTimer runs on the wheel goroutine for a closing connection. Until
+// the deadline it retries a queue the kernel has not taken (EPOLLOUT may
+// not come for a long time on a full socket buffer). At the deadline a
+// backlog still ahead of the close frame is dropped, and the frame gets
+// closeLinger more; past that, or once the frame is out, the socket is
+// closed.
+func (c *Conn) closingTimer(now int64) {
+	c.wmu.Lock()
+	pending := len(c.outq) > 0
+	if now < c.deadline.Load() {
+		c.wmu.Unlock()
+		if pending {
+			c.d.Wake()
+			c.srv.wheel.schedule(c, now+1)
+		} else {
+			c.srv.wheel.schedule(c, c.deadline.Load())
+		}
+		return
+	}
+	if pending && !c.cut && !c.closed && c.proto != nil {
+		c.cutBacklogLocked(true)
+		at := now + c.srv.wheel.ticks(closeLinger)
+		c.deadline.Store(at)
+		c.wmu.Unlock()
+		c.d.Wake()
+		c.srv.wheel.schedule(c, now+1)
+		return
+	}
+	c.requestFinalLocked(ReasonLinger)
+	c.wmu.Unlock()
+}
+
+// hurryClose drops the backlog ahead of a queued close frame now (Shutdown,
+// once the drain timeout is over).
+func (c *Conn) hurryClose() {
+	c.wmu.Lock()
+	if c.closeSent && !c.cut && !c.closed && c.proto != nil && len(c.outq) > 1 {
+		c.cutBacklogLocked(true)
+		c.d.Wake()
+	}
+	c.wmu.Unlock()
 }
 
 // requestFinal asks the connection's own callback to close the socket now.
@@ -418,6 +534,12 @@ func (c *Conn) maybeFinish() {
 		return
 	}
 	if !c.shutWr {
+		// The close frame is out: the peer has closeLinger to answer it,
+		// however long the backlog ahead of it was allowed to take.
+		if at := c.srv.wheel.now.Load() + c.srv.wheel.ticks(closeLinger); at < c.deadline.Load() {
+			c.deadline.Store(at)
+			c.srv.wheel.schedule(c, at)
+		}
 		// RFC 6455 7.1.1: the server should close the TCP connection first
 		// once the close handshake is done; FIN now, close on the peer's FIN
 		// (or after closeLinger) so unread bytes never turn into an RST that

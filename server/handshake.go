@@ -211,7 +211,7 @@ func (c *Conn) answerHealthz(head []byte, info headInfo) (keep bool) {
 	keep = !info.close && len(c.outq) == 0
 	c.writeLocked(resp)
 	if !keep || len(c.outq) > 0 {
-		c.startClosingLocked(ReasonHTTP)
+		c.startClosingLocked(ReasonHTTP, c.srv.wheel.ticks(closeLinger))
 		keep = false
 	}
 	c.wmu.Unlock()

@@ -2,6 +2,9 @@ package server
 
 import (
 	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +13,8 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -367,5 +372,240 @@ func TestHeadWithBareLF(t *testing.T) {
 	resp, _, _ = roundTrip(t, s, "GET /raw HTTP/1.1\nHost: x\n\n")
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /raw with bare LF: %s, want 200", resp.Status)
+	}
+}
+
+// dialSmallBuffers dials s with the given SO_RCVBUF / SO_SNDBUF (0: the
+// kernel's default), so that the kernel holds little of what a test wants
+// the server to queue.
+func dialSmallBuffers(t testing.TB, s *Server, rcvbuf, sndbuf int) net.Conn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			if rcvbuf > 0 {
+				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
+			}
+			if sndbuf > 0 {
+				syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, sndbuf)
+			}
+		})
+	}}
+	c, err := d.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestSlowConsumerGetsItsCloseFrame: a member that reads, but more slowly
+// than its room sends, is closed as a slow consumer, and its close frame
+// (1008) goes out ahead of its queued backlog: it gets the frame after what
+// the kernel already holds, never a bare EOF.
+func TestSlowConsumerGetsItsCloseFrame(t *testing.T) {
+	s := newTestServer(t, Config{WriteQueue: 64 << 10})
+	slow := dialSmallBuffers(t, s, 0, 0)
+	br, err := upgradeRaw(slow, s.Addr().String(), "/chat/slowread")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender := dialPeer(t, s, "slowread")
+	waitMembers(t, s, "slowread", 2)
+
+	// The member reads about 200 KB/s ...
+	stop := make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		buf := make([]byte, 4<<10)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if _, err := br.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	// ... while the room sends much faster.
+	payload := []byte(strings.Repeat("x", 16<<10))
+	deadline := time.Now().Add(20 * time.Second)
+	for s.Stats().SlowConsumers.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the slow member was never counted as a slow consumer")
+		}
+		sender.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		if err := sender.WriteMessage(gorilla.BinaryMessage, payload); err != nil && !isTimeout(err) {
+			t.Fatal(err)
+		}
+	}
+	// Slow reading goes on past the linger period; then the member reads
+	// what is left as fast as it can and must find the close frame.
+	time.Sleep(3 * time.Second)
+	close(stop)
+	<-readerDone
+	slow.SetReadDeadline(time.Now().Add(30 * time.Second))
+	// The slow reader may have stopped mid-frame: resynchronise on nothing,
+	// just scan the rest of the stream for a close frame header at a frame
+	// boundary by reading frames from where the reader left off is not
+	// possible, so look for the close frame bytes 0x88 0x0f 0x03 0xf0
+	// ("slow consumer" reason, code 1008) in the remaining bytes.
+	rest, err := io.ReadAll(br)
+	if err != nil && !isTimeout(err) {
+		t.Logf("reading the rest: %v", err)
+	}
+	closeFrame := append([]byte{0x88, byte(2 + len("slow consumer")), 0x03, 0xf0}, "slow consumer"...)
+	if !bytes.HasSuffix(rest, closeFrame) {
+		t.Fatalf("the slow consumer's stream (%d more bytes) does not end with close 1008 \"slow consumer\"; last bytes %q",
+			len(rest), rest[max(0, len(rest)-32):])
+	}
+}
+
+// TestShutdownDrainsQueuedMessages: with a long -drain-timeout, queued
+// messages keep flowing to a member that resumes reading late, and 1001
+// follows them; no fixed linger cuts the drain short.
+func TestShutdownDrainsQueuedMessages(t *testing.T) {
+	s, err := New(Config{Addr: "127.0.0.1:0", DrainTimeout: 15 * time.Second, WriteQueue: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	late := dialSmallBuffers(t, s, 4096, 0)
+	br, err := upgradeRaw(late, s.Addr().String(), "/chat/drain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender := dialPeer(t, s, "drain")
+	witness := dialPeer(t, s, "drain")
+	waitMembers(t, s, "drain", 3)
+	const n = 340
+	payload := strings.Repeat("d", 10<<10)
+	go func() {
+		for i := 0; i < n; i++ {
+			if sender.WriteMessage(gorilla.TextMessage, []byte(fmt.Sprintf("%04d%s", i, payload))) != nil {
+				return
+			}
+		}
+	}()
+	// When the witness has all of them, the late member's are queued.
+	witness.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := 0; i < n; i++ {
+		if _, _, err := witness.ReadMessage(); err != nil {
+			t.Fatalf("witness got %d of %d: %v", i, n, err)
+		}
+	}
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- s.Shutdown(context.Background()) }()
+	time.Sleep(3 * time.Second)
+	late.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := 0; i < n; i++ {
+		_, op, p, err := readFrame(br)
+		if err != nil {
+			t.Fatalf("late member got %d of %d queued messages: %v", i, n, err)
+		}
+		if op != opText || string(p[:4]) != fmt.Sprintf("%04d", i) {
+			t.Fatalf("message %d: op %#x %.8q", i, op, p)
+		}
+	}
+	if code, _, err := readUntilClose(br); err != nil || code != 1001 {
+		t.Fatalf("after the queued messages: close %d, %v; want 1001", code, err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Fatalf("Shutdown took %v; the drain had finished long before", el)
+	}
+}
+
+// TestFloodingProducerDoesNotEvictReaders: one raw client writing tiny
+// frames as fast as its socket allows must not turn members that read as
+// fast as they can into slow consumers: the producer is read more slowly
+// (backpressure), and every member gets every message it accepted, in
+// order. The members are gorilla clients (a real library's per-message
+// cost) with small receive buffers, so the kernel hides little of a
+// backlog.
+func TestFloodingProducerDoesNotEvictReaders(t *testing.T) {
+	const (
+		members      = 20
+		floodPayload = 8
+		floodFor     = time.Second
+	)
+	s := newTestServer(t, Config{})
+	type result struct {
+		got int
+		err error
+	}
+	results := make(chan result, members)
+	var expected atomic.Int64
+	expected.Store(-1)
+	dialer := gorilla.Dialer{NetDial: func(_, _ string) (net.Conn, error) { return dialSmallBuffers(t, s, 16<<10, 0), nil }}
+	for i := 0; i < members; i++ {
+		g, _, err := dialer.Dial(wsURL(s, "/chat/flood"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			g.SetReadDeadline(time.Now().Add(90 * time.Second))
+			got := 0
+			for {
+				if want := expected.Load(); want >= 0 && int64(got) == want {
+					results <- result{got, nil}
+					return
+				}
+				typ, p, err := g.ReadMessage()
+				if err != nil {
+					results <- result{got, err}
+					return
+				}
+				if typ != gorilla.BinaryMessage || binary.BigEndian.Uint32(p) != uint32(got) {
+					results <- result{got, fmt.Errorf("message %d: type %d %x", got, typ, p)}
+					return
+				}
+				got++
+			}
+		}()
+	}
+	waitMembers(t, s, "flood", members)
+	flood := dialSmallBuffers(t, s, 0, 0)
+	if _, err := upgradeRaw(flood, s.Addr().String(), "/chat/flood"); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, flood)
+	// Numbered frames of floodPayload bytes, written for floodFor.
+	const per = 2 + 4 + floodPayload
+	buf := make([]byte, 0, 4096*per)
+	seq := uint32(0)
+	written := 0
+	end := time.Now().Add(floodFor)
+	for time.Now().Before(end) {
+		buf = buf[:0]
+		for i := 0; i < 4096; i++ {
+			var p [floodPayload]byte
+			binary.BigEndian.PutUint32(p[:], seq+uint32(i))
+			buf = append(buf, frame(true, 0, opBinary, true, p[:])...)
+		}
+		flood.SetWriteDeadline(end)
+		n, err := flood.Write(buf)
+		written += n
+		seq += 4096
+		if err != nil {
+			break
+		}
+	}
+	expected.Store(int64(written / per))
+	t.Logf("the flooder got %d messages accepted in %v", written/per, floodFor)
+	for i := 0; i < members; i++ {
+		if r := <-results; r.err != nil || int64(r.got) != expected.Load() {
+			t.Fatalf("a reader got %d of %d messages: %v (slow consumers: %d)", r.got, expected.Load(), r.err, s.Stats().SlowConsumers.Load())
+		}
+	}
+	if n := s.Stats().SlowConsumers.Load(); n != 0 {
+		t.Fatalf("%d honest readers closed as slow consumers", n)
 	}
 }

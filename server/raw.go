@@ -12,7 +12,7 @@ type rawProto struct{ s *Server }
 
 func rawRoomKey(name string) string { return "chat/" + name }
 
-func (p *rawProto) onOpen(c *Conn) { c.room = p.s.hub.Join(c.target, c) }
+func (p *rawProto) onOpen(c *Conn) { c.room = p.s.hub.join(c.target, c, true) }
 
 func (p *rawProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
 	if h := p.s.cfg.testHookMessage; h != nil {
@@ -20,13 +20,18 @@ func (p *rawProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
 	}
 	p.s.stats.MessagesIn.Add(1)
 	if c.room.publish(op, payload, c) {
-		c.flushRoom = true // after this read's last message (pollHandler.OnData)
+		c.publish = publishedMustFlush // after this read's last message (Conn.feed)
+	} else if c.publish == publishedNone {
+		c.publish = publishedJoined
 	}
 }
 
 func (p *rawProto) onClose(c *Conn) {
 	if c.room != nil {
 		p.s.hub.Leave(c.target, c)
+		if c.cong.Load() == congListed {
+			c.room.drained(c) // producers must not wait for it any longer
+		}
 		c.room = nil
 	}
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"chatd/poller"
 	"chatd/server/wsframe"
@@ -40,18 +41,70 @@ type Room struct {
 	seq      uint64 // counts joins; a message is for members who joined by then
 	pending  *batch
 	flushing bool
+
+	// Backpressure (paced rooms: raw chat, where every message comes from
+	// a member's socket that can be read more slowly).
+	paced      bool
+	congested  []congestedMember // members producers wait for
+	waiters    []*Conn           // producers held back
+	stallTimer *time.Timer
+	stallArmed bool
 }
+
+// Backpressure. A producer is not read again while its room cannot deliver
+// at its pace: while a member that reads is behind (its queue is past half
+// of Config.WriteQueue) or the room's next batch is already large. TCP flow
+// control then slows the producer down, the way nats-server stalls a fast
+// producer, so members that keep up are never closed because of someone
+// else's speed. A member that is still behind after maxStall is no longer
+// waited for: it has fallen behind the room's own pace, its queue grows,
+// and past Config.WriteQueue it is closed as a slow consumer.
+//
+// While members are listed, their queues are retried every stallProbe: a
+// full socket buffer takes bytes again as soon as the peer reads, but
+// EPOLLOUT waits until a large part of it is free, which for a socket
+// buffer the kernel grew to megabytes can take longer than maxStall.
+const (
+	maxStall         = 500 * time.Millisecond
+	stallProbe       = 10 * time.Millisecond
+	pendingHighWater = 64 << 10
+)
+
+// Conn.cong values.
+const (
+	congNone    uint32 = iota
+	congListed         // in Room.congested: producers wait for it
+	congExcused        // was behind for maxStall: nobody waits for it
+)
+
+type congestedMember struct {
+	c     *Conn
+	since time.Time
+}
+
+// publishState is what one read of a raw connection published.
+type publishState uint8
+
+const (
+	publishedNone      publishState = iota
+	publishedJoined                 // added to a fan-out already running
+	publishedMustFlush              // this read must run the room's fan-out
+)
 
 func newHub(s *Server) *Hub {
 	return &Hub{s: s, rooms: make(map[string]*Room)}
 }
 
 // Join adds c to room name, creating the room. Idempotent.
-func (h *Hub) Join(name string, c *Conn) *Room {
+func (h *Hub) Join(name string, c *Conn) *Room { return h.join(name, c, false) }
+
+// join is Join; a room it creates with paced holds producers back
+// (backpressure) when its members fall behind.
+func (h *Hub) join(name string, c *Conn, paced bool) *Room {
 	h.mu.Lock()
 	r := h.rooms[name]
 	if r == nil {
-		r = &Room{hub: h, name: name, index: make(map[*Conn]int32)}
+		r = &Room{hub: h, name: name, index: make(map[*Conn]int32), paced: paced}
 		h.rooms[name] = r
 	}
 	r.mu.Lock()
@@ -158,11 +211,14 @@ func (r *Room) flush() {
 		r.pending = nil
 		b.members = append(b.members[:0], r.members...)
 		b.joined = append(b.joined[:0], r.joined...)
+		if len(r.waiters) > 0 && len(r.congested) == 0 {
+			r.releaseLocked() // the batch they waited on is under way
+		}
 		r.mu.Unlock()
 
 		n := len(b.members)
 		if n <= fanoutChunk {
-			b.deliver(0, n)
+			r.congest(b.deliver(0, n))
 			putBatch(b)
 			continue
 		}
@@ -171,18 +227,131 @@ func (r *Room) flush() {
 		for lo := fanoutChunk; lo < n; lo += fanoutChunk {
 			hi := min(lo+fanoutChunk, n)
 			p.Submit(func(*poller.Worker) {
-				b.deliver(lo, hi)
+				r.congest(b.deliver(lo, hi))
 				if b.left.Add(-1) == 0 {
 					putBatch(b)
 					r.flush()
 				}
 			})
 		}
-		b.deliver(0, fanoutChunk)
+		r.congest(b.deliver(0, fanoutChunk))
 		if b.left.Add(-1) != 0 {
 			return // the last chunk job continues the loop
 		}
 		putBatch(b)
+	}
+}
+
+// holdBack stops reading producer c while the room cannot keep its pace:
+// a member is behind, or a fan-out runs with a large batch already waiting.
+// It reads again when that is over (releaseLocked).
+func (r *Room) holdBack(c *Conn) {
+	if !r.paced {
+		return
+	}
+	r.mu.Lock()
+	if len(r.congested) > 0 || (r.flushing && r.pending != nil && len(r.pending.buf) > pendingHighWater) {
+		r.waiters = append(r.waiters, c)
+		c.d.PauseRead()
+	}
+	r.mu.Unlock()
+}
+
+func (r *Room) releaseLocked() {
+	for i, c := range r.waiters {
+		c.d.ResumeRead()
+		r.waiters[i] = nil
+	}
+	r.waiters = r.waiters[:0]
+}
+
+// congest lists members found behind by a delivery: producers wait for
+// them from now on, for maxStall at most.
+func (r *Room) congest(behind []*Conn) {
+	if len(behind) == 0 || !r.paced {
+		return
+	}
+	now := time.Now()
+	r.mu.Lock()
+	for _, m := range behind {
+		if !m.cong.CompareAndSwap(congNone, congListed) {
+			continue
+		}
+		// The member may have caught up since the delivery, before it could
+		// see itself listed (Conn.flush): then it must not be listed.
+		m.wmu.Lock()
+		caughtUp := len(m.outq) == 0 || m.closed
+		m.wmu.Unlock()
+		if caughtUp {
+			m.cong.Store(congNone)
+			continue
+		}
+		r.congested = append(r.congested, congestedMember{m, now})
+	}
+	if len(r.congested) > 0 && !r.stallArmed {
+		r.armStallLocked(stallProbe)
+	}
+	r.mu.Unlock()
+}
+
+func (r *Room) armStallLocked(d time.Duration) {
+	r.stallArmed = true
+	if r.stallTimer == nil {
+		r.stallTimer = time.AfterFunc(d, r.stallCheck)
+	} else {
+		r.stallTimer.Reset(d)
+	}
+}
+
+// drained is called by a member whose queue emptied while it was listed
+// or excused.
+func (r *Room) drained(c *Conn) {
+	if c.cong.CompareAndSwap(congExcused, congNone) || r == nil {
+		return
+	}
+	r.mu.Lock()
+	r.recheckLocked(time.Time{})
+	r.mu.Unlock()
+}
+
+// recheckLocked drops listed members that caught up (or closed) and, with
+// a non-zero now, excuses those behind for maxStall; when nobody is left
+// to wait for, the producers read again.
+func (r *Room) recheckLocked(now time.Time) {
+	kept := r.congested[:0]
+	for _, e := range r.congested {
+		e.c.wmu.Lock()
+		caughtUp := len(e.c.outq) == 0 || e.c.closed
+		e.c.wmu.Unlock()
+		switch {
+		case caughtUp:
+			e.c.cong.CompareAndSwap(congListed, congNone)
+		case !now.IsZero() && now.Sub(e.since) >= maxStall:
+			e.c.cong.CompareAndSwap(congListed, congExcused)
+		default:
+			kept = append(kept, e)
+		}
+	}
+	clear(r.congested[len(kept):])
+	r.congested = kept
+	if len(r.congested) == 0 {
+		r.releaseLocked()
+	}
+}
+
+// stallCheck runs on a timer goroutine every stallProbe while members are
+// listed: it excuses those behind for maxStall and has the others' queues
+// retried (Conn.flush, which reports back through drained).
+func (r *Room) stallCheck() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stallArmed = false
+	r.recheckLocked(time.Now())
+	for _, e := range r.congested {
+		e.c.d.Wake()
+	}
+	if len(r.congested) > 0 {
+		r.armStallLocked(stallProbe)
 	}
 }
 
@@ -241,26 +410,35 @@ func (b *batch) addSender(c *Conn, from, to int) {
 	b.senders = append(b.senders, senderRange{c: c, from: from, to: to})
 }
 
-// deliver writes the batch to members[lo:hi]. It allocates nothing per
-// member unless a member's socket is full and its queue must grow; the rare
-// member that sent some of the frames or joined after some were published
-// gets the rest as a vector.
-func (b *batch) deliver(lo, hi int) {
+// deliver writes the batch to members[lo:hi] and returns the members it
+// found behind (see Room.congest). It allocates nothing per member unless a
+// member's socket is full and its queue must grow; the rare member that
+// sent some of the frames or joined after some were published gets the
+// rest as a vector.
+func (b *batch) deliver(lo, hi int) (behind []*Conn) {
 	retained := false
 	first := b.marks[0].seq
 	for i, m := range b.members[lo:hi] {
 		joined := b.joined[lo+i]
+		var kept, late bool
 		if joined > first || (len(b.senders) != 0 && b.sentBy(m)) {
-			if segs := b.visible(m, joined); len(segs) > 0 {
-				retained = m.sendShared(segs...) || retained
+			segs := b.visible(m, joined)
+			if len(segs) == 0 {
+				continue
 			}
-			continue
+			kept, late = m.sendShared(segs...)
+		} else {
+			kept, late = m.sendShared(b.buf)
 		}
-		retained = m.sendShared(b.buf) || retained
+		retained = retained || kept
+		if late {
+			behind = append(behind, m)
+		}
 	}
 	if retained {
 		b.retained.Store(true)
 	}
+	return behind
 }
 
 func (b *batch) sentBy(c *Conn) bool {

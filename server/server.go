@@ -204,11 +204,7 @@ func (s *Server) onTimer(c *Conn, now int64) {
 		}
 		s.wheel.schedule(c, next)
 	case stateClosing:
-		if now >= c.deadline.Load() {
-			c.requestFinal(ReasonLinger)
-			return
-		}
-		s.wheel.schedule(c, c.deadline.Load())
+		c.closingTimer(now)
 	}
 }
 
@@ -244,10 +240,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = nil
 		s.shuttingDown.Store(true)
 		s.ln.Close()
+		// net/http closes its idle keep-alive connections now and lets the
+		// requests under way finish (each bounded by its timeouts), while
+		// the WebSocket connections drain.
+		httpDone := make(chan struct{})
+		go func() {
+			defer close(httpDone)
+			hctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout+time.Second)
+			defer cancel()
+			if e := s.httpSrv.Shutdown(hctx); e != nil {
+				s.httpSrv.Close()
+			}
+		}()
+		// Queued messages keep flowing until they are written or the drain
+		// timeout ends; the close frame follows them, or, at the end, goes
+		// out ahead of what is left (hurryClose).
+		drainTicks := s.wheel.ticks(s.cfg.DrainTimeout) + s.wheel.ticks(closeLinger)
 		closeAll := func() {
 			s.wheel.each(func(c *Conn) {
 				if c.state.Load() == stateOpen {
-					c.closeWith(c.proto.shutdownCode(), "server shutting down", ReasonShutdown)
+					c.closeWithin(c.proto.shutdownCode(), "server shutting down", ReasonShutdown, drainTicks)
 				} else if c.state.Load() == stateHandshake {
 					c.requestFinal(ReasonShutdown)
 				}
@@ -271,17 +283,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}
 		}
 		if s.live.Load() > 0 {
+			s.wheel.each(func(c *Conn) { c.hurryClose() })
+			for i := 0; i < 100 && s.live.Load() > 0; i++ {
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		if s.live.Load() > 0 {
 			s.wheel.each(func(c *Conn) { c.requestFinal(ReasonShutdown) })
 			for i := 0; i < 100 && s.live.Load() > 0; i++ {
 				time.Sleep(10 * time.Millisecond)
 			}
 		}
 		s.wheel.close()
-		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		if e := s.httpSrv.Shutdown(hctx); e != nil {
-			s.httpSrv.Close()
-		}
+		<-httpDone
 		s.poller.Close()
 	})
 	return err

@@ -55,3 +55,37 @@ func AppendClose(dst []byte, code ws.StatusCode, reason string) []byte {
 	dst = append(dst, 0x80|byte(ws.OpClose), byte(n), byte(code>>8), byte(code))
 	return append(dst, reason...)
 }
+
+// FrameEnd returns where the frame that holds byte off of b ends, for b a
+// run of whole server frames (unmasked, as AppendFrame writes them); len(b)
+// if b ends first. Used to cut an output queue at a frame boundary.
+func FrameEnd(b []byte, off int) int {
+	pos := 0
+	for pos < len(b) {
+		if len(b)-pos < 2 {
+			return len(b)
+		}
+		n, hdr := int64(b[pos+1]&0x7f), int64(2)
+		switch n {
+		case 126:
+			if len(b)-pos < 4 {
+				return len(b)
+			}
+			n, hdr = int64(binary.BigEndian.Uint16(b[pos+2:])), 4
+		case 127:
+			if len(b)-pos < 10 {
+				return len(b)
+			}
+			n, hdr = int64(binary.BigEndian.Uint64(b[pos+2:])&(1<<63-1)), 10
+		}
+		end := int64(pos) + hdr + n
+		if end > int64(len(b)) {
+			return len(b)
+		}
+		if end > int64(off) {
+			return int(end)
+		}
+		pos = int(end)
+	}
+	return len(b)
+}
