@@ -29,6 +29,16 @@ func (pp *pusherProto) onOpen(c *Conn) {
 	st := c.ext.(*pusherState)
 	q, _ := url.ParseQuery(st.query)
 	st.session = pp.p.Open(c, c.target, q)
+	if st.session != nil {
+		// The app decides how big an event may be: an app allowing more
+		// than the engine's MaxMessage gets room for its events (and
+		// pusher:error, not 1009, for an event over its max_event_bytes);
+		// the engine's MaxMessage stays the floor, so an app with small
+		// events does not turn what -max-message allows into closes. Safe
+		// here: onOpen runs on the connection's worker before any frame
+		// is decoded.
+		c.dec.MaxMessage = max(pp.s.cfg.MaxMessage, st.session.MaxMessageBytes())
+	}
 }
 
 func (pp *pusherProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {

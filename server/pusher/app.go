@@ -28,6 +28,8 @@ const (
 	DefaultMaxChannelsPerConn    = 100
 	DefaultClientEventsPerSecond = 10
 	DefaultActivityTimeout       = 120 * time.Second
+	DefaultMaxCacheChannels      = 1000
+	DefaultMaxCacheBytes         = 16 << 20
 )
 
 // App is one Pusher application: credentials, feature switches and limits.
@@ -48,6 +50,14 @@ type App struct {
 	MaxChannelsPerConn    int           // subscriptions per connection; zero means 100
 	ClientEventsPerSecond int           // client events per connection and second; zero means 10
 	ActivityTimeout       time.Duration // advertised in connection_established; zero means 120 s
+
+	// The last events of cache channels are kept for CacheTTL, whether or
+	// not anybody is subscribed, within these two limits; storing past
+	// either evicts the oldest (least recently published) channels first.
+	// The newest event is always kept, even if it alone is over
+	// MaxCacheBytes.
+	MaxCacheChannels int // cache channels remembered; zero means 1000
+	MaxCacheBytes    int // bytes of remembered events (channel, data and encoded message); zero means 16 MiB
 }
 
 // DefaultApp returns the default app (ID chatd, key chatd-key, secret
@@ -68,6 +78,8 @@ func (a *App) setDefaults() {
 	if a.ActivityTimeout == 0 {
 		a.ActivityTimeout = DefaultActivityTimeout
 	}
+	setDefault(&a.MaxCacheChannels, DefaultMaxCacheChannels)
+	setDefault(&a.MaxCacheBytes, DefaultMaxCacheBytes)
 }
 
 func setDefault(v *int, def int) {
@@ -100,6 +112,8 @@ func (a *App) Validate() error {
 		{"max_event_bytes", a.MaxEventBytes},
 		{"max_channels_per_conn", a.MaxChannelsPerConn},
 		{"client_events_per_second", a.ClientEventsPerSecond},
+		{"max_cache_channels", a.MaxCacheChannels},
+		{"max_cache_bytes", a.MaxCacheBytes},
 	}
 	for _, l := range limits {
 		if l.v < 0 {
@@ -113,8 +127,9 @@ func (a *App) Validate() error {
 }
 
 // MaxMessageBytes is a frame size limit for the engine to apply to this
-// app's connections: room for a client event with MaxEventBytes of data,
-// even if every byte of it is JSON-escaped once, plus the envelope.
+// app's connections (see Session.MaxMessageBytes): room for a client event
+// with MaxEventBytes of data, even if every byte of it is JSON-escaped
+// once, plus the envelope.
 func (a *App) MaxMessageBytes() int { return 2*a.MaxEventBytes + 4096 }
 
 // Apps is the immutable registry of configured apps, looked up by key (for
@@ -190,14 +205,16 @@ type appFile struct {
 	MaxChannelsPerConn    int    `json:"max_channels_per_conn"`
 	ClientEventsPerSecond int    `json:"client_events_per_second"`
 	ActivityTimeout       int    `json:"activity_timeout"`
+	MaxCacheChannels      int    `json:"max_cache_channels"`
+	MaxCacheBytes         int    `json:"max_cache_bytes"`
 }
 
 // LoadAppsFile reads apps from a JSON file, either {"apps": [...]} or a bare
 // array. Each app is an object with the fields id, key, secret,
 // client_events, and optionally the limits max_presence_members,
 // max_user_info_bytes, max_presence_id_len, max_event_bytes,
-// max_channels_per_conn, client_events_per_second and activity_timeout
-// (seconds); a missing or zero limit means its default. Unknown fields are
+// max_channels_per_conn, client_events_per_second, activity_timeout
+// (seconds), max_cache_channels and max_cache_bytes; a missing or zero limit means its default. Unknown fields are
 // an error, so a misspelt limit is not silently ignored.
 func LoadAppsFile(path string) (*Apps, error) {
 	b, err := os.ReadFile(path)
@@ -233,6 +250,8 @@ func LoadAppsFile(path string) (*Apps, error) {
 			MaxChannelsPerConn:    f.MaxChannelsPerConn,
 			ClientEventsPerSecond: f.ClientEventsPerSecond,
 			ActivityTimeout:       time.Duration(f.ActivityTimeout) * time.Second,
+			MaxCacheChannels:      f.MaxCacheChannels,
+			MaxCacheBytes:         f.MaxCacheBytes,
 		}
 	}
 	r, err := NewApps(apps...)

@@ -19,7 +19,7 @@ func TestNewAppsDefaults(t *testing.T) {
 	}
 	if a.MaxPresenceMembers != 100 || a.MaxUserInfoBytes != 1024 || a.MaxPresenceIDLen != 128 ||
 		a.MaxEventBytes != 10240 || a.MaxChannelsPerConn != 100 || a.ClientEventsPerSecond != 10 ||
-		a.ActivityTimeout != 120*time.Second {
+		a.ActivityTimeout != 120*time.Second || a.MaxCacheChannels != 1000 || a.MaxCacheBytes != 16<<20 {
 		t.Fatalf("default limits = %+v", a)
 	}
 	if _, ok := apps.Default(); !ok {
@@ -47,6 +47,8 @@ func TestNewAppsErrors(t *testing.T) {
 		{"slash in key", []App{{ID: "1", Key: "a/b", Secret: "s"}}, ErrInvalidApp},
 		{"space in id", []App{{ID: "a b", Key: "k", Secret: "s"}}, ErrInvalidApp},
 		{"negative limit", []App{{ID: "1", Key: "k", Secret: "s", MaxEventBytes: -1}}, ErrInvalidApp},
+		{"negative cache channels", []App{{ID: "1", Key: "k", Secret: "s", MaxCacheChannels: -1}}, ErrInvalidApp},
+		{"negative cache bytes", []App{{ID: "1", Key: "k", Secret: "s", MaxCacheBytes: -1}}, ErrInvalidApp},
 		{"fractional timeout", []App{{ID: "1", Key: "k", Secret: "s", ActivityTimeout: 1500 * time.Millisecond}}, ErrInvalidApp},
 		{"duplicate id", []App{{ID: "1", Key: "k", Secret: "s"}, {ID: "1", Key: "k2", Secret: "s"}}, ErrDuplicateApp},
 		{"duplicate key", []App{{ID: "1", Key: "k", Secret: "s"}, {ID: "2", Key: "k", Secret: "s"}}, ErrDuplicateApp},
@@ -68,7 +70,8 @@ func TestLoadAppsFile(t *testing.T) {
 		return p
 	}
 	obj := write("obj.json", `{"apps":[
-		{"id":"1","key":"k1","secret":"s1","client_events":true,"max_presence_members":5,"activity_timeout":30},
+		{"id":"1","key":"k1","secret":"s1","client_events":true,"max_presence_members":5,"activity_timeout":30,
+		 "max_cache_channels":7,"max_cache_bytes":4096},
 		{"id":"2","key":"k2","secret":"s2"}]}`)
 	apps, err := LoadAppsFile(obj)
 	if err != nil {
@@ -77,7 +80,8 @@ func TestLoadAppsFile(t *testing.T) {
 	a1, _ := apps.ByKey("k1")
 	a2, _ := apps.ByID("2")
 	if a1 == nil || a2 == nil || !a1.ClientEvents || a1.MaxPresenceMembers != 5 || a1.ActivityTimeout != 30*time.Second ||
-		a2.ClientEvents || a2.MaxPresenceMembers != 100 {
+		a1.MaxCacheChannels != 7 || a1.MaxCacheBytes != 4096 ||
+		a2.ClientEvents || a2.MaxPresenceMembers != 100 || a2.MaxCacheChannels != 1000 || a2.MaxCacheBytes != 16<<20 {
 		t.Fatalf("loaded %+v %+v", a1, a2)
 	}
 	arr := write("arr.json", `[{"id":"x","key":"kx","secret":"sx"}]`)

@@ -6,10 +6,44 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // MaxDemoUserLen is the longest user name the demo endpoints accept.
 const MaxDemoUserLen = 64
+
+// Rate limit of the demo endpoints. They sign and publish for anybody, so
+// that an open default install cannot be used as anyone's memory or CPU,
+// every caller shares one token bucket: DemoRequestsPerSecond requests a
+// second, in bursts of up to DemoBurst. A request over it gets HTTP 429
+// with a JSON error and Retry-After (seconds).
+const (
+	DemoRequestsPerSecond = 50
+	DemoBurst             = 100
+)
+
+// demoLimiter is the demo endpoints' token bucket, shared by every
+// DemoHandler of a Protocol.
+type demoLimiter struct {
+	mu      sync.Mutex
+	bucket  gcra
+	limited atomic.Uint64 // requests refused
+}
+
+// allow takes a token at now (time since Protocol.epoch); when there is
+// none it returns how long until there is one.
+func (l *demoLimiter) allow(now time.Duration) (bool, time.Duration) {
+	const interval = time.Second / DemoRequestsPerSecond
+	l.mu.Lock()
+	ok, wait := l.bucket.allow(now, interval, (DemoBurst-1)*interval)
+	l.mu.Unlock()
+	if !ok {
+		l.limited.Add(1)
+	}
+	return ok, wait
+}
 
 // DemoHandler returns the demo page's stand-in for an application server,
 // to be mounted at /pusher/. It serves the default app only (see
@@ -27,6 +61,9 @@ const MaxDemoUserLen = 64
 //
 // Form fields are what pusher-js sends to its channelAuthorization and
 // userAuthentication endpoints (extra fields through their params option).
+//
+// All three share one rate limit (DemoRequestsPerSecond, DemoBurst); over
+// it they answer 429 {"error":"..."} with Retry-After.
 func (p *Protocol) DemoHandler() http.Handler {
 	app, ok := p.apps.Default()
 	if !ok {
@@ -36,7 +73,20 @@ func (p *Protocol) DemoHandler() http.Handler {
 	}
 	st := p.states[app.ID]
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /pusher/auth", func(w http.ResponseWriter, r *http.Request) {
+	handle := func(pattern string, h http.HandlerFunc) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			// Refused before the body is read: a refusal costs next to nothing.
+			if ok, wait := p.demo.allow(p.now().Sub(p.epoch)); !ok {
+				secs := max(1, int((wait+time.Second-1)/time.Second))
+				w.Header().Set("Retry-After", strconv.Itoa(secs))
+				writeError(w, http.StatusTooManyRequests, "too many requests to the demo endpoints (at most "+
+					strconv.Itoa(DemoRequestsPerSecond)+" per second for everybody): retry in "+strconv.Itoa(secs)+" s")
+				return
+			}
+			h(w, r)
+		})
+	}
+	handle("POST /pusher/auth", func(w http.ResponseWriter, r *http.Request) {
 		f, ok := demoFields(w, r)
 		if !ok {
 			return
@@ -74,7 +124,7 @@ func (p *Protocol) DemoHandler() http.Handler {
 			writeError(w, http.StatusBadRequest, "channel "+strconv.Quote(channel)+" is public: it needs no authorization")
 		}
 	})
-	mux.HandleFunc("POST /pusher/user-auth", func(w http.ResponseWriter, r *http.Request) {
+	handle("POST /pusher/user-auth", func(w http.ResponseWriter, r *http.Request) {
 		f, ok := demoFields(w, r)
 		if !ok {
 			return
@@ -91,7 +141,7 @@ func (p *Protocol) DemoHandler() http.Handler {
 		ud, _ := json.Marshal(map[string]any{"id": user, "user_info": map[string]string{"name": user}})
 		writeJSON(w, http.StatusOK, map[string]string{"auth": UserAuth(app, socketID, string(ud)), "user_data": string(ud)})
 	})
-	mux.HandleFunc("POST /pusher/publish", func(w http.ResponseWriter, r *http.Request) {
+	handle("POST /pusher/publish", func(w http.ResponseWriter, r *http.Request) {
 		f, ok := demoFields(w, r)
 		if !ok {
 			return

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 )
 
 func demoPost(t *testing.T, h http.Handler, path string, form url.Values) (int, map[string]string) {
@@ -91,5 +92,60 @@ func TestDemoOnlyForDefaultApp(t *testing.T) {
 	status, out := demoPost(t, e.p.DemoHandler(), "/pusher/auth", url.Values{"socket_id": {"1.2"}, "channel_name": {"private-a"}})
 	if status != 404 || out["auth"] != "" {
 		t.Fatalf("demo without the default app: %d %v", status, out)
+	}
+}
+
+// TestDemoRateLimit: the demo endpoints share one token bucket of
+// DemoBurst requests refilled at DemoRequestsPerSecond; a request over it
+// gets 429, a JSON error and Retry-After.
+func TestDemoRateLimit(t *testing.T) {
+	e := newTestEnv(t)
+	h := e.p.DemoHandler()
+	paths := []struct {
+		path string
+		form url.Values
+	}{
+		{"/pusher/auth", url.Values{"socket_id": {"1.2"}, "channel_name": {"private-a"}}},
+		{"/pusher/user-auth", url.Values{"socket_id": {"1.2"}, "user": {"ann"}}},
+		{"/pusher/publish", url.Values{"channel": {"cache-a"}, "event": {"e"}, "data": {"x"}}},
+	}
+	call := func(i int) *httptest.ResponseRecorder {
+		p := paths[i%len(paths)]
+		r := httptest.NewRequest("POST", p.path, strings.NewReader(p.form.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	for i := range 100 {
+		if w := call(i); w.Code != 200 {
+			t.Fatalf("request %d of the burst: %d %s", i+1, w.Code, w.Body)
+		}
+	}
+	for i := range 3 {
+		w := call(i)
+		var out map[string]string
+		if w.Code != http.StatusTooManyRequests || json.Unmarshal(w.Body.Bytes(), &out) != nil || out["error"] == "" {
+			t.Fatalf("%s over the burst: %d %s, want 429 with a JSON error", paths[i].path, w.Code, w.Body)
+		}
+		if ra := w.Header().Get("Retry-After"); ra != "1" {
+			t.Fatalf("Retry-After %q, want 1", ra)
+		}
+	}
+	e.clock.Advance(time.Second / 50) // one more request
+	if w := call(0); w.Code != 200 {
+		t.Fatalf("after 20 ms: %d, want 200", w.Code)
+	}
+	if w := call(0); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("second request after 20 ms: %d, want 429", w.Code)
+	}
+	e.clock.Advance(10 * time.Second) // a full burst again, not more
+	for i := range 100 {
+		if w := call(i); w.Code != 200 {
+			t.Fatalf("request %d after a pause: %d", i+1, w.Code)
+		}
+	}
+	if w := call(0); w.Code != http.StatusTooManyRequests {
+		t.Fatalf("burst after a pause exceeded 100: %d", w.Code)
 	}
 }

@@ -17,7 +17,8 @@
 //   - the HTTP API (Protocol.APIHandler, mounted at /apps/): signed
 //     events, batch_events, channel and user queries, terminate_connections;
 //   - a demo auth and publish endpoint for the default app
-//     (Protocol.DemoHandler, mounted at /pusher/);
+//     (Protocol.DemoHandler, mounted at /pusher/), rate limited as a whole
+//     (DemoRequestsPerSecond, DemoBurst) because it signs for anybody;
 //   - the app registry (App, Apps, LoadAppsFile, LoadApps).
 //
 // # Usage
@@ -29,10 +30,22 @@
 //
 //	// WebSocket upgrade of /app/{key}?protocol=7 (the engine):
 //	s := proto.Open(conn, key, query) // nil: refused, conn is being closed
+//	// accept frames of up to s.MaxMessageBytes() (the app's event limit
+//	// plus room for escaping), even above the engine's own limit
 //	// each text frame:               s.Message(payload)
 //	// silent for s.ActivityTimeout(): s.Ping(); still silent PongTimeout later:
 //	//                                conn.Close(pusher.CodePongTimeout, "Pong reply not received")
 //	// connection gone (any reason):  s.Closed()
+//
+// # Memory
+//
+// What an anonymous client can make the package keep is bounded: channel,
+// presence and socket state by connections times the app's
+// MaxChannelsPerConn and MaxPresenceMembers, and the last events of cache
+// channels — kept for CacheTTL even with nobody subscribed, as Pusher
+// does — by the app's MaxCacheChannels and MaxCacheBytes, the least
+// recently published evicted first. Protocol.Stats counts cache entries,
+// bytes, evictions and expirations for the engine's metrics.
 //
 // # Rooms
 //
@@ -62,6 +75,9 @@
 //     it held, so that subscription_succeeded, member_added/removed and
 //     cache replays are decided and handed to the engine in one order.
 //  3. appState.sockMu — the socket_id index; a leaf.
+//
+// demoLimiter.mu, the demo endpoints' rate limit, is only ever taken
+// alone.
 //
 // Hence the engine must not call back into this package from inside
 // Conn.Send or any Hub method (Send on a slow consumer closes it; Closed

@@ -46,6 +46,7 @@ type Protocol struct {
 	now    func() time.Time
 	epoch  time.Time
 	states map[string]*appState // by app ID
+	demo   demoLimiter          // the demo endpoints' rate limit
 }
 
 // New returns a Protocol for cfg.
@@ -77,6 +78,26 @@ func New(cfg Config) (*Protocol, error) {
 
 // Apps returns the configured apps.
 func (p *Protocol) Apps() *Apps { return p.apps }
+
+// Stats are counters of a Protocol, for the engine's metrics.
+type Stats struct {
+	CacheChannels    int    // cache channels whose last event is remembered, all apps
+	CacheBytes       int64  // their size, as counted against App.MaxCacheBytes
+	CacheEvictions   uint64 // remembered events dropped to stay within MaxCacheChannels and MaxCacheBytes
+	CacheExpirations uint64 // remembered events dropped after CacheTTL
+	DemoRateLimited  uint64 // demo endpoint requests refused with 429
+}
+
+// Stats returns the current counters. Safe to call from any goroutine; it
+// takes each app's lock briefly.
+func (p *Protocol) Stats() Stats {
+	var st Stats
+	for _, a := range p.states {
+		a.cacheStats(&st)
+	}
+	st.DemoRateLimited = p.demo.limited.Load()
+	return st
+}
 
 // Check validates a connection request to /app/{appKey}: the app must
 // exist (else CodeAppNotFound) and the protocol query parameter must be an

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -542,7 +543,7 @@ func TestCacheChannel(t *testing.T) {
 	}
 	// An expired entry is swept on the next store.
 	e.p.publish(st, event{name: "x", data: "1", channels: []string{"cache-other"}})
-	if _, ok := st.cache["cache-score"]; ok {
+	if _, ok := st.cache.entries["cache-score"]; ok {
 		t.Fatal("expired cache entry not swept")
 	}
 }
@@ -643,5 +644,59 @@ func TestRoomKeysSeparateApps(t *testing.T) {
 	c1.expectNone(t)
 	if m := c2.takeOne(t); m.Event != "n" {
 		t.Fatalf("got %+v", m)
+	}
+}
+
+// TestCacheEvictsOldest: the cache of an app holds at most
+// DefaultMaxCacheChannels channels; storing one more evicts the oldest,
+// and a channel that gets a new event becomes the newest.
+func TestCacheEvictsOldest(t *testing.T) {
+	e := newTestEnv(t)
+	st := e.p.states[e.app.ID]
+	const limit = 1000 // DefaultMaxCacheChannels
+	store := func(i int) {
+		ch := "cache-" + strconv.Itoa(i)
+		e.p.publish(st, event{name: "e", data: strconv.Itoa(i), channels: []string{ch}})
+	}
+	for i := range limit {
+		store(i)
+	}
+	store(0) // the newest again
+	store(limit)
+	if len(st.cache.entries) != limit {
+		t.Fatalf("cache holds %d channels, want %d", len(st.cache.entries), limit)
+	}
+	if _, _, ok := st.cached("cache-1"); ok {
+		t.Fatal("cache-1, the oldest, was not evicted")
+	}
+	for _, i := range []int{0, 2, limit} {
+		if data, _, ok := st.cached("cache-" + strconv.Itoa(i)); !ok || data != strconv.Itoa(i) {
+			t.Fatalf("cache-%d: %q %v, want kept", i, data, ok)
+		}
+	}
+	s, c := e.connect(t)
+	if msgs := e.mustSubscribe(t, s, c, "cache-1", ""); len(msgs) != 2 || msgs[1].Event != "pusher:cache_miss" {
+		t.Fatalf("evicted channel: %+v, want cache_miss", msgs)
+	}
+}
+
+// TestCacheBytesBounded: 10 KB events to ever new cache channels stop
+// growing the cache at DefaultMaxCacheBytes.
+func TestCacheBytesBounded(t *testing.T) {
+	e := newTestEnv(t)
+	st := e.p.states[e.app.ID]
+	data := strings.Repeat("a", DefaultMaxEventBytes)
+	for i := range 2000 {
+		e.p.publish(st, event{name: "e", data: data, channels: []string{"cache-" + strconv.Itoa(i)}})
+	}
+	total := 0
+	for _, ce := range st.cache.entries {
+		total += len(ce.msg) + len(ce.data)
+	}
+	if total > 16<<20 {
+		t.Fatalf("2000 events of 10 KB: the cache holds %d channels, %d bytes; want at most 16 MiB", len(st.cache.entries), total)
+	}
+	if _, _, ok := st.cached("cache-1999"); !ok {
+		t.Fatal("the newest event was not cached")
 	}
 }

@@ -26,9 +26,7 @@ type Session struct {
 	closed bool
 	subs   []subscription // at most App.MaxChannelsPerConn
 	userID string         // set by pusher:signin
-	// tat is the "theoretical arrival time" of the next client event
-	// (GCRA), as time since Protocol.epoch.
-	tat time.Duration
+	events gcra           // client event rate limit
 }
 
 // subscription is one channel a connection is subscribed to.
@@ -51,6 +49,12 @@ func (s *Session) App() *App { return s.app.app }
 // ActivityTimeout, and close it with CodePongTimeout (4201) when nothing
 // arrives within PongTimeout after that ping.
 func (s *Session) ActivityTimeout() time.Duration { return s.app.app.ActivityTimeout }
+
+// MaxMessageBytes is the app's App.MaxMessageBytes: the largest frame the
+// engine should accept on this connection, so that a client event within
+// the app's MaxEventBytes reaches Message (and one over it gets pusher:error
+// from Message rather than a close by the engine).
+func (s *Session) MaxMessageBytes() int { return s.app.app.MaxMessageBytes() }
 
 // Ping sends a pusher:ping; the client answers pusher:pong. Engines may
 // send a WebSocket ping frame instead or as well (pusher-js in a browser
@@ -311,17 +315,12 @@ func (s *Session) clientEvent(m clientMessage) {
 	s.app.publish(m.Channel, msg, data, s.conn)
 }
 
-// allowClientEvent is a GCRA rate limiter: perSecond events per second,
-// with bursts of up to perSecond.
+// allowClientEvent limits client events to perSecond per second, with
+// bursts of up to perSecond.
 func (s *Session) allowClientEvent(perSecond int) bool {
-	now := s.app.p.now().Sub(s.app.p.epoch)
 	interval := time.Second / time.Duration(perSecond)
-	tat := max(s.tat, now)
-	if tat-now > time.Second-interval {
-		return false
-	}
-	s.tat = tat + interval
-	return true
+	ok, _ := s.events.allow(s.app.p.now().Sub(s.app.p.epoch), interval, time.Second-interval)
+	return ok
 }
 
 // signinData is the data of pusher:signin.

@@ -9,11 +9,9 @@ import (
 	"time"
 )
 
-// CacheTTL is how long a cache channel remembers its last event.
+// CacheTTL is how long a cache channel remembers its last event (within
+// the app's MaxCacheChannels and MaxCacheBytes).
 const CacheTTL = 30 * time.Minute
-
-// cacheSweepInterval bounds how often expired cache entries are dropped.
-const cacheSweepInterval = time.Minute
 
 // appState is the protocol state of one app: occupied channels with their
 // presence members, signed-in users, the last events of cache channels and
@@ -28,11 +26,10 @@ type appState struct {
 	app *App
 	hub Hub
 
-	mu        sync.Mutex
-	channels  map[string]*channelState // occupied channels (user channels are not listed)
-	users     map[string][]*Session    // signed-in user ID -> its connections
-	cache     map[string]cachedEvent   // cache channel -> last event
-	lastSweep time.Time
+	mu       sync.Mutex
+	channels map[string]*channelState // occupied channels (user channels are not listed)
+	users    map[string][]*Session    // signed-in user ID -> its connections
+	cache    eventCache               // cache channel -> last event
 
 	sockMu  sync.RWMutex
 	sockets map[string]*Session // socket_id -> connection
@@ -51,13 +48,6 @@ type member struct {
 	conns int
 }
 
-// cachedEvent is the last event of a cache channel, kept encoded.
-type cachedEvent struct {
-	msg     []byte
-	data    string
-	expires time.Time
-}
-
 // subscribeError is a refused subscription, sent as
 // pusher:subscription_error.
 type subscribeError struct {
@@ -71,7 +61,6 @@ func newAppState(p *Protocol, app *App) *appState {
 		p: p, app: app, hub: p.hub,
 		channels: make(map[string]*channelState),
 		users:    make(map[string][]*Session),
-		cache:    make(map[string]cachedEvent),
 		sockets:  make(map[string]*Session),
 	}
 }
@@ -138,7 +127,7 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 			string(appendMember(nil, sub.userID, added.info)), ""), s.conn)
 	}
 	if sub.kind&kindCache != 0 {
-		if e, ok := a.cache[sub.channel]; ok && a.p.now().Before(e.expires) {
+		if e := a.cache.get(sub.channel, a.p.now()); e != nil {
 			s.conn.Send(e.msg)
 		} else {
 			s.conn.Send(encodeCacheMiss(sub.channel))
@@ -183,7 +172,8 @@ func (a *appState) unsubscribeLocked(c Conn, sub subscription) {
 }
 
 // publish delivers an encoded event to a channel's subscribers except
-// `except`, and remembers it on cache channels.
+// `except`, and remembers it on cache channels, subscribed or not, as
+// Pusher does.
 func (a *appState) publish(channel string, msg []byte, data string, except Conn) {
 	room := a.room(channel)
 	if classify(channel)&kindCache == 0 {
@@ -193,15 +183,8 @@ func (a *appState) publish(channel string, msg []byte, data string, except Conn)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := a.p.now()
-	a.cache[channel] = cachedEvent{msg: msg, data: data, expires: now.Add(CacheTTL)}
-	if now.Sub(a.lastSweep) >= cacheSweepInterval {
-		a.lastSweep = now
-		for k, e := range a.cache {
-			if !now.Before(e.expires) {
-				delete(a.cache, k)
-			}
-		}
-	}
+	a.cache.expire(now)
+	a.cache.store(channel, msg, data, now.Add(CacheTTL), a.app.MaxCacheChannels, a.app.MaxCacheBytes)
 	a.hub.Publish(room, msg, except)
 }
 
@@ -332,15 +315,22 @@ func (a *appState) members(name string) []string {
 func (a *appState) cached(name string) (data string, ttl time.Duration, ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	e, ok := a.cache[name]
-	if !ok {
+	now := a.p.now()
+	e := a.cache.get(name, now)
+	if e == nil {
 		return "", 0, false
 	}
-	ttl = e.expires.Sub(a.p.now())
-	if ttl <= 0 {
-		return "", 0, false
-	}
-	return e.data, ttl, true
+	return e.data, e.expires.Sub(now), true
+}
+
+// cacheStats adds the app's cache counters to st.
+func (a *appState) cacheStats(st *Stats) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st.CacheChannels += len(a.cache.entries)
+	st.CacheBytes += int64(a.cache.bytes)
+	st.CacheEvictions += a.cache.evictions
+	st.CacheExpirations += a.cache.expirations
 }
 
 // appendPresence appends the data of a presence subscription_succeeded:
