@@ -80,6 +80,12 @@ func (s *Server) writeMetrics(w io.Writer) {
 	counter("messages_in", st.MessagesIn.Load())
 	counter("slow_consumers", st.SlowConsumers.Load())
 	counter("panics", st.Panics.Load())
+	ps := s.pusherAPI.Stats()
+	fmt.Fprintf(w, "# TYPE chatd_pusher_cache_channels gauge\nchatd_pusher_cache_channels %d\n", ps.CacheChannels)
+	fmt.Fprintf(w, "# TYPE chatd_pusher_cache_bytes gauge\nchatd_pusher_cache_bytes %d\n", ps.CacheBytes)
+	counter("pusher_cache_evictions", ps.CacheEvictions)
+	counter("pusher_cache_expirations", ps.CacheExpirations)
+	counter("pusher_demo_rate_limited", ps.DemoRateLimited)
 	fmt.Fprintf(w, "# TYPE chatd_closed_total counter\n")
 	for i := range st.Closed {
 		fmt.Fprintf(w, "chatd_closed_total{reason=%q} %d\n", CloseReason(i).String(), st.Closed[i].Load())

@@ -89,9 +89,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	fs.Var(byteSize{&c.WriteQueue}, "write-queue", "bytes queued for one connection before it is closed as a slow consumer (1008)")
 	fs.DurationVar(&c.PingInterval, "ping-interval", server.DefaultPingInterval, "ping a connection silent this long")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "close a connection silent this long (must exceed -ping-interval)")
-	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "time allowed for the HTTP request head")
-	fs.DurationVar(&c.DrainTimeout, "drain-timeout", server.DefaultDrainTimeout, "on SIGTERM, time allowed to flush close frames")
+	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "time allowed for the HTTP request head (plain HTTP: the whole request, and idle keep-alive)")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", server.DefaultDrainTimeout, "on SIGTERM, time queued messages may take to go out before the close frame")
 	fs.IntVar(&c.MaxConns, "max-conns", 0, "WebSocket connection cap, over it HTTP 503 (0: open-file limit minus a reserve)")
+	fs.IntVar(&c.MaxHTTPConns, "max-http-conns", server.DefaultMaxHTTPConns, "plain HTTP connections (pages, Pusher HTTP API) held at once; over it HTTP 503 (/healthz is always answered)")
 	fs.Var(origins{&c.AllowedOrigins}, "allowed-origins", "comma-separated Origin values allowed to upgrade (empty: any)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.app.ID, "app-id", "", "Pusher app ID (with -app-key and -app-secret: serve this one app instead of the default app)")
@@ -159,6 +160,7 @@ func validate(c *server.Config) error {
 		{"handshake-timeout", c.HandshakeTimeout <= 0, "more than 0"},
 		{"drain-timeout", c.DrainTimeout <= 0, "more than 0"},
 		{"max-conns", c.MaxConns < 0, "0 or more"},
+		{"max-http-conns", c.MaxHTTPConns <= 0, "more than 0"},
 	}
 	for _, ch := range checks {
 		if ch.bad {

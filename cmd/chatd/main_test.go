@@ -27,7 +27,7 @@ import (
 // allFlags is every flag chatd defines.
 var allFlags = []string{
 	"addr", "workers", "max-message", "write-queue", "ping-interval",
-	"idle-timeout", "handshake-timeout", "drain-timeout", "max-conns",
+	"idle-timeout", "handshake-timeout", "drain-timeout", "max-conns", "max-http-conns",
 	"allowed-origins", "log-level",
 }
 
