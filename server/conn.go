@@ -13,12 +13,17 @@ import (
 	"github.com/gobwas/ws"
 )
 
-// Connection states.
+// Connection states. A connection only moves forward through them; every
+// change after stateOpen is made under Conn.wmu (the state is also read
+// without it, by the read path and the timer). From stateClosing on
+// nothing more is queued, and the close reason is recorded.
 const (
-	stateHandshake uint32 = iota
-	stateOpen
-	stateClosing // a close frame (or rejection) is queued; no new output
-	stateClosed
+	stateHandshake uint32 = iota // the HTTP request head is being read
+	stateOpen                    // a WebSocket
+	stateClosing                 // a close frame (or HTTP answer) is queued behind the backlog
+	stateCut                     // closing; the backlog ahead of the close frame was dropped
+	stateFinal                   // the socket is to be closed now, by the connection's own callback
+	stateClosed                  // the socket is closed, or handed to net/http
 )
 
 // closeLinger bounds each step of a close: how long the backlog queued
@@ -55,12 +60,8 @@ type Conn struct {
 	wmu       sync.Mutex
 	outq      [][]byte // whole frames waiting; entries may be shared
 	outOff    int      // bytes of outq[0] already written
-	outBytes  int      // bytes in outq not yet written
-	closeSent bool     // nothing more may be queued after the close/rejection
-	closed    bool
-	wantFinal bool
-	cut       bool // the backlog ahead of the close frame was dropped
-	reason    CloseReason
+	outBytes int      // bytes in outq not yet written
+	reason   CloseReason
 
 	// Raw protocol: the one room this connection is in, what this read
 	// published to it, and the member's congestion state (Room.congest).
@@ -107,7 +108,7 @@ func (h *pollHandler) OnData(_ *poller.Worker, p []byte) {
 	switch c.state.Load() {
 	case stateHandshake:
 		c.handshakeData(p)
-	case stateOpen, stateClosing:
+	case stateOpen, stateClosing, stateCut, stateFinal:
 		if c.proto == nil {
 			return // a refused handshake: ignore whatever else comes
 		}
@@ -142,7 +143,7 @@ func (h *pollHandler) OnWritable(*poller.Worker) { (*Conn)(h).flush() }
 // lets a closing connection go on with its close.
 func (c *Conn) flush() {
 	c.wmu.Lock()
-	if !c.closed && len(c.outq) > 0 {
+	if c.state.Load() != stateClosed && len(c.outq) > 0 {
 		c.flushLocked()
 	}
 	drained := len(c.outq) == 0
@@ -183,7 +184,7 @@ func (h *pollHandler) OnHangup(_ *poller.Worker, err error) {
 	}
 	reason := ReasonPeerHangup
 	c.wmu.Lock()
-	if c.closeSent {
+	if c.closingLocked() {
 		reason = c.reason
 	}
 	c.wmu.Unlock()
@@ -244,7 +245,7 @@ func (c *Conn) protocolError(err error) {
 // sendOwned queues or writes one frame built for this connection only.
 func (c *Conn) sendOwned(frame []byte) {
 	c.wmu.Lock()
-	if !c.closeSent && !c.closed {
+	if c.mayQueueLocked() {
 		c.writeLocked(frame)
 	}
 	c.wmu.Unlock()
@@ -256,9 +257,9 @@ func (c *Conn) sendOwned(frame []byte) {
 // falling behind: Room.congest).
 func (c *Conn) sendShared(bufs ...[]byte) (retained, behind bool) {
 	c.wmu.Lock()
-	if !c.closeSent && !c.closed {
+	if c.mayQueueLocked() {
 		retained = c.writeLocked(bufs...)
-		behind = retained && c.outBytes > c.srv.cfg.WriteQueue/2 && !c.closeSent
+		behind = retained && c.outBytes > c.srv.cfg.WriteQueue/2 && c.mayQueueLocked()
 	}
 	c.wmu.Unlock()
 	return retained, behind
@@ -298,7 +299,7 @@ func (c *Conn) writeLocked(bufs ...[]byte) (queued bool) {
 			c.outBytes += len(b)
 		}
 	}
-	if c.outBytes > c.srv.cfg.WriteQueue && !c.closeSent {
+	if c.outBytes > c.srv.cfg.WriteQueue && c.mayQueueLocked() {
 		c.slowConsumerLocked()
 	}
 	return true
@@ -359,6 +360,7 @@ func (c *Conn) slowConsumerLocked() {
 	c.srv.stats.SlowConsumers.Add(1)
 	c.cutBacklogLocked(false)
 	c.queueCloseLocked(c.proto.slowConsumerCode(), "slow consumer", ReasonSlowConsumer, c.srv.wheel.ticks(closeLinger))
+	c.state.Store(stateCut)
 }
 
 // cutBacklogLocked drops the queue but for the rest of the frame in flight
@@ -366,7 +368,6 @@ func (c *Conn) slowConsumerLocked() {
 // response not yet written in full and, with keepLast, the last entry (the
 // close frame already queued).
 func (c *Conn) cutBacklogLocked(keepLast bool) {
-	c.cut = true
 	var last []byte
 	if keepLast {
 		if len(c.outq) <= 1 {
@@ -411,7 +412,7 @@ func (c *Conn) closeWith(code ws.StatusCode, reason string, why CloseReason) {
 // close frame may take; past it the backlog is dropped (closingTimer).
 func (c *Conn) closeWithin(code ws.StatusCode, reason string, why CloseReason, ticks int64) {
 	c.wmu.Lock()
-	if !c.closeSent && !c.closed {
+	if c.mayQueueLocked() {
 		c.queueCloseLocked(code, reason, why, ticks)
 	}
 	c.wmu.Unlock()
@@ -431,7 +432,7 @@ func (c *Conn) queueCloseLocked(code ws.StatusCode, reason string, why CloseReas
 // rejectHTTP sends an HTTP response (a refused handshake) and closes.
 func (c *Conn) rejectHTTP(resp []byte, why CloseReason) {
 	c.wmu.Lock()
-	if !c.closeSent && !c.closed {
+	if c.mayQueueLocked() {
 		c.writeLocked(resp)
 		c.startClosingLocked(why, c.srv.wheel.ticks(closeLinger))
 	}
@@ -443,7 +444,6 @@ func (c *Conn) rejectHTTP(resp []byte, why CloseReason) {
 // queued now, and arms the deadline of the first step of the close.
 func (c *Conn) startClosingLocked(why CloseReason, ticks int64) {
 	c.reason = why
-	c.closeSent = true
 	c.state.Store(stateClosing)
 	at := c.srv.wheel.now.Load() + ticks
 	c.deadline.Store(at)
@@ -472,8 +472,9 @@ func (c *Conn) closingTimer(now int64) {
 		}
 		return
 	}
-	if pending && !c.cut && !c.closed && c.proto != nil {
+	if pending && c.state.Load() == stateClosing && c.proto != nil {
 		c.cutBacklogLocked(true)
+		c.state.Store(stateCut)
 		at := now + c.srv.wheel.ticks(closeLinger)
 		c.deadline.Store(at)
 		c.wmu.Unlock()
@@ -489,8 +490,9 @@ func (c *Conn) closingTimer(now int64) {
 // once the drain timeout is over).
 func (c *Conn) hurryClose() {
 	c.wmu.Lock()
-	if c.closeSent && !c.cut && !c.closed && c.proto != nil && len(c.outq) > 1 {
+	if c.state.Load() == stateClosing && c.proto != nil && len(c.outq) > 1 {
 		c.cutBacklogLocked(true)
+		c.state.Store(stateCut)
 		c.d.Wake()
 	}
 	c.wmu.Unlock()
@@ -505,32 +507,37 @@ func (c *Conn) requestFinal(why CloseReason) {
 }
 
 func (c *Conn) requestFinalLocked(why CloseReason) {
-	if c.closed || c.wantFinal {
+	st := c.state.Load()
+	if st >= stateFinal {
 		return
 	}
-	c.wantFinal = true
-	if !c.closeSent {
-		c.closeSent = true
+	if st < stateClosing {
 		c.reason = why
 	}
+	c.state.Store(stateFinal)
 	c.d.Wake()
 }
+
+// mayQueueLocked reports whether output may still be queued: not once a
+// close frame or a final HTTP answer is.
+func (c *Conn) mayQueueLocked() bool { return c.state.Load() < stateClosing }
+
+// closingLocked reports whether a close has begun (and c.reason is set).
+func (c *Conn) closingLocked() bool { return c.state.Load() >= stateClosing }
 
 // maybeFinish runs in the Desc's callbacks: once the close frame is out it
 // half-closes the socket, and once the peer is done too it closes it.
 func (c *Conn) maybeFinish() {
 	c.wmu.Lock()
-	final, sent, drained, why := c.wantFinal, c.closeSent, len(c.outq) == 0, c.reason
-	closed := c.closed
+	st, drained, why := c.state.Load(), len(c.outq) == 0, c.reason
 	c.wmu.Unlock()
-	if closed {
+	switch {
+	case st == stateClosed:
 		return
-	}
-	if final {
+	case st == stateFinal:
 		c.finalize(why)
 		return
-	}
-	if !sent || !drained {
+	case st < stateClosing || !drained:
 		return
 	}
 	if !c.shutWr {
@@ -552,25 +559,34 @@ func (c *Conn) maybeFinish() {
 	}
 }
 
-// finalize closes the socket and forgets the connection. It runs in the
-// Desc's callbacks only.
+// finalize closes the socket and forgets the connection, for reason why.
+// It runs in the Desc's callbacks only.
 func (c *Conn) finalize(why CloseReason) {
-	c.wmu.Lock()
-	if c.closed {
-		c.wmu.Unlock()
-		return
+	if c.teardown() {
+		_ = c.d.Close()
+		c.srv.connClosed(c, why)
 	}
-	c.closed = true
-	c.outq, c.outBytes = nil, 0
-	c.wmu.Unlock()
-	_ = c.d.Close()
-	c.srv.wheel.remove(c)
-	wasOpen := c.proto != nil
-	if wasOpen {
-		c.proto.onClose(c)
+}
+
+// teardown is the one end of every connection, closed or handed to
+// net/http: it marks it closed (under wmu, so no writer touches the socket
+// afterwards), drops its queue, timer, room memberships and buffers. It
+// reports false if that was done before. The caller then closes or
+// detaches the socket.
+func (c *Conn) teardown() bool {
+	c.wmu.Lock()
+	if c.state.Load() == stateClosed {
+		c.wmu.Unlock()
+		return false
 	}
 	c.state.Store(stateClosed)
+	c.outq, c.outBytes, c.outOff = nil, 0, 0
+	c.wmu.Unlock()
+	c.srv.wheel.remove(c)
+	if c.proto != nil {
+		c.proto.onClose(c)
+	}
 	c.dec.Release()
 	c.releaseHandshakeBuf()
-	c.srv.connClosed(c, why, wasOpen)
+	return true
 }

@@ -202,7 +202,7 @@ func (c *Conn) answerHealthz(head []byte, info headInfo) (keep bool) {
 		resp = resp[:len(resp)-len(healthzBody)]
 	}
 	c.wmu.Lock()
-	if c.closeSent || c.closed {
+	if !c.mayQueueLocked() {
 		c.wmu.Unlock()
 		return false
 	}
@@ -314,7 +314,7 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 		s.wheel.schedule(c, s.wheel.now.Load()+ping)
 	}
 	c.wmu.Lock()
-	if !c.closed {
+	if c.state.Load() != stateClosed {
 		c.flushLocked()
 	}
 	c.wmu.Unlock()

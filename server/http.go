@@ -35,12 +35,10 @@ func (c *Conn) handoffHTTP(buf []byte) {
 		return
 	}
 	prefix := append([]byte(nil), buf...)
-	c.wmu.Lock()
-	c.closed = true
-	c.wmu.Unlock()
-	s.wheel.remove(c)
-	c.releaseHandshakeBuf()
-	c.state.Store(stateClosed)
+	if !c.teardown() {
+		s.httpConns.Add(-1)
+		return
+	}
 	fd, err := c.d.Detach()
 	if err != nil {
 		s.httpClosed()

@@ -280,7 +280,7 @@ func (r *Room) congest(behind []*Conn) {
 		// The member may have caught up since the delivery, before it could
 		// see itself listed (Conn.flush): then it must not be listed.
 		m.wmu.Lock()
-		caughtUp := len(m.outq) == 0 || m.closed
+		caughtUp := len(m.outq) == 0 || m.state.Load() == stateClosed
 		m.wmu.Unlock()
 		if caughtUp {
 			m.cong.Store(congNone)
@@ -321,7 +321,7 @@ func (r *Room) recheckLocked(now time.Time) {
 	kept := r.congested[:0]
 	for _, e := range r.congested {
 		e.c.wmu.Lock()
-		caughtUp := len(e.c.outq) == 0 || e.c.closed
+		caughtUp := len(e.c.outq) == 0 || e.c.state.Load() == stateClosed
 		e.c.wmu.Unlock()
 		switch {
 		case caughtUp:

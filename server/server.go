@@ -203,15 +203,15 @@ func (s *Server) onTimer(c *Conn, now int64) {
 			next = min(last+idleTicks, now+pingTicks)
 		}
 		s.wheel.schedule(c, next)
-	case stateClosing:
+	case stateClosing, stateCut, stateFinal:
 		c.closingTimer(now)
 	}
 }
 
 // connClosed is called once per socket from finalize.
-func (s *Server) connClosed(c *Conn, why CloseReason, wasOpen bool) {
+func (s *Server) connClosed(c *Conn, why CloseReason) {
 	s.live.Add(-1)
-	if wasOpen {
+	if c.proto != nil {
 		s.open.Add(-1)
 	}
 	s.stats.Closed[why].Add(1)
