@@ -57,9 +57,9 @@ type Conn struct {
 	pingAt   int64        // wheel goroutine only
 
 	// Write side, guarded by wmu.
-	wmu       sync.Mutex
-	outq      [][]byte // whole frames waiting; entries may be shared
-	outOff    int      // bytes of outq[0] already written
+	wmu      sync.Mutex
+	outq     [][]byte // whole frames waiting; entries may be shared
+	outOff   int      // bytes of outq[0] already written
 	outBytes int      // bytes in outq not yet written
 	reason   CloseReason
 
