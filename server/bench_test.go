@@ -326,7 +326,9 @@ func (fx *broadcastFixture) stop() {
 // publish sends one 64-byte text message to every member, as a member's
 // message would be (framed once, fanned out); it does not wait.
 func (fx *broadcastFixture) publish(payload []byte) {
-	fx.room.Publish(ws.OpText, payload, nil)
+	if fx.room.publish(ws.OpText, payload, nil) {
+		fx.room.flush()
+	}
 	fx.sent += frameBytes * int64(fx.members)
 }
 

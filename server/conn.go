@@ -42,8 +42,7 @@ type Conn struct {
 
 	// Set by the handshake, read-only afterwards.
 	proto  protocol
-	ext    any    // protocol-specific per-connection state
-	target string // room key (raw) or app key (Pusher)
+	pusher *pusherState // Pusher connections only
 
 	// Read side: touched only from the Desc's callbacks.
 	hbuf       *[]byte
@@ -79,7 +78,8 @@ type Conn struct {
 // protocol is what runs on an upgraded connection (raw chat or Pusher).
 // Calls come from the connection's Desc callbacks, one at a time.
 type protocol interface {
-	onOpen(c *Conn)
+	// onOpen starts the protocol on a connection routed to it by rt.
+	onOpen(c *Conn, rt route)
 	onMessage(c *Conn, op ws.OpCode, payload []byte)
 	onClose(c *Conn)
 	// shutdownCode is sent to every connection on graceful shutdown.

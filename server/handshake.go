@@ -233,11 +233,13 @@ func (h *handshakeIO) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// route is the outcome of OnRequest.
+// route is where a request URI leads: a protocol and, for the raw
+// protocol, the room's hub key, or for Pusher the per-connection state
+// (app key and query).
 type route struct {
 	proto  protocol
-	target string
-	ext    any
+	room   string
+	pusher *pusherState
 }
 
 func reject(code int, reason string) error {
@@ -295,8 +297,7 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 	// protocol state.
 	s.wheel.remove(c)
 	c.proto = rt.proto
-	c.target = rt.target
-	c.ext = rt.ext
+	c.pusher = rt.pusher
 	c.dec.MaxMessage = s.cfg.MaxMessage
 	s.stats.Upgraded.Add(1)
 	// Join before the 101 is written, so a client that has its 101 is in
@@ -306,7 +307,7 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 	c.outq = append(c.outq, hio.out)
 	c.outBytes += len(hio.out)
 	c.wmu.Unlock()
-	c.proto.onOpen(c)
+	c.proto.onOpen(c, rt)
 	// onOpen may have refused the connection (Pusher: unknown key), which
 	// leaves it closing with its linger timer set.
 	if c.state.CompareAndSwap(stateHandshake, stateOpen) {
@@ -347,17 +348,17 @@ func (s *Server) route(uri string) (route, error) {
 	}
 	switch {
 	case path == "/chat":
-		return route{proto: s.raw, target: rawRoomKey("")}, nil
+		return route{proto: s.raw, room: rawRoomKey("")}, nil
 	case strings.HasPrefix(path, "/chat/"):
 		name := path[len("/chat/"):]
 		if !validRoomName(name) {
 			return route{}, reject(http.StatusBadRequest, "invalid room name: 1-64 characters of A-Z a-z 0-9 . _ -")
 		}
-		return route{proto: s.raw, target: rawRoomKey(name)}, nil
+		return route{proto: s.raw, room: rawRoomKey(name)}, nil
 	case strings.HasPrefix(path, "/app/") && s.pusher != nil:
 		// The key is checked by the Pusher protocol after the upgrade: it
 		// answers an unknown key with pusher:error 4001, as clients expect.
-		return route{proto: s.pusher, target: path[len("/app/"):], ext: &pusherState{query: query}}, nil
+		return route{proto: s.pusher, pusher: &pusherState{appKey: path[len("/app/"):], query: query}}, nil
 	}
 	return route{}, reject(http.StatusNotFound, "not found")
 }

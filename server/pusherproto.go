@@ -3,7 +3,6 @@ package server
 import (
 	"net/url"
 
-	"chatd/poller"
 	"chatd/server/pusher"
 	"chatd/server/wsframe"
 
@@ -19,16 +18,17 @@ type pusherProto struct {
 	p *pusher.Protocol
 }
 
-// pusherState is a Pusher connection's Conn.ext.
+// pusherState is a Pusher connection's Conn.pusher.
 type pusherState struct {
+	appKey  string // from the path /app/{key}
 	query   string
 	session *pusher.Session
 }
 
-func (pp *pusherProto) onOpen(c *Conn) {
-	st := c.ext.(*pusherState)
+func (pp *pusherProto) onOpen(c *Conn, _ route) {
+	st := c.pusher
 	q, _ := url.ParseQuery(st.query)
-	st.session = pp.p.Open(c, c.target, q)
+	st.session = pp.p.Open(c, st.appKey, q)
 	if st.session != nil {
 		// The app decides how big an event may be: an app allowing more
 		// than the engine's MaxMessage gets room for its events (and
@@ -42,7 +42,7 @@ func (pp *pusherProto) onOpen(c *Conn) {
 }
 
 func (pp *pusherProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
-	st := c.ext.(*pusherState)
+	st := c.pusher
 	if st.session == nil {
 		return
 	}
@@ -54,7 +54,7 @@ func (pp *pusherProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
 }
 
 func (pp *pusherProto) onClose(c *Conn) {
-	if st := c.ext.(*pusherState); st.session != nil {
+	if st := c.pusher; st.session != nil {
 		st.session.Closed()
 	}
 }
@@ -68,7 +68,7 @@ func (pp *pusherProto) slowConsumerCode() ws.StatusCode { return pusher.CodeOver
 // a connection silent that long gets pusher:ping, and pusher.PongTimeout
 // later it is closed with 4201.
 func (pp *pusherProto) timeouts(c *Conn) (ping, idle int64) {
-	st := c.ext.(*pusherState)
+	st := c.pusher
 	if st.session == nil {
 		return pp.s.pingTicks, pp.s.idleTicks
 	}
@@ -77,7 +77,7 @@ func (pp *pusherProto) timeouts(c *Conn) (ping, idle int64) {
 }
 
 func (pp *pusherProto) ping(c *Conn) {
-	if st := c.ext.(*pusherState); st.session != nil {
+	if st := c.pusher; st.session != nil {
 		st.session.Ping()
 		return
 	}
@@ -98,26 +98,13 @@ func (c *Conn) Close(code int, reason string) {
 	c.closeWith(ws.StatusCode(code), reason, ReasonProtocolClose)
 }
 
-// pusherHub adapts Hub to pusher.Hub.
-type pusherHub struct{ h *Hub }
+// pusherRooms gives package pusher the hub's rooms (pusher.Rooms).
+type pusherRooms struct{ h *Hub }
 
-func (ph pusherHub) Subscribe(room string, c pusher.Conn)   { ph.h.Join(room, c.(*Conn)) }
-func (ph pusherHub) Unsubscribe(room string, c pusher.Conn) { ph.h.Leave(room, c.(*Conn)) }
+func (pr pusherRooms) Subscribe(room string, c pusher.Conn)   { pr.h.Join(room, c.(*Conn)) }
+func (pr pusherRooms) Unsubscribe(room string, c pusher.Conn) { pr.h.Leave(room, c.(*Conn)) }
 
-// Publish hands the fan-out to the pool instead of running it inline: the
-// caller (an HTTP API request, or a client event) holds the app's lock and
-// waits for nothing, and messages published while a fan-out runs share its
-// next write to each member.
-func (ph pusherHub) Publish(room string, msg []byte, except pusher.Conn) {
+func (pr pusherRooms) Publish(room string, msg []byte, except pusher.Conn) {
 	ex, _ := except.(*Conn)
-	r := ph.h.Room(room)
-	if r != nil && r.publish(ws.OpText, msg, ex) {
-		ph.h.s.poller.Submit(func(*poller.Worker) { r.flush() })
-	}
-}
-func (ph pusherHub) Count(room string) int {
-	if r := ph.h.Room(room); r != nil {
-		return r.Len()
-	}
-	return 0
+	pr.h.Publish(room, ws.OpText, msg, ex)
 }

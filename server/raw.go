@@ -12,7 +12,7 @@ type rawProto struct{ s *Server }
 
 func rawRoomKey(name string) string { return "chat/" + name }
 
-func (p *rawProto) onOpen(c *Conn) { c.room = p.s.hub.join(c.target, c, true) }
+func (p *rawProto) onOpen(c *Conn, rt route) { c.room, _ = p.s.hub.join(rt.room, c, true) }
 
 func (p *rawProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
 	if h := p.s.cfg.testHookMessage; h != nil {
@@ -28,7 +28,7 @@ func (p *rawProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
 
 func (p *rawProto) onClose(c *Conn) {
 	if c.room != nil {
-		p.s.hub.Leave(c.target, c)
+		p.s.hub.Leave(c.room.name, c)
 		if c.cong.Load() == congListed {
 			c.room.drained(c) // producers must not wait for it any longer
 		}

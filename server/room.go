@@ -95,14 +95,16 @@ func newHub(s *Server) *Hub {
 	return &Hub{s: s, rooms: make(map[string]*Room)}
 }
 
-// Join adds c to room name, creating the room. Idempotent.
-func (h *Hub) Join(name string, c *Conn) *Room { return h.join(name, c, false) }
+// Join adds c to room name, creating the room. Idempotent. first reports
+// whether c is the room's first member on this node (interest in the room
+// begins).
+func (h *Hub) Join(name string, c *Conn) (r *Room, first bool) { return h.join(name, c, false) }
 
 // join is Join; a room it creates with paced holds producers back
 // (backpressure) when its members fall behind.
-func (h *Hub) join(name string, c *Conn, paced bool) *Room {
+func (h *Hub) join(name string, c *Conn, paced bool) (r *Room, first bool) {
 	h.mu.Lock()
-	r := h.rooms[name]
+	r = h.rooms[name]
 	if r == nil {
 		r = &Room{hub: h, name: name, index: make(map[*Conn]int32), paced: paced}
 		h.rooms[name] = r
@@ -113,27 +115,31 @@ func (h *Hub) join(name string, c *Conn, paced bool) *Room {
 		r.index[c] = int32(len(r.members))
 		r.members = append(r.members, c)
 		r.joined = append(r.joined, r.seq)
+		first = len(r.members) == 1
 	}
 	r.mu.Unlock()
 	h.mu.Unlock()
-	return r
+	return r, first
 }
 
 // Leave removes c from room name; an empty room is dropped. Idempotent.
-func (h *Hub) Leave(name string, c *Conn) {
+// last reports whether c was the room's last member on this node
+// (interest in the room ends).
+func (h *Hub) Leave(name string, c *Conn) (last bool) {
 	h.mu.Lock()
 	if r := h.rooms[name]; r != nil {
 		r.mu.Lock()
 		if i, ok := r.index[c]; ok {
-			last := len(r.members) - 1
-			moved := r.members[last]
+			end := len(r.members) - 1
+			moved := r.members[end]
 			r.members[i] = moved
-			r.joined[i] = r.joined[last]
+			r.joined[i] = r.joined[end]
 			r.index[moved] = i
-			r.members[last] = nil
-			r.members = r.members[:last]
-			r.joined = r.joined[:last]
+			r.members[end] = nil
+			r.members = r.members[:end]
+			r.joined = r.joined[:end]
 			delete(r.index, c)
+			last = len(r.members) == 0
 		}
 		empty := len(r.members) == 0
 		r.mu.Unlock()
@@ -142,6 +148,20 @@ func (h *Hub) Leave(name string, c *Conn) {
 		}
 	}
 	h.mu.Unlock()
+	return last
+}
+
+// Publish sends a message to the members of room name on this node but
+// except (nil: all). The fan-out runs on the pool, so the caller (an HTTP
+// API request, a Pusher client event under its app's lock) waits for
+// nothing, and messages published while a fan-out runs share its next
+// write to each member. This is the one way into a room from outside it;
+// the raw protocol, whose messages come from a member's own read, uses the
+// same two steps (Room.publish, then Room.flush once per read) inline.
+func (h *Hub) Publish(name string, op ws.OpCode, payload []byte, except *Conn) {
+	if r := h.Room(name); r != nil && r.publish(op, payload, except) {
+		r.flushLater()
+	}
 }
 
 // Room returns the room called name, or nil.
@@ -156,14 +176,6 @@ func (r *Room) Len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return len(r.members)
-}
-
-// Publish frames payload once into the room's pending batch and makes sure
-// a fan-out will deliver it to every member but except.
-func (r *Room) Publish(op ws.OpCode, payload []byte, except *Conn) {
-	if r.publish(op, payload, except) {
-		r.flush()
-	}
 }
 
 // publish adds a message to the pending batch. It reports whether the
@@ -193,6 +205,9 @@ func (r *Room) publish(op ws.OpCode, payload []byte, except *Conn) (mustFlush bo
 	r.mu.Unlock()
 	return true
 }
+
+// flushLater runs flush on the pool.
+func (r *Room) flushLater() { r.hub.s.poller.Submit(func(*poller.Worker) { r.flush() }) }
 
 // flush delivers pending batches until there are none. Small rooms are
 // served inline; large ones are split into jobs on the worker pool, and the

@@ -55,7 +55,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	s.hub = newHub(s)
 	s.raw = &rawProto{s: s}
-	pp, err := pusher.New(pusher.Config{Apps: cfg.Apps, Hub: pusherHub{s.hub}, Logger: cfg.Logger})
+	pp, err := pusher.New(pusher.Config{Apps: cfg.Apps, Rooms: pusherRooms{s.hub}, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("server: pusher: %w", err)
 	}

@@ -121,10 +121,10 @@ func TestLoadAppsFile(t *testing.T) {
 }
 
 func TestNewConfig(t *testing.T) {
-	if _, err := New(Config{}); !errors.Is(err, ErrNoHub) {
-		t.Fatalf("New without hub: %v", err)
+	if _, err := New(Config{}); !errors.Is(err, ErrNoRooms) {
+		t.Fatalf("New without rooms: %v", err)
 	}
-	p, err := New(Config{Hub: newFakeHub()})
+	p, err := New(Config{Rooms: newFakeRooms()})
 	if err != nil {
 		t.Fatal(err)
 	}

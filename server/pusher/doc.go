@@ -4,7 +4,7 @@
 // unchanged.
 //
 // The package knows nothing of sockets: the engine hands it a Conn per
-// connection (Send a text frame, Close with a code) and a Hub (rooms with
+// connection (Send a text frame, Close with a code) and a Rooms (rooms with
 // encode-once Publish). It provides
 //
 //   - the WebSocket side (Protocol.Open, Session): connection_established
@@ -24,7 +24,7 @@
 // # Usage
 //
 //	apps, err := pusher.LoadApps(*appsFile, pusher.App{ID: *id, Key: *key, Secret: *secret, ClientEvents: true})
-//	proto, err := pusher.New(pusher.Config{Apps: apps, Hub: hub, Logger: log})
+//	proto, err := pusher.New(pusher.Config{Apps: apps, Rooms: rooms, Logger: log})
 //	mux.Handle("/apps/", proto.APIHandler())
 //	mux.Handle("/pusher/", proto.DemoHandler())
 //
@@ -49,8 +49,8 @@
 //
 // # Rooms
 //
-// A channel's Hub room is RoomKey(appID, channel) = appID + "\x00" +
-// channel, so apps share one hub without colliding.
+// A channel's Rooms room is RoomKey(appID, channel) = appID + "\x00" +
+// channel, so apps share one rooms without colliding.
 //
 // # Goroutines
 //
@@ -62,7 +62,7 @@
 // Session.Ping is called from the engine's timer. The HTTP handlers run on
 // net/http's goroutines. Every entry point is safe for concurrent use. The
 // payload given to Message is valid only during the call; nothing keeps it.
-// Messages given to Conn.Send and Hub.Publish are never modified afterwards
+// Messages given to Conn.Send and Rooms.Publish are never modified afterwards
 // (cache channels keep the last one and Send it again to new subscribers).
 //
 // # Locks
@@ -71,7 +71,7 @@
 //
 //  1. Session.mu — one connection's subscriptions, user and rate limiter.
 //  2. appState.mu — one app's occupied channels, presence members,
-//     signed-in users and cache. Hub methods and Conn.Send are called with
+//     signed-in users and cache. Rooms methods and Conn.Send are called with
 //     it held, so that subscription_succeeded, member_added/removed and
 //     cache replays are decided and handed to the engine in one order.
 //  3. appState.sockMu — the socket_id index; a leaf.
@@ -80,7 +80,7 @@
 // alone.
 //
 // Hence the engine must not call back into this package from inside
-// Conn.Send or any Hub method (Send on a slow consumer closes it; Closed
+// Conn.Send or any Rooms method (Send on a slow consumer closes it; Closed
 // follows later from the engine's goroutine). Conn.Close is never called
 // with a lock held, so an engine may call Session.Closed from inside it.
 package pusher

@@ -17,27 +17,25 @@ type Conn interface {
 	Close(code int, reason string)
 }
 
-// Hub is the engine's room registry with encode-once fan-out.
+// Rooms is the engine's room registry with encode-once fan-out.
 //
 // Room keys are app-qualified channel names built by RoomKey:
 // appID + "\x00" + channel. NUL cannot occur in an app ID or in a channel
 // name, so rooms of different apps never collide and the engine needs no
 // knowledge of apps.
 //
-// Like Conn.Send, Hub methods must not call back into this package
+// Like Conn.Send, Rooms methods must not call back into this package
 // synchronously: the package calls them with its per-app lock held so that
 // presence and cache events keep their order.
-type Hub interface {
+type Rooms interface {
 	Subscribe(room string, c Conn)   // idempotent
 	Unsubscribe(room string, c Conn) // idempotent
 	// Publish frames msg once and delivers it to every member of room except `except` (may be nil).
 	// msg is immutable from the call on: the package keeps it (cache channels replay it).
 	Publish(room string, msg []byte, except Conn)
-	// Count returns the number of connections subscribed to room.
-	Count(room string) int
 }
 
-// RoomKey returns the Hub room key of channel in the app with ID appID.
+// RoomKey returns the room key of channel in the app with ID appID.
 func RoomKey(appID, channel string) string {
 	return appID + "\x00" + channel
 }

@@ -98,16 +98,16 @@ func (c *fakeConn) expectNone(t *testing.T) {
 	}
 }
 
-// fakeHub is an in-memory Hub delivering synchronously.
-type fakeHub struct {
+// fakeRooms is an in-memory Rooms delivering synchronously.
+type fakeRooms struct {
 	mu        sync.Mutex
 	rooms     map[string]map[Conn]bool
 	published int
 }
 
-func newFakeHub() *fakeHub { return &fakeHub{rooms: make(map[string]map[Conn]bool)} }
+func newFakeRooms() *fakeRooms { return &fakeRooms{rooms: make(map[string]map[Conn]bool)} }
 
-func (h *fakeHub) Subscribe(room string, c Conn) {
+func (h *fakeRooms) Subscribe(room string, c Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.rooms[room] == nil {
@@ -116,7 +116,7 @@ func (h *fakeHub) Subscribe(room string, c Conn) {
 	h.rooms[room][c] = true
 }
 
-func (h *fakeHub) Unsubscribe(room string, c Conn) {
+func (h *fakeRooms) Unsubscribe(room string, c Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.rooms[room], c)
@@ -125,7 +125,7 @@ func (h *fakeHub) Unsubscribe(room string, c Conn) {
 	}
 }
 
-func (h *fakeHub) Publish(room string, msg []byte, except Conn) {
+func (h *fakeRooms) Publish(room string, msg []byte, except Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.published++
@@ -136,7 +136,7 @@ func (h *fakeHub) Publish(room string, msg []byte, except Conn) {
 	}
 }
 
-func (h *fakeHub) Count(room string) int {
+func (h *fakeRooms) Count(room string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.rooms[room])
@@ -160,10 +160,10 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-// testEnv is a Protocol on a fake hub and clock.
+// testEnv is a Protocol on a fake rooms and clock.
 type testEnv struct {
 	p     *Protocol
-	hub   *fakeHub
+	rooms   *fakeRooms
 	clock *fakeClock
 	app   *App
 }
@@ -176,8 +176,8 @@ func newTestEnv(t *testing.T, apps ...App) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &testEnv{hub: newFakeHub(), clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}}
-	e.p, err = New(Config{Apps: reg, Hub: e.hub, Now: e.clock.Now})
+	e := &testEnv{rooms: newFakeRooms(), clock: &fakeClock{now: time.Unix(1_700_000_000, 0)}}
+	e.p, err = New(Config{Apps: reg, Rooms: e.rooms, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

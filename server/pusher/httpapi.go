@@ -311,7 +311,7 @@ func validateEvent(app *App, er *eventRequest, batch bool) (event, *apiError) {
 	return ev, nil
 }
 
-// publish encodes the event once per channel and hands it to the hub.
+// publish encodes the event once per channel and hands it to the rooms.
 func (p *Protocol) publish(st *appState, ev event) {
 	var except Conn
 	if ev.except != "" {
@@ -332,7 +332,7 @@ func (p *Protocol) channelAttrs(st *appState, channel string, info []string) map
 		case attr == "user_count" && classify(channel)&kindPresence != 0:
 			attrs[attr] = ci.users
 		case attr == "subscription_count":
-			attrs[attr] = p.hub.Count(st.room(channel))
+			attrs[attr] = ci.subs
 		}
 	}
 	return attrs
@@ -393,7 +393,7 @@ func (p *Protocol) apiChannel(req *apiRequest) (any, *apiError) {
 			}
 			resp[attr] = ci.users
 		case "subscription_count":
-			resp[attr] = p.hub.Count(req.st.room(name))
+			resp[attr] = ci.subs
 		case "cache":
 			if kind&kindCache == 0 {
 				return nil, badRequest("info=cache applies to cache channels only")

@@ -163,15 +163,15 @@ func TestAPIEvents(t *testing.T) {
 	ca.take(t)
 
 	// Two channels, the first subscriber excluded by socket_id.
-	before := e.hub.published
+	before := e.rooms.published
 	status, out := e.do(t, apiCall{method: "POST", path: path, body: eventsBody(t, map[string]any{
 		"name": "headline", "channels": []string{"news", "sport"}, "data": `{"t":"hi"}`, "socket_id": a.SocketID(),
 	})})
 	if status != 200 || len(out) != 0 {
 		t.Fatalf("status %d %v", status, out)
 	}
-	if e.hub.published-before != 2 {
-		t.Fatalf("%d hub publishes, want one per channel", e.hub.published-before)
+	if e.rooms.published-before != 2 {
+		t.Fatalf("%d rooms publishes, want one per channel", e.rooms.published-before)
 	}
 	ca.expectNone(t)
 	got := cb.take(t)

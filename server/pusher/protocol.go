@@ -18,8 +18,8 @@ const PongTimeout = 30 * time.Second
 type Config struct {
 	// Apps are the configured apps; nil means the default app alone.
 	Apps *Apps
-	// Hub is the engine's room registry. Required.
-	Hub Hub
+	// Rooms is the engine's room registry. Required.
+	Rooms Rooms
 	// Logger receives debug records of refused connections and protocol
 	// errors; nil means no logging.
 	Logger *slog.Logger
@@ -30,8 +30,8 @@ type Config struct {
 
 // Validate reports whether the config can be used.
 func (c *Config) Validate() error {
-	if c.Hub == nil {
-		return ErrNoHub
+	if c.Rooms == nil {
+		return ErrNoRooms
 	}
 	return nil
 }
@@ -41,7 +41,7 @@ func (c *Config) Validate() error {
 // returned Session's methods; APIHandler and DemoHandler are its HTTP side.
 type Protocol struct {
 	apps   *Apps
-	hub    Hub
+	rooms    Rooms
 	log    *slog.Logger
 	now    func() time.Time
 	epoch  time.Time
@@ -54,7 +54,7 @@ func New(cfg Config) (*Protocol, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	p := &Protocol{apps: cfg.Apps, hub: cfg.Hub, log: cfg.Logger, now: cfg.Now}
+	p := &Protocol{apps: cfg.Apps, rooms: cfg.Rooms, log: cfg.Logger, now: cfg.Now}
 	if p.apps == nil {
 		apps, err := NewApps()
 		if err != nil {

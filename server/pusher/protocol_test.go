@@ -125,8 +125,8 @@ func TestSubscribePublic(t *testing.T) {
 		t.Fatalf("got %+v, want one subscription_succeeded with data \"{}\"", msgs)
 	}
 	room := RoomKey(e.app.ID, "news")
-	if e.hub.Count(room) != 1 {
-		t.Fatalf("hub room %q has %d members, want 1", room, e.hub.Count(room))
+	if e.rooms.Count(room) != 1 {
+		t.Fatalf("rooms room %q has %d members, want 1", room, e.rooms.Count(room))
 	}
 	// Subscribing again is idempotent: confirmed again, counted once.
 	e.mustSubscribe(t, s, c, "news", "")
@@ -136,7 +136,7 @@ func TestSubscribePublic(t *testing.T) {
 	send(t, s, "pusher:unsubscribe", "", map[string]string{"channel": "news"})
 	send(t, s, "pusher:unsubscribe", "", map[string]string{"channel": "news"})
 	c.expectNone(t)
-	if e.hub.Count(room) != 0 || len(e.p.states[e.app.ID].occupied("")) != 0 {
+	if e.rooms.Count(room) != 0 || len(e.p.states[e.app.ID].occupied("")) != 0 {
 		t.Fatal("channel still occupied after unsubscribe")
 	}
 }
@@ -213,7 +213,7 @@ func TestSubscribeAuth(t *testing.T) {
 			if m.Event != "pusher:subscription_error" || m.Channel != tt.channel || se.Type != "AuthError" || se.Status != 401 || se.Error == "" {
 				t.Fatalf("got %+v %+v, want subscription_error AuthError 401", m, se)
 			}
-			if e.hub.Count(RoomKey(e.app.ID, tt.channel)) != 0 {
+			if e.rooms.Count(RoomKey(e.app.ID, tt.channel)) != 0 {
 				t.Fatal("refused connection is in the room")
 			}
 		})
@@ -626,7 +626,7 @@ func TestClosedIsIdempotentAndFinal(t *testing.T) {
 	send(t, s, "pusher:ping", "", nil)
 	c.expectNone(t)
 	st := e.p.states[e.app.ID]
-	if len(st.occupied("")) != 0 || st.conn(s.SocketID()) != nil || e.hub.Count(RoomKey(e.app.ID, "news")) != 0 {
+	if len(st.occupied("")) != 0 || st.conn(s.SocketID()) != nil || e.rooms.Count(RoomKey(e.app.ID, "news")) != 0 {
 		t.Fatal("closed session left state behind")
 	}
 }

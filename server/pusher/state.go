@@ -17,14 +17,14 @@ const CacheTTL = 30 * time.Minute
 // presence members, signed-in users, the last events of cache channels and
 // the socket_id index.
 //
-// mu guards channels, users and cache. Hub and Conn.Send are called with mu
+// mu guards channels, users and cache. Rooms and Conn.Send are called with mu
 // held so that member_added/member_removed, subscription_succeeded and cache
 // replays reach every connection in the order they were decided. sockMu
 // guards sockets and is a leaf: nothing is called while it is held.
 type appState struct {
 	p   *Protocol
 	app *App
-	hub Hub
+	rooms Rooms
 
 	mu       sync.Mutex
 	channels map[string]*channelState // occupied channels (user channels are not listed)
@@ -58,7 +58,7 @@ type subscribeError struct {
 
 func newAppState(p *Protocol, app *App) *appState {
 	return &appState{
-		p: p, app: app, hub: p.hub,
+		p: p, app: app, rooms: p.rooms,
 		channels: make(map[string]*channelState),
 		users:    make(map[string][]*Session),
 		sockets:  make(map[string]*Session),
@@ -78,7 +78,7 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 	defer a.mu.Unlock()
 
 	if sub.kind&kindUser != 0 {
-		a.hub.Subscribe(room, s.conn)
+		a.rooms.Subscribe(room, s.conn)
 		s.conn.Send(encodeEvent("pusher_internal:subscription_succeeded", sub.channel, "{}", ""))
 		return nil
 	}
@@ -114,7 +114,7 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 			a.channels[sub.channel] = ch
 		}
 		ch.subs++
-		a.hub.Subscribe(room, s.conn)
+		a.rooms.Subscribe(room, s.conn)
 	}
 
 	data := "{}"
@@ -123,7 +123,7 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 	}
 	s.conn.Send(encodeEvent("pusher_internal:subscription_succeeded", sub.channel, data, ""))
 	if added != nil {
-		a.hub.Publish(room, encodeEvent("pusher_internal:member_added", sub.channel,
+		a.rooms.Publish(room, encodeEvent("pusher_internal:member_added", sub.channel,
 			string(appendMember(nil, sub.userID, added.info)), ""), s.conn)
 	}
 	if sub.kind&kindCache != 0 {
@@ -147,7 +147,7 @@ func (a *appState) unsubscribe(c Conn, sub subscription) {
 // member_removed when c was the last connection of its presence member.
 func (a *appState) unsubscribeLocked(c Conn, sub subscription) {
 	room := a.room(sub.channel)
-	a.hub.Unsubscribe(room, c)
+	a.rooms.Unsubscribe(room, c)
 	if sub.kind&kindUser != 0 {
 		return
 	}
@@ -160,7 +160,7 @@ func (a *appState) unsubscribeLocked(c Conn, sub subscription) {
 			m.conns--
 			if m.conns <= 0 {
 				delete(ch.members, sub.userID)
-				a.hub.Publish(room, encodeEvent("pusher_internal:member_removed", sub.channel,
+				a.rooms.Publish(room, encodeEvent("pusher_internal:member_removed", sub.channel,
 					string(appendMember(nil, sub.userID, nil)), ""), nil)
 			}
 		}
@@ -177,7 +177,7 @@ func (a *appState) unsubscribeLocked(c Conn, sub subscription) {
 func (a *appState) publish(channel string, msg []byte, data string, except Conn) {
 	room := a.room(channel)
 	if classify(channel)&kindCache == 0 {
-		a.hub.Publish(room, msg, except)
+		a.rooms.Publish(room, msg, except)
 		return
 	}
 	a.mu.Lock()
@@ -185,7 +185,7 @@ func (a *appState) publish(channel string, msg []byte, data string, except Conn)
 	now := a.p.now()
 	a.cache.expire(now)
 	a.cache.store(channel, msg, data, now.Add(CacheTTL), a.app.MaxCacheChannels, a.app.MaxCacheBytes)
-	a.hub.Publish(room, msg, except)
+	a.rooms.Publish(room, msg, except)
 }
 
 // close forgets a closed connection: its subscriptions (announcing

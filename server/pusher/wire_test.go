@@ -159,8 +159,8 @@ func BenchmarkClientEvent(b *testing.B) {
 	app := DefaultApp()
 	app.ClientEventsPerSecond = 1 << 30
 	reg, _ := NewApps(app)
-	hub := newFakeHub()
-	p, _ := New(Config{Apps: reg, Hub: hub})
+	rooms := newFakeRooms()
+	p, _ := New(Config{Apps: reg, Rooms: rooms})
 	c := &discardConn{}
 	s := p.Open(c, app.Key, url.Values{"protocol": {"7"}})
 	auth := ChannelAuth(&app, s.SocketID(), "private-b", "")
