@@ -38,7 +38,7 @@ const (
 var (
 	ErrInvalidApp   = errors.New("pusher: invalid app config")
 	ErrDuplicateApp = errors.New("pusher: duplicate app")
-	ErrNoRooms        = errors.New("pusher: Config.Rooms is nil")
+	ErrNoRooms      = errors.New("pusher: Config.Rooms is nil")
 )
 
 // CloseError is a refused or terminated connection: the close code sent to

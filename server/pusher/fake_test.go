@@ -163,7 +163,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 // testEnv is a Protocol on a fake rooms and clock.
 type testEnv struct {
 	p     *Protocol
-	rooms   *fakeRooms
+	rooms *fakeRooms
 	clock *fakeClock
 	app   *App
 }

@@ -41,7 +41,7 @@ func (c *Config) Validate() error {
 // returned Session's methods; APIHandler and DemoHandler are its HTTP side.
 type Protocol struct {
 	apps   *Apps
-	rooms    Rooms
+	rooms  Rooms
 	log    *slog.Logger
 	now    func() time.Time
 	epoch  time.Time

@@ -22,8 +22,8 @@ const CacheTTL = 30 * time.Minute
 // replays reach every connection in the order they were decided. sockMu
 // guards sockets and is a leaf: nothing is called while it is held.
 type appState struct {
-	p   *Protocol
-	app *App
+	p     *Protocol
+	app   *App
 	rooms Rooms
 
 	mu       sync.Mutex
