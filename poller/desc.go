@@ -2,6 +2,7 @@ package poller
 
 import (
 	"fmt"
+	"runtime/debug"
 	"sync/atomic"
 	"unsafe"
 
@@ -27,7 +28,10 @@ type Handler interface {
 }
 
 // PanicError is passed to OnHangup when a callback panicked.
-type PanicError struct{ Value any }
+type PanicError struct {
+	Value any
+	Stack []byte // the panicking goroutine's stack (runtime/debug.Stack)
+}
 
 func (e *PanicError) Error() string { return fmt.Sprintf("poller: handler panic: %v", e.Value) }
 
@@ -162,7 +166,7 @@ func (d *Desc) handle(w *Worker, st uint32) (more bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			more = false
-			d.hangup(w, &PanicError{Value: r})
+			d.hangup(w, &PanicError{Value: r, Stack: debug.Stack()})
 		}
 	}()
 	if st&stWrite != 0 {
@@ -215,7 +219,7 @@ func (d *Desc) hangup(w *Worker, err error) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			d.p.log.Error("poller: OnHangup panicked", "panic", r)
+			d.p.log.Error("poller: OnHangup panicked", "panic", r, "stack", string(debug.Stack()))
 			d.Close()
 		}
 	}()

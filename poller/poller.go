@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 
@@ -71,6 +72,11 @@ type Poller struct {
 
 	mu        sync.Mutex
 	listeners []*Listener
+
+	// Tasks that found the queue full (see push).
+	overflowMu sync.Mutex
+	overflow   []task
+	overflowN  atomic.Int32
 }
 
 // task is one unit of work: either a descriptor to run or a function.
@@ -127,13 +133,17 @@ func (p *Poller) Close() error {
 	return err
 }
 
-// Submit runs f on a worker. It never blocks: when the queue is full the
-// task is handed over by a short-lived goroutine, so a worker that submits
-// fan-out jobs can never deadlock against a full queue.
+// Submit runs f on a worker. It never blocks (see push).
 func (p *Poller) Submit(f func(*Worker)) {
 	p.push(task{f: f})
 }
 
+// push queues t without blocking and without starting a goroutine. When the
+// queue is full, t waits in an overflow list, which the workers move back
+// into the queue, in order, as it empties; so a worker that submits fan-out
+// jobs can never deadlock against a full queue. The list is bounded by what
+// can be pending at once: one job per descriptor (a Desc is queued at most
+// once), and per room one fan-out with its chunk jobs.
 func (p *Poller) push(t task) {
 	if p.closed.Load() {
 		return
@@ -142,14 +152,44 @@ func (p *Poller) push(t task) {
 		// The queue is closed only by Close; a push racing with it is dropped.
 		_ = recover()
 	}()
-	select {
-	case p.queue <- t:
-	default:
-		go func() {
-			defer func() { _ = recover() }()
-			p.queue <- t
-		}()
+	if p.overflowN.Load() == 0 {
+		select {
+		case p.queue <- t:
+			return
+		default:
+		}
 	}
+	p.overflowMu.Lock()
+	p.overflow = append(p.overflow, t)
+	p.overflowN.Add(1)
+	p.overflowMu.Unlock()
+	// If the workers emptied the queue meanwhile and wait on it, this moves
+	// the overflow back; if it is still full, they do after their tasks.
+	p.refill()
+}
+
+// refill moves overflow tasks into the queue while it has room.
+func (p *Poller) refill() {
+	defer func() {
+		_ = recover() // the queue was closed by Close: the tasks are dropped
+	}()
+	p.overflowMu.Lock()
+	defer p.overflowMu.Unlock()
+	n := 0
+	for ; n < len(p.overflow); n++ {
+		select {
+		case p.queue <- p.overflow[n]:
+			p.overflow[n] = task{}
+			continue
+		default:
+		}
+		break
+	}
+	p.overflow = p.overflow[n:]
+	if len(p.overflow) == 0 {
+		p.overflow = nil
+	}
+	p.overflowN.Add(int32(-n))
 }
 
 // Worker is one pool goroutine. Its buffer is reused for every read.
@@ -160,10 +200,18 @@ type Worker struct {
 func (p *Poller) work(w *Worker) {
 	defer p.wg.Done()
 	for t := range p.queue {
-		if t.d != nil {
-			t.d.run(w)
-			continue
+		p.run(w, t)
+		if p.overflowN.Load() > 0 {
+			p.refill()
 		}
+	}
+}
+
+func (p *Poller) run(w *Worker, t task) {
+	switch {
+	case t.d != nil:
+		t.d.run(w)
+	case t.f != nil:
 		p.runFunc(w, t.f)
 	}
 }
@@ -171,7 +219,7 @@ func (p *Poller) work(w *Worker) {
 func (p *Poller) runFunc(w *Worker, f func(*Worker)) {
 	defer func() {
 		if r := recover(); r != nil {
-			p.log.Error("poller: job panicked", "panic", r)
+			p.log.Error("poller: job panicked", "panic", r, "stack", string(debug.Stack()))
 		}
 	}()
 	f(w)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -653,5 +654,48 @@ func TestDescCallbacksNeverConcurrent(t *testing.T) {
 	defer mu.Unlock()
 	if len(handlers) != conns {
 		t.Fatalf("%d connections registered, want %d", len(handlers), conns)
+	}
+}
+
+// TestSubmitOverflowStartsNoGoroutine: tasks that find the queue full wait
+// in the overflow list and all run, in order, without a goroutine each.
+func TestSubmitOverflowStartsNoGoroutine(t *testing.T) {
+	p, err := New(Config{Workers: 1, QueueSize: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	const n = 1000
+	var mu sync.Mutex
+	var order []int
+	done := make(chan struct{})
+	before := runtime.NumGoroutine()
+	var during int
+	p.Submit(func(*Worker) {
+		// The only worker is busy here, so all but two of these overflow.
+		for i := 0; i < n; i++ {
+			p.Submit(func(*Worker) {
+				mu.Lock()
+				order = append(order, i)
+				if len(order) == n {
+					close(done)
+				}
+				mu.Unlock()
+			})
+		}
+		during = runtime.NumGoroutine()
+	})
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("only %d of %d submitted tasks ran", len(order), n)
+	}
+	if during > before+1 {
+		t.Fatalf("goroutines went from %d to %d while %d tasks overflowed", before, during, n)
+	}
+	for i, v := range order {
+		if v != i {
+			t.Fatalf("task %d ran as number %d", v, i)
+		}
 	}
 }

@@ -41,7 +41,7 @@ type Conn struct {
 	state atomic.Uint32
 
 	// Set by the handshake, read-only afterwards.
-	proto  protocol
+	proto  connProtocol
 	pusher *pusherState // Pusher connections only
 
 	// Read side: touched only from the Desc's callbacks.
@@ -75,9 +75,9 @@ type Conn struct {
 	inWheel      bool
 }
 
-// protocol is what runs on an upgraded connection (raw chat or Pusher).
+// connProtocol is what runs on an upgraded connection (raw chat or Pusher).
 // Calls come from the connection's Desc callbacks, one at a time.
-type protocol interface {
+type connProtocol interface {
 	// onOpen starts the protocol on a connection routed to it by rt.
 	onOpen(c *Conn, rt route)
 	onMessage(c *Conn, op ws.OpCode, payload []byte)
@@ -172,7 +172,7 @@ func (h *pollHandler) OnHangup(_ *poller.Worker, err error) {
 	c.peerClosed = true
 	var pe *poller.PanicError
 	if errors.As(err, &pe) {
-		c.srv.logLimited("connection handler panicked; closing it with 1011", "panic", pe.Value)
+		c.srv.logLimited("connection handler panicked; closing it with 1011", "panic", pe.Value, "stack", string(pe.Stack))
 		c.srv.stats.Panics.Add(1)
 		if c.state.Load() == stateHandshake {
 			c.finalize(ReasonPanic)

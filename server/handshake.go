@@ -237,7 +237,7 @@ func (h *handshakeIO) Write(p []byte) (int, error) {
 // protocol, the room's hub key, or for Pusher the per-connection state
 // (app key and query).
 type route struct {
-	proto  protocol
+	proto  connProtocol
 	room   string
 	pusher *pusherState
 }
@@ -348,17 +348,17 @@ func (s *Server) route(uri string) (route, error) {
 	}
 	switch {
 	case path == "/chat":
-		return route{proto: s.raw, room: rawRoomKey("")}, nil
+		return route{proto: s.rawProto, room: rawRoomKey("")}, nil
 	case strings.HasPrefix(path, "/chat/"):
 		name := path[len("/chat/"):]
 		if !validRoomName(name) {
 			return route{}, reject(http.StatusBadRequest, "invalid room name: 1-64 characters of A-Z a-z 0-9 . _ -")
 		}
-		return route{proto: s.raw, room: rawRoomKey(name)}, nil
-	case strings.HasPrefix(path, "/app/") && s.pusher != nil:
+		return route{proto: s.rawProto, room: rawRoomKey(name)}, nil
+	case strings.HasPrefix(path, "/app/") && s.pusherProto != nil:
 		// The key is checked by the Pusher protocol after the upgrade: it
 		// answers an unknown key with pusher:error 4001, as clients expect.
-		return route{proto: s.pusher, pusher: &pusherState{appKey: path[len("/app/"):], query: query}}, nil
+		return route{proto: s.pusherProto, pusher: &pusherState{appKey: path[len("/app/"):], query: query}}, nil
 	}
 	return route{}, reject(http.StatusNotFound, "not found")
 }

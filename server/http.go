@@ -236,8 +236,8 @@ func (s *Server) httpHandler() http.Handler {
 		http.Error(w, "this endpoint speaks WebSocket only", http.StatusUpgradeRequired)
 	}
 	// Pusher: the HTTP API (signed) and the demo app's auth/publish helper.
-	mux.Handle("/apps/", s.pusherAPI.APIHandler())
-	mux.Handle("/pusher/", s.pusherAPI.DemoHandler())
+	mux.Handle("/apps/", s.pusher.APIHandler())
+	mux.Handle("/pusher/", s.pusher.DemoHandler())
 	mux.HandleFunc("/app/", upgradeRequired)
 	mux.HandleFunc("/chat", upgradeRequired)
 	mux.HandleFunc("/chat/", upgradeRequired)

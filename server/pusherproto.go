@@ -81,7 +81,7 @@ func (pp *pusherProto) ping(c *Conn) {
 		st.session.Ping()
 		return
 	}
-	c.sendOwned(wsframe.AppendFrame(nil, ws.OpPing, nil))
+	c.sendOwned(pingFrame)
 }
 
 func (pp *pusherProto) idleClose(c *Conn) {

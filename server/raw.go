@@ -44,6 +44,10 @@ func (p *rawProto) timeouts(*Conn) (ping, idle int64) { return p.s.pingTicks, p.
 // ping: RFC 6455 5.5.2, a ping "MAY be sent ... as a means to verify that
 // the remote endpoint is still responsive"; its pong (or any byte) counts
 // as activity.
-func (p *rawProto) ping(c *Conn) { c.sendOwned(wsframe.AppendFrame(nil, ws.OpPing, nil)) }
+func (p *rawProto) ping(c *Conn) { c.sendOwned(pingFrame) }
+
+// pingFrame is every ping the server sends: framed once, queued by
+// reference, never modified.
+var pingFrame = wsframe.AppendFrame(nil, ws.OpPing, nil)
 
 func (p *rawProto) idleClose(c *Conn) { c.closeWith(ws.StatusGoingAway, "idle timeout", ReasonIdle) }

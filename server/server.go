@@ -25,10 +25,13 @@ type Server struct {
 	ln     *poller.Listener
 	wheel  *wheel
 	hub    *Hub
-	raw    *rawProto
-	pusher protocol // the Pusher protocol on /app/{key}
 
-	pusherAPI *pusher.Protocol
+	// The protocols: what runs on /chat connections, what runs on
+	// /app/{key} connections, and package pusher's protocol state with its
+	// HTTP API, which the latter drives.
+	rawProto    *rawProto
+	pusherProto *pusherProto
+	pusher      *pusher.Protocol
 
 	httpSrv *http.Server
 	httpLn  *memListener
@@ -54,13 +57,13 @@ func New(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	s := &Server{cfg: cfg, log: cfg.Logger}
 	s.hub = newHub(s)
-	s.raw = &rawProto{s: s}
+	s.rawProto = &rawProto{s: s}
 	pp, err := pusher.New(pusher.Config{Apps: cfg.Apps, Rooms: pusherRooms{s.hub}, Logger: cfg.Logger})
 	if err != nil {
 		return nil, fmt.Errorf("server: pusher: %w", err)
 	}
-	s.pusherAPI = pp
-	s.pusher = &pusherProto{s: s, p: pp}
+	s.pusher = pp
+	s.pusherProto = &pusherProto{s: s, p: pp}
 	tick := min(cfg.PingInterval, cfg.HandshakeTimeout, closeLinger) / 8
 	tick = max(10*time.Millisecond, min(tick, time.Second))
 	s.wheel = newWheel(tick, 4096)
@@ -129,7 +132,6 @@ func (s *Server) Sockets() int { return int(s.live.Load()) }
 
 // accept runs on the epoll goroutine for each new socket.
 func (s *Server) accept(fd int) {
-	s.stats.Accepted.Add(1)
 	if s.shuttingDown.Load() {
 		unix.Close(fd)
 		return

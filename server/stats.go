@@ -47,7 +47,6 @@ func (r CloseReason) String() string {
 
 // Stats are the server's counters; all fields are read atomically.
 type Stats struct {
-	Accepted           atomic.Uint64
 	Upgraded           atomic.Uint64
 	HandshakesRejected atomic.Uint64
 	RejectedMaxConns   atomic.Uint64
@@ -69,7 +68,8 @@ func (s *Server) writeMetrics(w io.Writer) {
 	counter := func(name string, v uint64) {
 		fmt.Fprintf(w, "# TYPE chatd_%s_total counter\nchatd_%s_total %d\n", name, name, v)
 	}
-	counter("accepted", st.Accepted.Load())
+	counter("accepted", s.ln.Accepted.Load())
+	counter("accept_errors", s.ln.AcceptErrors.Load())
 	counter("upgraded", st.Upgraded.Load())
 	counter("handshakes_rejected", st.HandshakesRejected.Load())
 	counter("rejected_max_conns", st.RejectedMaxConns.Load())
@@ -80,7 +80,7 @@ func (s *Server) writeMetrics(w io.Writer) {
 	counter("messages_in", st.MessagesIn.Load())
 	counter("slow_consumers", st.SlowConsumers.Load())
 	counter("panics", st.Panics.Load())
-	ps := s.pusherAPI.Stats()
+	ps := s.pusher.Stats()
 	fmt.Fprintf(w, "# TYPE chatd_pusher_cache_channels gauge\nchatd_pusher_cache_channels %d\n", ps.CacheChannels)
 	fmt.Fprintf(w, "# TYPE chatd_pusher_cache_bytes gauge\nchatd_pusher_cache_bytes %d\n", ps.CacheBytes)
 	counter("pusher_cache_evictions", ps.CacheEvictions)

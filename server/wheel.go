@@ -21,7 +21,6 @@ type wheel struct {
 	mu    sync.Mutex
 	slots []*Conn
 	cur   int64
-	count int
 
 	stop chan struct{}
 	done chan struct{}
@@ -79,7 +78,6 @@ func (w *wheel) link(c *Conn, at int64) {
 	}
 	w.slots[i] = c
 	c.inWheel = true
-	w.count++
 }
 
 func (w *wheel) unlink(c *Conn) {
@@ -96,7 +94,6 @@ func (w *wheel) unlink(c *Conn) {
 	}
 	c.wnext, c.wprev = nil, nil
 	c.inWheel = false
-	w.count--
 }
 
 // run advances the wheel every tick and calls fire for each connection
@@ -122,7 +119,6 @@ func (w *wheel) run(fire func(c *Conn, now int64)) {
 			for c != nil {
 				next := c.wnext
 				c.wnext, c.wprev, c.inWheel = nil, nil, false
-				w.count--
 				if c.wdue > w.cur {
 					w.link(c, c.wdue)
 				} else {
@@ -147,8 +143,8 @@ func (w *wheel) close() {
 	<-w.done
 }
 
-// each calls fn for every connection on the wheel (used by Shutdown). fn
-// must not call back into the wheel.
+// each calls fn for every connection on the wheel (used by Shutdown),
+// outside the wheel's lock: fn may schedule or remove connections.
 func (w *wheel) each(fn func(c *Conn)) {
 	w.mu.Lock()
 	var all []*Conn
