@@ -55,8 +55,12 @@ func (a *Agent) Counters() Counters {
 const (
 	KindMember         = "member"          // reads everything, accounts broadcast messages
 	KindSlow           = "slow"            // upgraded, never reads
+	KindSlowReader     = "slow-reader"     // upgraded, reads ReadRate bytes/s until probed
 	KindStallHandshake = "stall-handshake" // sends half the upgrade request, stalls
 	KindStallFrame     = "stall-frame"     // upgrades, sends half a frame, stalls
+	KindHalfClose      = "half-close"      // upgrades, sends a message and at once shutdown(SHUT_WR)
+	KindGarbage        = "garbage"         // breaks the protocol (garbageVariants, one per connection in turn)
+	KindHTTPStall      = "http-stall"      // plain HTTP request announcing a body it never finishes
 )
 
 // Request is one command from the coordinator; exactly one spec is set.
@@ -70,19 +74,21 @@ type Request struct {
 	Close   *CloseSpec   `json:"close,omitempty"`
 	Probe   *ProbeSpec   `json:"probe,omitempty"`
 	Sync    *SyncSpec    `json:"sync,omitempty"`
+	Soak    *SoakSpec    `json:"soak,omitempty"`
 }
 
 // Response carries the result of a Request.
 type Response struct {
-	Error   string         `json:"error,omitempty"`
-	Open    *OpenResult    `json:"open,omitempty"`
-	Prepare *PrepareResult `json:"prepare,omitempty"`
-	Send    *SendResult    `json:"send,omitempty"`
-	Drain   *DrainResult   `json:"drain,omitempty"`
-	Inspect *InspectResult `json:"inspect,omitempty"`
-	Probe   *ProbeResult   `json:"probe,omitempty"`
-	Close   *CloseResult   `json:"close,omitempty"`
-	Sync    *SyncResult    `json:"sync,omitempty"`
+	Error   string           `json:"error,omitempty"`
+	Open    *OpenResult      `json:"open,omitempty"`
+	Prepare *PrepareResult   `json:"prepare,omitempty"`
+	Send    *SendResult      `json:"send,omitempty"`
+	Drain   *DrainResult     `json:"drain,omitempty"`
+	Inspect *InspectResult   `json:"inspect,omitempty"`
+	Probe   *ProbeResult     `json:"probe,omitempty"`
+	Close   *CloseResult     `json:"close,omitempty"`
+	Sync    *SyncResult      `json:"sync,omitempty"`
+	Soak    *SoakAgentResult `json:"soak,omitempty"`
 }
 
 // Handle carries out one command.
@@ -108,6 +114,8 @@ func (a *Agent) Handle(ctx context.Context, req Request) Response {
 		resp.Close, err = a.close(req.Close)
 	case "sync":
 		resp.Sync, err = a.sync(req.Sync)
+	case "soak":
+		resp.Soak, err = a.soak(ctx, req.Soak)
 	default:
 		err = fmt.Errorf("chatbench: unknown worker command %q", req.Op)
 	}
@@ -168,6 +176,11 @@ type member struct {
 	closeHow  atomic.Value // string
 	done      chan struct{}
 
+	// Slow readers: fast is closed when the probe wants the rest at full
+	// speed; kept counts what was read from then on.
+	fast                chan struct{}
+	keptMsgs, keptBytes atomic.Int64
+
 	// Broadcast accounting, written by the member's reader goroutine.
 	received   atomic.Int64
 	duplicates atomic.Int64
@@ -196,8 +209,13 @@ func (m *member) ended(err error) {
 
 // classifyClose names how the server ended a connection.
 func classifyClose(err error) string {
-	var ce *CloseError
+	var (
+		ce *CloseError
+		he *httpAnswerError
+	)
 	switch {
+	case errors.As(err, &he):
+		return "HTTP " + he.status
 	case errors.As(err, &ce):
 		if ce.Code == CloseNoStatus {
 			return "close frame (no status)"
@@ -271,6 +289,15 @@ type OpenSpec struct {
 	ConnectTimeout time.Duration `json:"connect_timeout"`
 	MaxTime        time.Duration `json:"max_time"` // the whole batch; 0: no cap
 	RcvBuf         int           `json:"rcvbuf,omitempty"`
+	// Path, when set, is the request path instead of /chat/{room}
+	// (http-stall connections).
+	Path string `json:"path,omitempty"`
+	// ReadRate, for slow readers: bytes per second they read.
+	ReadRate int `json:"read_rate,omitempty"`
+	// Trickle, for stall-handshake and stall-frame connections: after
+	// stalling, send one more byte this often (never enough to finish),
+	// as slowloris does to defeat timeouts that only count silence.
+	Trickle time.Duration `json:"trickle,omitempty"`
 	// Pusher, for members: connect to /app/{key}, subscribe to the
 	// channel, and let the senders publish through the HTTP API.
 	Pusher *PusherSpec `json:"pusher,omitempty"`
@@ -369,11 +396,14 @@ func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
 				if s.Pusher != nil {
 					o.Path = pusherPath(s.Pusher.Key)
 				}
+				if s.Path != "" {
+					o.Path = s.Path
+				}
 				if len(ips) > 0 {
 					o.LocalIP = ips[rank%len(ips)]
 				}
 				t0 := time.Now()
-				m, err := dialMember(ctx, s.Kind, o, s.Pusher)
+				m, err := dialMember(ctx, s.Kind, o, s.Pusher, id)
 				lat := time.Since(t0)
 				mu.Lock()
 				if err != nil {
@@ -406,6 +436,9 @@ func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
 	for _, m := range opened {
 		g.startReader(m)
 	}
+	if s.Trickle > 0 && len(opened) > 0 && (s.Kind == KindStallHandshake || s.Kind == KindStallFrame) {
+		go trickle(opened, s.Trickle)
+	}
 	res := &OpenResult{Opened: len(opened), Failed: s.Count - len(opened), FirstError: first, Connect: hist.Data(), Start: started, End: time.Now()}
 	if len(s.Addrs) > 0 {
 		res.OpenedPerAddr = make([]int, len(s.Addrs))
@@ -434,14 +467,14 @@ func sumCounts(m map[string]int) int {
 	return n
 }
 
-// dialMember opens one connection and, for attackers, sets up the stall;
-// a Pusher member is subscribed to its channel before it counts as open,
-// within the same connect timeout.
-func dialMember(ctx context.Context, kind string, o DialOptions, ps *PusherSpec) (*member, error) {
+// dialMember opens connection id and, for attackers, sets up the stall
+// or sends what they send; a Pusher member is subscribed to its channel
+// before it counts as open, within the same connect timeout.
+func dialMember(ctx context.Context, kind string, o DialOptions, ps *PusherSpec, id int) (*member, error) {
 	m := &member{done: make(chan struct{})}
 	start := time.Now()
 	switch kind {
-	case KindMember, KindSlow:
+	case KindMember, KindSlow, KindSlowReader:
 		c, err := Dial(ctx, o)
 		if err != nil {
 			return nil, err
@@ -462,13 +495,7 @@ func dialMember(ctx context.Context, kind string, o DialOptions, ps *PusherSpec)
 		}
 		m.conn = c
 	case KindStallHandshake:
-		dctx := ctx
-		if o.Timeout > 0 {
-			var cancel context.CancelFunc
-			dctx, cancel = context.WithTimeout(ctx, o.Timeout)
-			defer cancel()
-		}
-		nc, err := DialTCP(dctx, o)
+		nc, err := dialRaw(ctx, o)
 		if err != nil {
 			return nil, err
 		}
@@ -493,6 +520,10 @@ func dialMember(ctx context.Context, kind string, o DialOptions, ps *PusherSpec)
 			return nil, err
 		}
 		m.conn = c
+	case KindHalfClose, KindGarbage, KindHTTPStall:
+		if err := dialHostile(ctx, m, kind, o, id); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("chatbench: unknown connection kind %q", kind)
 	}
@@ -510,6 +541,15 @@ func (g *group) startReader(m *member) {
 		go watch(m, m.raw)
 	case KindStallFrame:
 		go watch(m, m.conn.br)
+	case KindSlowReader:
+		m.fast = make(chan struct{})
+		go slowRead(m, g.spec.ReadRate)
+	case KindHalfClose, KindGarbage, KindHTTPStall:
+		if m.raw != nil {
+			go watchHTTP(m, m.raw)
+		} else {
+			go discard(m)
+		}
 	default:
 		close(m.done)
 	}
@@ -741,14 +781,18 @@ func (a *Agent) prepare(s *PrepareSpec) (*PrepareResult, error) {
 
 // SendSpec runs the senders of a prepared phase.
 type SendSpec struct {
-	Group         string        `json:"group"`
-	Messages      int           `json:"messages"` // per sender
-	Size          int           `json:"size"`
-	Binary        bool          `json:"binary"`
-	RatePerSender float64       `json:"rate_per_sender"` // messages/s; 0: closed loop
-	Window        int           `json:"window"`          // closed loop: messages in flight per sender
-	Duration      time.Duration `json:"duration"`        // stop sending after this
-	AckTimeout    time.Duration `json:"ack_timeout"`     // closed loop: give up waiting after this
+	Group         string  `json:"group"`
+	Messages      int     `json:"messages"` // per sender
+	Size          int     `json:"size"`
+	Binary        bool    `json:"binary"`
+	RatePerSender float64 `json:"rate_per_sender"` // messages/s; 0: closed loop
+	// Open loop: messages fall due Burst at a time (0 or 1: one by one),
+	// the first ones Offset after the start.
+	Burst      int           `json:"burst,omitempty"`
+	Offset     time.Duration `json:"offset,omitempty"`
+	Window     int           `json:"window"`      // closed loop: messages in flight per sender
+	Duration   time.Duration `json:"duration"`    // stop sending after this
+	AckTimeout time.Duration `json:"ack_timeout"` // closed loop: give up waiting after this
 }
 
 // SendResult reports the sending side of a phase.
@@ -830,6 +874,7 @@ func (a *Agent) send(ctx context.Context, s *SendSpec) (*SendResult, error) {
 					start = start.Add(interval * time.Duration(k) / time.Duration(n))
 				}
 			}
+			burst := max(1, s.Burst)
 			acks := ps.acks[sid]
 			window := max(1, s.Window)
 			timer := time.NewTimer(time.Hour)
@@ -840,7 +885,7 @@ func (a *Agent) send(ctx context.Context, s *SendSpec) (*SendResult, error) {
 				}
 				stamp := time.Now()
 				if interval > 0 {
-					due := start.Add(time.Duration(seq) * interval)
+					due := start.Add(s.Offset + time.Duration(seq-seq%burst)*interval)
 					if d := time.Until(due); d > 0 {
 						time.Sleep(d)
 					}

@@ -137,7 +137,8 @@ func (a *Agent) inspect(name string) (*InspectResult, error) {
 	return res, nil
 }
 
-// ProbeSpec reads what the server left for slow consumers.
+// ProbeSpec reads what the server left for slow consumers (once per
+// group).
 type ProbeSpec struct {
 	Group string        `json:"group"`
 	Wait  time.Duration `json:"wait"` // read for at most this long
@@ -162,7 +163,7 @@ func (a *Agent) probe(s *ProbeSpec) (*ProbeResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if g.spec.Kind != KindSlow {
+	if g.spec.Kind != KindSlow && g.spec.Kind != KindSlowReader {
 		return nil, fmt.Errorf("chatbench: probe is for slow consumers, group %q holds %s", s.Group, g.spec.Kind)
 	}
 	wait := s.Wait
@@ -182,7 +183,18 @@ func (a *Agent) probe(s *ProbeSpec) (*ProbeResult, error) {
 			_ = m.conn.nc.SetReadDeadline(deadline)
 			var msgs, bytes int64
 			fate := ""
-			for {
+			if m.fast != nil {
+				// A slow reader reads on by itself, now at full speed,
+				// until the connection ends or the deadline.
+				close(m.fast)
+				<-m.done
+				msgs, bytes = m.keptMsgs.Load(), m.keptBytes.Load()
+				fate, _ = m.closeHow.Load().(string)
+				if fate == "timeout" {
+					fate = "open"
+				}
+			}
+			for fate == "" {
 				_, p, err := m.conn.ReadMessage()
 				if err != nil {
 					fate = classifyClose(err)
@@ -240,9 +252,10 @@ func (a *Agent) close(s *CloseSpec) (*CloseResult, error) {
 		g.syncPub.close()
 	}
 	mode := s.Mode
-	if g.spec.Kind != KindMember {
+	if g.spec.Kind != KindMember && mode == CloseWS {
 		// Attackers and slow consumers are in no state for a close
 		// handshake (half a frame sent, or nothing read): drop them.
+		// A plain close (fin) they may still ask for.
 		mode = CloseAbort
 	}
 	start := time.Now()

@@ -10,7 +10,7 @@ import (
 )
 
 // Scenarios chatbench knows.
-var Scenarios = []string{"density", "broadcast", "churn", "slowloris", "slowconsumer"}
+var Scenarios = []string{"density", "broadcast", "churn", "slowloris", "slowconsumer", "soak"}
 
 // Config is one chatbench invocation. The zero value of every field means
 // the documented default, filled in by Validate (some defaults depend on
@@ -52,16 +52,21 @@ type Config struct {
 	Rate         float64       `json:"rate"`     // messages/s over all senders; zero means closed loop
 	Window       int           `json:"window"`   // closed loop: in flight per sender; zero means 4
 	Binary       bool          `json:"binary"`   // binary frames instead of text
-	Duration     time.Duration `json:"duration"` // cap on each sending phase; zero means 60s
+	Duration     time.Duration `json:"duration"` // cap on each sending phase (soak: its length); zero means 60s (soak 10m)
 	Hold         time.Duration `json:"hold"`     // density: idle time after connecting; zero means 5s
 	DrainTimeout time.Duration `json:"drain_timeout"`
 	Waves        int           `json:"waves"`       // churn; zero means 3
-	ChurnClose   string        `json:"churn_close"` // churn: ws, abort or fin; zero means ws
-	Attackers    int           `json:"attackers"`   // slowloris; zero means as many as Conns
+	ChurnClose   string        `json:"churn_close"` // churn: ws, abort or fin; zero means ws (soak: mixed, each in turn)
+	Attackers    int           `json:"attackers"`   // slowloris; zero means as many as Conns (soak: hostile clients per round, 200)
 	Attack       string        `json:"attack"`      // handshake, frame or both; zero means both
-	Slow         int           `json:"slow"`        // slowconsumer; zero means 20
+	Slow         int           `json:"slow"`        // slowconsumer; zero means 20 (soak: per round, 10)
 	SlowRcvBuf   int           `json:"slow_rcvbuf"` // zero means 4096
 	ProbeWait    time.Duration `json:"probe_wait"`  // slowconsumer: read the stalled ones this long; zero means 3s
+	// Soak: slow consumers and hostile clients are replaced every Round
+	// (zero means 15s; the warm-up is one round), and ChurnRate churn
+	// cycles start per second (zero means 20).
+	Round     time.Duration `json:"round"`
+	ChurnRate float64       `json:"churn_rate"`
 
 	// Protocol is raw (the /chat/{room} protocol) or pusher (Pusher
 	// Channels: members subscribe at /app/{key}, senders publish through
@@ -130,6 +135,9 @@ func (c *Config) Validate() error {
 	def(&c.Repeat, 1)
 	defD(&c.ServerTimeout, 60*time.Second)
 	defD(&c.ConnectTimeout, 10*time.Second)
+	if c.Scenario == "soak" {
+		defD(&c.Duration, 10*time.Minute)
+	}
 	defD(&c.Duration, 60*time.Second)
 	defD(&c.Hold, 5*time.Second)
 	defD(&c.DrainTimeout, 5*time.Second)
@@ -167,6 +175,21 @@ func (c *Config) Validate() error {
 		def(&c.Messages, 500)
 		def(&c.Size, 4096)
 		def(&c.Slow, 20)
+	case "soak":
+		def(&c.Conns, 1000)
+		def(&c.Senders, 4)
+		def(&c.Slow, 10)
+		def(&c.Attackers, 200)
+		if c.Rate == 0 {
+			c.Rate = 20
+		}
+		if c.ChurnRate == 0 {
+			c.ChurnRate = 20
+		}
+		defD(&c.Round, 15*time.Second)
+		if c.ChurnClose == "" {
+			c.ChurnClose = CloseMixed
+		}
 	}
 	def(&c.Size, 128)
 	if c.Size < PayloadHeaderSize {
@@ -193,14 +216,75 @@ func (c *Config) Validate() error {
 	if c.ChurnClose == "" {
 		c.ChurnClose = CloseWS
 	}
-	if c.ChurnClose != CloseWS && c.ChurnClose != CloseAbort && c.ChurnClose != CloseFIN {
-		return fmt.Errorf("chatbench: -churn-close %q: one of ws, abort, fin", c.ChurnClose)
+	switch {
+	case c.ChurnClose == CloseMixed && c.Scenario == "soak":
+	case c.ChurnClose != CloseWS && c.ChurnClose != CloseAbort && c.ChurnClose != CloseFIN:
+		also := ""
+		if c.Scenario == "soak" {
+			also = ", mixed"
+		}
+		return fmt.Errorf("chatbench: -churn-close %q: one of ws, abort, fin%s", c.ChurnClose, also)
+	}
+	if err := c.validateSoak(); err != nil {
+		return err
 	}
 	if err := c.validateProtocol(); err != nil {
 		return err
 	}
 	return c.planClients()
 }
+
+// Soak limits.
+const (
+	maxChurnRate     = 200 // cycles per second
+	minSoakAttackers = 5   // one of each hostile kind
+	maxChurnInFlight = 32
+)
+
+// validateSoak checks the soak's own flags.
+func (c *Config) validateSoak() error {
+	if c.Scenario != "soak" {
+		if c.Round != 0 || c.ChurnRate != 0 {
+			return fmt.Errorf("chatbench: -round and -churn-rate are for the soak scenario, not %s", c.Scenario)
+		}
+		return nil
+	}
+	if c.Round < c.ProbeWait+time.Second {
+		return fmt.Errorf("chatbench: -round %v: a round must last at least -probe-wait (%v) + 1s, for the flood to reach its slow consumers and the probe to read them", c.Round, c.ProbeWait)
+	}
+	if c.Duration < c.Round {
+		return fmt.Errorf("chatbench: -duration %v is shorter than one -round (%v): the soak runs whole rounds of slow consumers and hostile clients", c.Duration, c.Round)
+	}
+	if c.ChurnRate < 0 || c.ChurnRate > maxChurnRate {
+		return fmt.Errorf("chatbench: -churn-rate %g: between 0 (the default, 20) and %d cycles per second; each cycle opens two connections, and those closed with fin keep their port in TIME_WAIT for 60s", c.ChurnRate, maxChurnRate)
+	}
+	if c.Slow < 2 {
+		return fmt.Errorf("chatbench: -slow %d: the soak needs at least 2 slow consumers per round, one that never reads and one that reads slowly", c.Slow)
+	}
+	if c.Attackers < minSoakAttackers {
+		return fmt.Errorf("chatbench: -attackers %d: the soak needs at least %d hostile clients per round, one of each kind (%v)", c.Attackers, minSoakAttackers, HostileKinds)
+	}
+	return nil
+}
+
+// soakHostile splits -attackers over the hostile kinds: a few plain HTTP
+// requests with a stalled body (one per 50), the rest evenly.
+func (c *Config) soakHostile() map[string]int {
+	httpStalls := max(1, c.Attackers/50)
+	out := map[string]int{KindHTTPStall: httpStalls}
+	others := []string{KindStallHandshake, KindStallFrame, KindHalfClose, KindGarbage}
+	for i, n := range split(c.Attackers-httpStalls, len(others)) {
+		out[others[i]] = n
+	}
+	return out
+}
+
+// soakSlow splits -slow into slow consumers that never read and slow
+// readers.
+func (c *Config) soakSlow() (never, readers int) { return c.Slow - c.Slow/2, c.Slow / 2 }
+
+// churnInFlight is how many soak churn cycles may run at once.
+func (c *Config) churnInFlight() int { return max(1, min(c.Concurrency, maxChurnInFlight)) }
 
 // validateInstances checks -url (a list), -pid and -instances.
 func (c *Config) validateInstances() error {
@@ -332,6 +416,10 @@ func (c *Config) totalConns() int {
 		return c.Conns + lateJoiners(c.Conns) + c.Attackers
 	case "slowconsumer":
 		return c.Conns + c.Slow
+	case "soak":
+		// honest members, the busy room, a round of slow consumers and of
+		// hostile clients, two connections per churn cycle in flight
+		return c.Conns + 1 + busyReaders + c.Slow + c.Attackers + 2*c.churnInFlight()
 	}
 	if strings.Contains(c.Protocol, ProtocolPusher) {
 		// One HTTP API connection per sender, and one for join probes.

@@ -1,6 +1,6 @@
 // Package bench is chatbench, the load generator for chatd, and the
 // library behind cmd/chatbench: scenarios (density, broadcast, churn,
-// slowloris, slowconsumer) over the raw /chat/{room} WebSocket protocol,
+// slowloris, slowconsumer, soak) over the raw /chat/{room} WebSocket protocol,
 // run against a server under test and, side by side, against the servers
 // users would otherwise run (bench/baseline is the reference one). The
 // broadcast scenario also runs over Pusher Channels (-protocol pusher,
@@ -38,11 +38,22 @@
 //     goes into log-linear histograms (stats.go) that workers ship back.
 //   - The server process is sampled from /proc (procstat.go): CPU from
 //     utime+stime, RSS from VmRSS, open descriptors, threads.
+//   - The soak (soak.go) opens its long-lived rooms and prepares their
+//     broadcast phases from the coordinator as the other scenarios do;
+//     then one "soak" command per worker (agent_soak.go) runs every loop
+//     at once until the duration is over: the phases' senders, churn
+//     cycles, and each round's slow consumers and hostile clients
+//     (stall-handshake, stall-frame, half-close, garbage, http-stall).
+//     Meanwhile the coordinator samples the server (/proc and /metrics);
+//     afterwards it drains the phases and judges start against end
+//     (soakChecks).
 //
 // Goroutines: per connection one reader (none for slow consumers, whose
 // point is not to read); per sender one goroutine during a phase; one
 // progress poller per live bar; one RSS sampler per measured phase. An
 // Agent runs one command at a time; its counters are atomics read by the
-// progress display at any time. A payload handed to onMessage is valid
+// progress display at any time. The soak command is one command, and runs
+// its loops in goroutines of its own (one per loop and sender, one per
+// churn cycle in flight, one trickler per batch of trickling attackers). A payload handed to onMessage is valid
 // until it returns (it points into the connection's read buffer).
 package bench

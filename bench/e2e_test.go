@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -417,5 +418,101 @@ func TestE2EDensityInstances(t *testing.T) {
 	run := rep.Runs[0]
 	if d := run.Density; d.Connect.Opened != 40 || len(d.Instances) != 2 || d.Instances[0].Opened != 20 || d.Instances[1].OpenAfterHold != 20 || !run.HaveServer || d.FDsAfter < 40 {
 		t.Errorf("-url list: opened %d, instances %+v, have server %v, fds %d", d.Connect.Opened, d.Instances, run.HaveServer, d.FDsAfter)
+	}
+}
+
+func TestE2ESoak(t *testing.T) {
+	chatd := servers(t)["chatd"] + " -handshake-timeout 1s"
+	jsonPath := filepath.Join(t.TempDir(), "soak.json")
+	// A warm-up round and two measured ones, everything at once, over two
+	// worker processes. The verdict depends on the server under test
+	// (known defects fail it); what it must not depend on: that every
+	// part ran, and that the honest room lost nothing at this rate.
+	args := []string{"soak", "-duration", "10s", "-round", "5s", "-probe-wait", "1s", "-conns", "40", "-senders", "2", "-rate", "40",
+		"-slow", "4", "-attackers", "20", "-churn-rate", "10", "-procs", "2", "-server", chatd, "-json", jsonPath}
+	cfg, err := ParseArgs(args, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	off := false
+	cfg.Stdout, cfg.Progress = &out, &off
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	start := time.Now()
+	rep, err := Run(ctx, cfg)
+	if err != nil && !errors.Is(err, ErrSoakFailed) {
+		t.Fatalf("soak: %v\n%s", err, out.String())
+	}
+	table := out.String()
+	if len(rep.Runs) != 1 || rep.Runs[0].Soak == nil {
+		t.Fatalf("no soak result:\n%s", table)
+	}
+	s := rep.Runs[0].Soak
+	if (err == nil) != s.Pass || !strings.Contains(table, s.verdict()) {
+		t.Errorf("verdict %q (pass %v) but Run returned %v", s.verdict(), s.Pass, err)
+	}
+	if !s.Pass {
+		t.Logf("the soak found the server wanting (not this test's business):\n%s", table)
+	}
+	if d := time.Since(start); d > 40*time.Second {
+		t.Errorf("a 10s soak took %v", d)
+	}
+	checkClean(t, "honest room", s.Honest)
+	if s.Honest.Members != 40 || s.Honest.Deliveries.Sent < 300 || s.Honest.MembersClosed != 0 {
+		t.Errorf("honest room: %d members, %d sent, %d closed", s.Honest.Members, s.Honest.Deliveries.Sent, s.Honest.MembersClosed)
+	}
+	// A server may hold the flooder back: its bursts need not all go out.
+	if n, w := s.Busy.Deliveries.Sent, s.WarmupBusy.Deliveries.Sent; n == 0 || n > 2*floodBurst || w == 0 || w > floodBurst {
+		t.Errorf("flooder sent %d, %d in the warm-up", n, w)
+	}
+	l := s.Loops
+	if l.Rounds != 2 || s.Warmup.Rounds != 1 {
+		t.Errorf("%d rounds, %d warm-up", l.Rounds, s.Warmup.Rounds)
+	}
+	if l.Churn.Cycles < 50 || l.ChurnLatency.Count != uint64(l.Churn.Cycles) {
+		t.Errorf("churn: %+v", l.Churn)
+	}
+	for _, x := range []SlowTally{l.Slow, l.SlowReaders} {
+		if x.Opened != 4 || sumCounts(x.Fates) != 4 {
+			t.Errorf("slow consumers: %+v", x)
+		}
+	}
+	if len(l.Hostile) != len(HostileKinds) {
+		t.Errorf("hostile kinds %+v", l.Hostile)
+	}
+	for _, h := range l.Hostile {
+		if h.Opened == 0 || h.Opened != h.Asked || h.Opened != h.ClosedByServer+h.Open {
+			t.Errorf("hostile %s: %+v", h.Kind, h)
+		}
+	}
+	// Whatever else chatd does, it fails the connection of a protocol
+	// violation (RFC 6455 section 7.1.7) and times out a half handshake.
+	for _, h := range l.Hostile {
+		if (h.Kind == KindGarbage || h.Kind == KindStallHandshake) && h.Open != 0 {
+			t.Errorf("hostile %s: %d still open at their round's end (%v)", h.Kind, h.Open, h.CloseHow)
+		}
+	}
+	if s.Start == nil || s.End == nil || s.Start.FDs < 40 || s.End.RSS <= 0 || len(s.Samples) == 0 || s.Start.Gauges["chatd_sockets"] < 40 {
+		t.Errorf("server samples: start %+v, end %+v, %d during", s.Start, s.End, len(s.Samples))
+	}
+	if len(s.Checks) < 10 {
+		t.Errorf("checks %+v", s.Checks)
+	}
+	for _, want := range []string{"server fds start", "honest lost", "half-close closed by server", "server fds after the warm-up", "slow readers (64 KiB/s)"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+	var back Report
+	raw, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	if bs := back.Runs[0].Soak; bs == nil || len(bs.Checks) != len(s.Checks) || bs.Pass != s.Pass || back.Config.Round != 5*time.Second {
+		t.Errorf("json: %+v", back.Runs[0].Soak)
 	}
 }

@@ -12,7 +12,7 @@ import (
 // Usage is the synopsis printed by -h.
 const Usage = `chatbench SCENARIO [flags]
 
-Scenarios: density, broadcast, churn, slowloris, slowconsumer (see bench/README.md).
+Scenarios: density, broadcast, churn, slowloris, slowconsumer, soak (see bench/README.md).
 
 Server under test: -url ws://127.0.0.1:PORT [-pid PID], or -server 'CMD {addr}'
 (started on a free loopback port per run); -compare 'OTHER CMD {addr}' runs the
@@ -26,11 +26,16 @@ most ~19,900 connections here); -url takes a comma-separated list instead
 and senders publish through the signed HTTP API; -protocol raw,pusher runs both
 against the same -server command or -url (A raw, B pusher) and prints pusher/raw.
 
+soak runs churn, a checked broadcast, slow consumers and hostile clients all at
+once for -duration (default 10m) against one server and compares the server's
+RSS, fds, sockets and threads before and after: PASS or FAIL (exit status 1).
+
 Examples:
   chatbench density -conns 19000 -server './chatd -addr {addr}' -compare './baseline -addr {addr}'
   chatbench density -conns 38000 -instances 2 -server './chatd -addr {addr}' -compare './baseline -addr {addr}'
   chatbench broadcast -conns 1000 -senders 10 -messages 1000 -size 128 -url ws://127.0.0.1:8080
   chatbench broadcast -conns 9000 -senders 10 -messages 200 -protocol raw,pusher -repeat 3 -server './chatd -addr {addr} -log-level error'
+  chatbench soak -duration 10m -server './chatd -addr {addr} -log-level error' -json soak.json
 `
 
 // FlagSet builds the flag set for cfg; ParseArgs uses it.
@@ -55,25 +60,27 @@ func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.SourceIPs, "source-ips", 0, "spread connections over 127.0.0.1..N (0: one per 20,000 connections)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 0, "connection attempts in flight per process (0: 256)")
 	fs.DurationVar(&cfg.ConnectTimeout, "connect-timeout", 0, "TCP connect + upgrade limit per connection (0: 10s)")
-	fs.IntVar(&cfg.Conns, "conns", 0, "connections, or members of the room (0: density 10000, churn 1000, others 100)")
+	fs.IntVar(&cfg.Conns, "conns", 0, "connections, or members of the room (0: density 10000, churn 1000, soak 1000, others 100)")
 	fs.IntVar(&cfg.Rooms, "rooms", 0, "density: spread connections over this many rooms (0: 1)")
 	fs.StringVar(&cfg.Room, "room", "", "room name prefix (0: bench)")
-	fs.IntVar(&cfg.Senders, "senders", 0, "members that send (0: broadcast 10, slowloris/slowconsumer 4, churn check 1)")
+	fs.IntVar(&cfg.Senders, "senders", 0, "members that send (0: broadcast 10, slowloris/slowconsumer/soak 4, churn check 1)")
 	fs.IntVar(&cfg.Messages, "messages", 0, "messages per sender (0: broadcast 1000, slowloris 250, slowconsumer 500, churn check 10)")
 	fs.IntVar(&cfg.Size, "size", 0, "bytes per message, at least 44 (0: 128; slowconsumer 4096)")
-	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: messages per second over all senders (0: closed loop)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "open loop: messages per second over all senders (0: closed loop; soak 20)")
 	fs.IntVar(&cfg.Window, "window", 0, "closed loop: messages in flight per sender (0: 4)")
 	fs.BoolVar(&cfg.Binary, "binary", false, "send binary frames (default text)")
-	fs.DurationVar(&cfg.Duration, "duration", 0, "cap on each sending phase, and with -connect-timeout on each batch of connects (0: 60s)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "cap on each sending phase, and with -connect-timeout on each batch of connects (0: 60s); soak: how long it runs, after a warm-up round (0: 10m)")
 	fs.DurationVar(&cfg.Hold, "hold", 0, "density: hold the connections idle this long (0: 5s)")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", 0, "stop waiting for deliveries after this long without progress (0: 5s)")
 	fs.IntVar(&cfg.Waves, "waves", 0, "churn: disconnect/reconnect waves (0: 3)")
-	fs.StringVar(&cfg.ChurnClose, "churn-close", "", "churn: how clients drop: ws (close handshake), abort (RST), fin (0: ws)")
-	fs.IntVar(&cfg.Attackers, "attackers", 0, "slowloris: stalled connections (0: as many as -conns)")
+	fs.StringVar(&cfg.ChurnClose, "churn-close", "", "churn: how clients drop: ws (close handshake), abort (RST), fin (0: ws); soak also mixed, each in turn (its default)")
+	fs.IntVar(&cfg.Attackers, "attackers", 0, "slowloris: stalled connections (0: as many as -conns); soak: hostile clients per round (0: 200)")
 	fs.StringVar(&cfg.Attack, "attack", "", "slowloris: handshake, frame or both (0: both)")
-	fs.IntVar(&cfg.Slow, "slow", 0, "slowconsumer: members that never read (0: 20)")
-	fs.IntVar(&cfg.SlowRcvBuf, "slow-rcvbuf", 0, "slowconsumer: SO_RCVBUF of the slow members (0: 4096)")
-	fs.DurationVar(&cfg.ProbeWait, "probe-wait", 0, "slowconsumer: read the slow members this long afterwards (0: 3s)")
+	fs.IntVar(&cfg.Slow, "slow", 0, "slowconsumer: members that never read (0: 20); soak: per round (0: 10)")
+	fs.IntVar(&cfg.SlowRcvBuf, "slow-rcvbuf", 0, "slowconsumer, soak: SO_RCVBUF of the slow members (0: 4096)")
+	fs.DurationVar(&cfg.ProbeWait, "probe-wait", 0, "slowconsumer, soak: read the slow members this long afterwards (0: 3s)")
+	fs.DurationVar(&cfg.Round, "round", 0, "soak: slow consumers and hostile clients are replaced this often; the warm-up is one round (0: 15s)")
+	fs.Float64Var(&cfg.ChurnRate, "churn-rate", 0, "soak: churn cycles (two clients connect, exchange a message, leave) started per second (0: 20)")
 	fs.StringVar(&cfg.Protocol, "protocol", "", "broadcast: raw (/chat/{room}) or pusher (subscribe at /app/{key}, publish through the HTTP API); raw,pusher runs both, A and B, and prints pusher/raw (0: raw)")
 	fs.StringVar(&cfg.AppID, "app-id", "", "pusher: app_id of the HTTP API (0: chatd)")
 	fs.StringVar(&cfg.AppKey, "app-key", "", "pusher: app key members connect with (0: chatd-key)")

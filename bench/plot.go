@@ -83,6 +83,9 @@ func latencySeries(r *Report) (title string, out []series) {
 			title = "delivery latency, without and with slow consumers"
 			add(tag+" clean", run.SlowConsumer.Clean.LatencyHist)
 			add(tag+" with slow", run.SlowConsumer.Loaded.LatencyHist)
+		case run.Soak != nil && run.Soak.Honest != nil:
+			title = "delivery latency in the honest room during the soak"
+			add(tag, run.Soak.Honest.LatencyHist)
 		}
 	}
 	return title, out

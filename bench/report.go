@@ -108,6 +108,7 @@ type RunResult struct {
 	Churn               *ChurnResult        `json:"churn,omitempty"`
 	Slowloris           *SlowlorisResult    `json:"slowloris,omitempty"`
 	SlowConsumer        *SlowConsumerResult `json:"slowconsumer,omitempty"`
+	Soak                *SoakResult         `json:"soak,omitempty"`
 	Metrics             []Metric            `json:"metrics"`
 	Notes               []string            `json:"notes,omitempty"`
 	Error               string              `json:"error,omitempty"`
@@ -236,6 +237,8 @@ func (run *RunResult) metrics() []Metric {
 		srv("server RSS growth", "MiB", float64(s.RSSGrowth)/mib)
 		srv("server RSS after", "MiB", float64(s.RSSAfter)/mib)
 		srv("with-slow server CPU per delivery", "µs", s.Loaded.CPUPerDelivery)
+	case run.Soak != nil:
+		ms = append(ms, run.Soak.metrics()...)
 	}
 	add("client CPU", "s", run.ClientCPU)
 	return ms
@@ -310,6 +313,16 @@ func (r *Report) describe() string {
 		case "slowconsumer":
 			what += fmt.Sprintf("; %d slow consumers (SO_RCVBUF %d)", c.Slow, c.SlowRcvBuf)
 		}
+	case "soak":
+		h := c.soakHostile()
+		never, readers := c.soakSlow()
+		kinds := make([]string, 0, len(HostileKinds))
+		for _, k := range HostileKinds {
+			kinds = append(kinds, fmt.Sprintf("%d %s", h[k], k))
+		}
+		what = fmt.Sprintf("%v after a warm-up round, all at once: %d members in one room, %d senders at %.0f msg/s of %d B in all; a busy room (%d readers; a flooder sends %d messages of %d KiB back to back half a round in) that %d slow consumers join every %v round (SO_RCVBUF %d; %d never read, %d read %d KiB/s); %g churn cycles/s (close: %s, at most %d at once); every round %d hostile clients (%s)",
+			c.Duration, c.Conns, c.Senders, c.Rate, c.Size, busyReaders, floodBurst, floodSize/kib, c.Slow, c.Round, c.SlowRcvBuf, never, readers, slowReadRate/kib,
+			c.ChurnRate, c.ChurnClose, c.churnInFlight(), c.Attackers, strings.Join(kinds, ", "))
 	}
 	servers := ""
 	if c.Instances > 1 {
@@ -481,6 +494,10 @@ func (run *RunResult) details() []string {
 			s.Established, s.Slow, formatCounts(s.Fates.Fates), s.Stalled, s.Fates.Backlogged, s.Fates.Bytes/kib, s.Fates.MaxBytes/kib, s.OfferedEach/kib))
 		phase("clean", s.Clean)
 		phase("with slow consumers", s.Loaded)
+	case run.Soak != nil:
+		out = append(out, run.Soak.details()...)
+		phase("honest room", run.Soak.Honest)
+		phase("busy room", run.Soak.Busy)
 	}
 	return out
 }

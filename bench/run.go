@@ -14,7 +14,8 @@ import (
 // Run carries out one chatbench invocation: for each repeat, the scenario
 // against the server under test and then (with -compare) against the
 // other server, each freshly started; then it prints the table and writes
-// the JSON and plot files asked for.
+// the JSON and plot files asked for. A soak that failed its checks makes
+// it return ErrSoakFailed (wrapped) with the report.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -90,7 +91,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return rep, fmt.Errorf("chatbench: writing -plot: %w", err)
 		}
 	}
-	return rep, nil
+	return rep, rep.soakFailures()
 }
 
 // runner holds what one invocation's runs share.
@@ -154,6 +155,8 @@ func (r *runner) runOnce(ctx context.Context, t *target, repeat int) (*RunResult
 		run.Slowloris, err = r.slowloris(ctx)
 	case "slowconsumer":
 		run.SlowConsumer, err = r.slowconsumer(ctx)
+	case "soak":
+		run.Soak, err = r.soak(ctx)
 	}
 	run.ClientCPU = (r.fl.clientCPU() - cpu0).Seconds()
 	run.Seconds = time.Since(run.Started).Seconds()
@@ -438,6 +441,61 @@ type PhaseResult struct {
 // delivery.
 func (r *runner) broadcastPhase(ctx context.Context, group string, senders, messages int) (*PhaseResult, error) {
 	cfg := r.cfg
+	pr, err := r.startPhase(ctx, group, phaseLoad{senders: senders, messages: messages, rate: cfg.Rate, duration: cfg.Duration})
+	if err != nil {
+		return nil, err
+	}
+	c0 := r.fl.counters()
+	total := int64(senders * messages)
+	stopSend := r.prog.track("send", total, func() int64 { return r.fl.counters().Sent - c0.Sent })
+	stopRecv := r.prog.track("deliver", r.expected(total, pr.res.Members), func() int64 { return r.fl.counters().Received - c0.Received })
+	defer stopRecv()
+	resps, err := r.fl.all(ctx, func(i int) *Request { return &Request{Op: "send", Send: pr.sendSpec()} })
+	stopSend()
+	if err != nil {
+		pr.samp.stop()
+		return nil, err
+	}
+	sends := make([]*SendResult, len(resps))
+	for i, resp := range resps {
+		sends[i] = resp.Send
+	}
+	return r.finishPhase(ctx, pr, sends)
+}
+
+// phaseLoad is what the senders of one phase do.
+type phaseLoad struct {
+	senders, messages int
+	rate              float64       // messages/s over all senders; 0: closed loop
+	duration          time.Duration // stop sending after this
+	size              int           // bytes per message; 0: -size
+	burst             int           // open loop: messages due at once (SendSpec.Burst)
+	offset            time.Duration // open loop: when the first ones are due
+}
+
+// phaseRun is a broadcast phase between startPhase and finishPhase: the
+// members are in the room, the phase is prepared on every worker, and its
+// senders run wherever a SendSpec from sendSpec reaches (a "send" request,
+// or inside a soak).
+type phaseRun struct {
+	cfg     *Config
+	group   string
+	load    phaseLoad
+	tag     uint16
+	res     *PhaseResult
+	live    []int // members alive per worker at prepare time
+	samp    *sampler
+	cpu0    time.Duration
+	client0 time.Duration
+}
+
+// startPhase waits until every member of group is in the room, gives each
+// worker senders in proportion to its live members and prepares the phase.
+func (r *runner) startPhase(ctx context.Context, group string, load phaseLoad) (*phaseRun, error) {
+	cfg := r.cfg
+	if load.size == 0 {
+		load.size = cfg.Size
+	}
 	notJoined, err := r.joinBarrier(ctx, group, cfg.DrainTimeout)
 	if err != nil {
 		return nil, err
@@ -446,68 +504,70 @@ func (r *runner) broadcastPhase(ctx context.Context, group string, senders, mess
 	if err != nil {
 		return nil, err
 	}
-	// Give each worker senders in proportion to its live members.
 	perWorker := make([][]int, len(open))
 	next := 0
-	for next < senders {
+	for next < load.senders {
 		placed := false
 		for w := range open {
-			if next < senders && len(perWorker[w]) < open[w] {
+			if next < load.senders && len(perWorker[w]) < open[w] {
 				perWorker[w] = append(perWorker[w], next)
 				next++
 				placed = true
 			}
 		}
 		if !placed {
-			return nil, fmt.Errorf("only %d members alive for %d senders", next, senders)
+			return nil, fmt.Errorf("only %d members alive for %d senders", next, load.senders)
 		}
 	}
 	r.phase++
-	tag := r.phase
-	closedLoop := cfg.Rate == 0
-	res := &PhaseResult{Senders: senders, MessagesPerSender: messages, Size: cfg.Size, NotJoined: notJoined, Protocol: r.t.Protocol}
+	closedLoop := load.rate == 0
+	pr := &phaseRun{cfg: cfg, group: group, load: load, tag: r.phase}
+	pr.res = &PhaseResult{Senders: load.senders, MessagesPerSender: load.messages, Size: load.size, NotJoined: notJoined, Protocol: r.t.Protocol}
 	if closedLoop {
-		res.Mode = fmt.Sprintf("closed loop, window %d", cfg.Window)
+		pr.res.Mode = fmt.Sprintf("closed loop, window %d", cfg.Window)
 	} else {
-		res.Mode = fmt.Sprintf("open loop, %.0f msg/s", cfg.Rate)
+		pr.res.Mode = fmt.Sprintf("open loop, %.0f msg/s", load.rate)
 	}
-	samp := startSampler(r.t.pids(), nil)
-	cpu0, _ := r.t.cpu()
-	client0 := r.fl.clientCPU()
+	pr.samp = startSampler(r.t.pids(), nil)
+	pr.cpu0, _ = r.t.cpu()
+	pr.client0 = r.fl.clientCPU()
 	resps, err := r.fl.all(ctx, func(i int) *Request {
-		return &Request{Op: "prepare", Prepare: &PrepareSpec{Group: group, Phase: tag, TotalSenders: senders, SenderIDs: perWorker[i], Messages: messages, ClosedLoop: closedLoop}}
+		return &Request{Op: "prepare", Prepare: &PrepareSpec{Group: group, Phase: pr.tag, TotalSenders: load.senders, SenderIDs: perWorker[i], Messages: load.messages, ClosedLoop: closedLoop}}
 	})
 	if err != nil {
-		samp.stop()
+		pr.samp.stop()
 		return nil, err
 	}
-	live := make([]int, len(resps))
+	pr.live = make([]int, len(resps))
 	for i, resp := range resps {
-		live[i] = resp.Prepare.Live
-		res.Members += live[i]
+		pr.live[i] = resp.Prepare.Live
+		pr.res.Members += pr.live[i]
 	}
-	c0 := r.fl.counters()
-	total := int64(senders * messages)
-	stopSend := r.prog.track("send", total, func() int64 { return r.fl.counters().Sent - c0.Sent })
-	stopRecv := r.prog.track("deliver", r.expected(total, res.Members), func() int64 { return r.fl.counters().Received - c0.Received })
-	defer stopRecv()
+	return pr, nil
+}
+
+// sendSpec is what every worker runs to send its share of the phase.
+func (pr *phaseRun) sendSpec() *SendSpec {
 	rate := 0.0
-	if !closedLoop {
-		rate = cfg.Rate / float64(senders)
+	if pr.load.rate > 0 {
+		rate = pr.load.rate / float64(pr.load.senders)
 	}
-	resps, err = r.fl.all(ctx, func(i int) *Request {
-		return &Request{Op: "send", Send: &SendSpec{Group: group, Messages: messages, Size: cfg.Size, Binary: cfg.Binary,
-			RatePerSender: rate, Window: cfg.Window, Duration: cfg.Duration, AckTimeout: cfg.DrainTimeout}}
-	})
-	stopSend()
-	if err != nil {
-		samp.stop()
-		return nil, err
-	}
+	cfg := pr.cfg
+	return &SendSpec{Group: pr.group, Messages: pr.load.messages, Size: pr.load.size, Binary: cfg.Binary,
+		RatePerSender: rate, Burst: pr.load.burst, Offset: pr.load.offset, Window: cfg.Window, Duration: pr.load.duration, AckTimeout: cfg.DrainTimeout}
+}
+
+// finishPhase takes the workers' send results (by worker; nil for none),
+// waits for the deliveries and sums up the phase.
+func (r *runner) finishPhase(ctx context.Context, pr *phaseRun, sends []*SendResult) (*PhaseResult, error) {
+	cfg := r.cfg
+	res := pr.res
 	var firstSend, lastSend time.Time
-	sentBy := make([]int64, len(resps))
-	for i, resp := range resps {
-		s := resp.Send
+	sentBy := make([]int64, len(r.fl.workers))
+	for i, s := range sends {
+		if s == nil {
+			continue
+		}
 		sentBy[i] = s.Sent
 		res.Deliveries.Sent += s.Sent
 		res.SendErrors += s.SendErrors
@@ -523,23 +583,23 @@ func (r *runner) broadcastPhase(ctx context.Context, group string, senders, mess
 		}
 	}
 	if res.Deliveries.Sent == 0 && res.SendErrors > 0 {
-		samp.stop()
+		pr.samp.stop()
 		return nil, fmt.Errorf("no message could be sent (%d senders failed): %s", res.SendErrors, res.FirstSendError)
 	}
 	res.SendSeconds = lastSend.Sub(firstSend).Seconds()
-	resps, err = r.fl.all(ctx, func(i int) *Request {
+	resps, err := r.fl.all(ctx, func(i int) *Request {
 		// Each worker's share: every message once per live member, but
 		// a raw sender does not get its own.
 		own := sentBy[i]
 		if r.t.Protocol == ProtocolPusher {
 			own = 0
 		}
-		return &Request{Op: "drain", Drain: &DrainSpec{Group: group, Expected: res.Deliveries.Sent*int64(live[i]) - own,
-			Idle: cfg.DrainTimeout, Max: cfg.Duration + cfg.DrainTimeout}}
+		return &Request{Op: "drain", Drain: &DrainSpec{Group: pr.group, Expected: res.Deliveries.Sent*int64(pr.live[i]) - own,
+			Idle: cfg.DrainTimeout, Max: pr.load.duration + cfg.DrainTimeout}}
 	})
 	cpu1, _ := r.t.cpu()
-	res.ClientCPU = (r.fl.clientCPU() - client0).Seconds()
-	peak, _ := samp.stop()
+	res.ClientCPU = (r.fl.clientCPU() - pr.client0).Seconds()
+	peak, _ := pr.samp.stop()
 	if err != nil {
 		return nil, err
 	}
@@ -573,9 +633,9 @@ func (r *runner) broadcastPhase(ctx context.Context, group string, senders, mess
 		res.DeliveriesPerSec = Rate(d.Received, lastRecv.Sub(firstSend))
 	}
 	if r.t.pids() != nil {
-		res.ServerCPU = (cpu1 - cpu0).Seconds()
-		res.CPUPerDelivery = CPUPerDelivery(cpu1-cpu0, d.Received)
-		res.RSSBefore = samp.first
+		res.ServerCPU = (cpu1 - pr.cpu0).Seconds()
+		res.CPUPerDelivery = CPUPerDelivery(cpu1-pr.cpu0, d.Received)
+		res.RSSBefore = pr.samp.first
 		res.RSSPeak = peak
 		res.RSSAfter, _ = r.t.rss()
 	}

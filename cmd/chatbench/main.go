@@ -1,8 +1,9 @@
 // Command chatbench is the load generator for chatd and the servers it is
-// compared with: density, broadcast, churn, slowloris and slowconsumer
-// scenarios over the raw /chat/{room} WebSocket protocol, and broadcast
-// over Pusher Channels too (-protocol pusher, or raw,pusher to compare the
-// two on one server). See bench/README.md.
+// compared with: density, broadcast, churn, slowloris, slowconsumer and
+// soak scenarios over the raw /chat/{room} WebSocket protocol, and
+// broadcast over Pusher Channels too (-protocol pusher, or raw,pusher to
+// compare the two on one server). A soak that fails its checks exits 1.
+// See bench/README.md.
 package main
 
 import (
