@@ -81,10 +81,23 @@ type Config struct {
 	testHookMessage func(payload []byte)
 }
 
-// Validate reports the first invalid field.
+// ConfigError is an invalid Config field. It wraps ErrBadConfig.
+type ConfigError struct {
+	Field  string // the Config field, e.g. "MaxMessage"
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("%v: %s %s", ErrBadConfig, e.Field, e.Reason)
+}
+
+func (e *ConfigError) Unwrap() error { return ErrBadConfig }
+
+// Validate reports the first invalid field as a *ConfigError. Zero is
+// valid everywhere: it means the documented default.
 func (c Config) Validate() error {
 	bad := func(field string, v any) error {
-		return fmt.Errorf("%w: %s must not be negative (got %v)", ErrBadConfig, field, v)
+		return &ConfigError{field, fmt.Sprintf("must not be negative (got %v)", v)}
 	}
 	switch {
 	case c.Workers < 0:
@@ -108,12 +121,12 @@ func (c Config) Validate() error {
 	}
 	for _, o := range c.AllowedOrigins {
 		if o == "" || strings.ContainsAny(o, " \t\r\n,") {
-			return fmt.Errorf("%w: AllowedOrigins entry %q is not an origin", ErrBadConfig, o)
+			return &ConfigError{"AllowedOrigins", fmt.Sprintf("entry %q is not an origin", o)}
 		}
 	}
 	d := c.withDefaults()
 	if d.IdleTimeout <= d.PingInterval {
-		return fmt.Errorf("%w: IdleTimeout (%v) must be longer than PingInterval (%v)", ErrBadConfig, d.IdleTimeout, d.PingInterval)
+		return &ConfigError{"IdleTimeout", fmt.Sprintf("(%v) must be longer than PingInterval (%v)", d.IdleTimeout, d.PingInterval)}
 	}
 	return nil
 }

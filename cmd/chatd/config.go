@@ -84,9 +84,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	fs.StringVar(&c.Addr, "addr", server.DefaultAddr, "listen address")
 	fs.IntVar(&c.Workers, "workers", 0, "worker goroutines (0: one per CPU)")
 	c.MaxMessage = server.DefaultMaxMessage
-	fs.Var(byteSize{&c.MaxMessage}, "max-message", "largest client message in bytes; larger closes with 1009")
+	fs.Var(byteSize{&c.MaxMessage}, "max-message", "largest client message in bytes; larger closes with 1009 (0: the default)")
 	c.WriteQueue = server.DefaultWriteQueue
-	fs.Var(byteSize{&c.WriteQueue}, "write-queue", "bytes queued for one connection before it is closed as a slow consumer (1008)")
+	fs.Var(byteSize{&c.WriteQueue}, "write-queue", "bytes queued for one connection before it is closed as a slow consumer (1008) (0: the default)")
 	fs.DurationVar(&c.PingInterval, "ping-interval", server.DefaultPingInterval, "ping a connection silent this long")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", server.DefaultIdleTimeout, "close a connection silent this long (must exceed -ping-interval)")
 	fs.DurationVar(&c.HandshakeTimeout, "handshake-timeout", server.DefaultHandshakeTimeout, "time allowed for the HTTP request head (plain HTTP: the whole request, and idle keep-alive)")
@@ -145,29 +145,25 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	return *c, nil
 }
 
-// validate names the flag behind a bad Config value.
+// configFlags maps server.Config fields to the flags that set them.
+var configFlags = map[string]string{
+	"Workers": "workers", "MaxMessage": "max-message", "WriteQueue": "write-queue",
+	"PingInterval": "ping-interval", "IdleTimeout": "idle-timeout",
+	"HandshakeTimeout": "handshake-timeout", "DrainTimeout": "drain-timeout",
+	"MaxConns": "max-conns", "MaxHTTPConns": "max-http-conns", "AllowedOrigins": "allowed-origins",
+}
+
+// validate checks c with server.Config.Validate, the one set of rules, and
+// names the flag behind a bad value. As in Config, zero means the default.
 func validate(c *server.Config) error {
-	checks := []struct {
-		flag string
-		bad  bool
-		want string
-	}{
-		{"workers", c.Workers < 0, "0 or more"},
-		{"max-message", c.MaxMessage <= 0, "more than 0"},
-		{"write-queue", c.WriteQueue <= 0, "more than 0"},
-		{"ping-interval", c.PingInterval <= 0, "more than 0"},
-		{"idle-timeout", c.IdleTimeout <= c.PingInterval, "longer than -ping-interval"},
-		{"handshake-timeout", c.HandshakeTimeout <= 0, "more than 0"},
-		{"drain-timeout", c.DrainTimeout <= 0, "more than 0"},
-		{"max-conns", c.MaxConns < 0, "0 or more"},
-		{"max-http-conns", c.MaxHTTPConns <= 0, "more than 0"},
-	}
-	for _, ch := range checks {
-		if ch.bad {
-			return fmt.Errorf("invalid value for flag -%s: want %s", ch.flag, ch.want)
+	err := c.Validate()
+	var ce *server.ConfigError
+	if errors.As(err, &ce) {
+		if f, ok := configFlags[ce.Field]; ok {
+			return fmt.Errorf("invalid value for flag -%s: %s %s", f, ce.Field, ce.Reason)
 		}
 	}
-	return c.Validate()
+	return err
 }
 
 func runServer(ctx context.Context, cfg server.Config) error {

@@ -240,6 +240,24 @@ func TestChatdParseConfigEnv(t *testing.T) {
 	}
 }
 
+// TestChatdZeroMeansDefault: as in server.Config, a zero flag value means
+// the documented default; it is neither an error nor a zero limit.
+func TestChatdZeroMeansDefault(t *testing.T) {
+	cfg := mustParse(t, []string{"-max-message", "0", "-handshake-timeout", "0s", "-drain-timeout", "0s", "-max-http-conns", "0"}, noEnv)
+	if cfg.MaxMessage != 0 || cfg.HandshakeTimeout != 0 || cfg.DrainTimeout != 0 || cfg.MaxHTTPConns != 0 {
+		t.Fatalf("zero flags: %+v", cfg)
+	}
+	cfg.Addr = "127.0.0.1:0"
+	s, err := server.New(cfg)
+	if err != nil {
+		t.Fatalf("server.New with zero values: %v", err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s.Shutdown(context.Background())
+}
+
 func TestChatdParseConfigErrors(t *testing.T) {
 	tests := []struct {
 		name string
@@ -249,13 +267,12 @@ func TestChatdParseConfigErrors(t *testing.T) {
 	}{
 		{"bad byte size", []string{"-max-message", "abc"}, nil, "-max-message"},
 		{"negative byte size", []string{"-write-queue", "-5"}, nil, "-write-queue"},
-		{"zero max message", []string{"-max-message", "0"}, nil, "-max-message"},
 		{"bad duration", []string{"-ping-interval", "xyz"}, nil, "-ping-interval"},
 		{"idle not above ping", []string{"-idle-timeout", "1s"}, nil, "-idle-timeout"},
 		{"negative workers", []string{"-workers", "-1"}, nil, "-workers"},
 		{"negative max conns", []string{"-max-conns", "-1"}, nil, "-max-conns"},
-		{"zero handshake timeout", []string{"-handshake-timeout", "0s"}, nil, "-handshake-timeout"},
-		{"zero drain timeout", []string{"-drain-timeout", "0s"}, nil, "-drain-timeout"},
+		{"negative max http conns", []string{"-max-http-conns", "-1"}, nil, "-max-http-conns"},
+		{"negative drain timeout", []string{"-drain-timeout", "-1s"}, nil, "-drain-timeout"},
 		{"bad log level", []string{"-log-level", "loud"}, nil, "-log-level"},
 		{"unknown flag", []string{"-nope"}, nil, "-nope"},
 		{"extra argument", []string{"-addr", ":9000", "extra"}, nil, `"extra"`},
