@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"time"
 )
@@ -126,16 +125,17 @@ func (a *App) Validate() error {
 	return nil
 }
 
-// MaxMessageBytes is a frame size limit for the engine to apply to this
-// app's connections (see Session.MaxMessageBytes): room for a client event
-// with MaxEventBytes of data, even if every byte of it is JSON-escaped
-// once, plus the envelope.
+// MaxMessageBytes is the largest frame this app's connections need: room
+// for a client event with MaxEventBytes of data, even if every byte of it
+// is JSON-escaped once, plus the envelope. The engine applies it through
+// Session.MaxMessageBytes: chatd's server accepts frames of up to the
+// larger of its own MaxMessage and this on the app's connections.
 func (a *App) MaxMessageBytes() int { return 2*a.MaxEventBytes + 4096 }
 
 // Apps is the immutable registry of configured apps, looked up by key (for
 // WebSocket connections) and by ID (for the HTTP API).
 type Apps struct {
-	list  []*App
+	list  []*App // every app, in the order given
 	byKey map[string]*App
 	byID  map[string]*App
 }
@@ -163,7 +163,6 @@ func NewApps(apps ...App) (*Apps, error) {
 		r.byID[a.ID] = &a
 		r.byKey[a.Key] = &a
 	}
-	slices.SortFunc(r.list, func(x, y *App) int { return strings.Compare(x.ID, y.ID) })
 	return r, nil
 }
 
@@ -178,9 +177,6 @@ func (r *Apps) ByID(id string) (*App, bool) {
 	a, ok := r.byID[id]
 	return a, ok
 }
-
-// All returns the apps sorted by ID. The caller must not modify them.
-func (r *Apps) All() []*App { return slices.Clone(r.list) }
 
 // Default returns the default app if it is configured with its published
 // credentials (the demo endpoints serve only that app).
@@ -214,8 +210,9 @@ type appFile struct {
 // client_events, and optionally the limits max_presence_members,
 // max_user_info_bytes, max_presence_id_len, max_event_bytes,
 // max_channels_per_conn, client_events_per_second, activity_timeout
-// (seconds), max_cache_channels and max_cache_bytes; a missing or zero limit means its default. Unknown fields are
-// an error, so a misspelt limit is not silently ignored.
+// (seconds), max_cache_channels and max_cache_bytes; a missing or zero
+// limit means its default. Unknown fields are an error, so a misspelt
+// limit is not silently ignored.
 func LoadAppsFile(path string) (*Apps, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -85,8 +85,10 @@ func TestLoadAppsFile(t *testing.T) {
 		t.Fatalf("loaded %+v %+v", a1, a2)
 	}
 	arr := write("arr.json", `[{"id":"x","key":"kx","secret":"sx"}]`)
-	if apps, err := LoadAppsFile(arr); err != nil || len(apps.All()) != 1 {
+	if apps, err := LoadAppsFile(arr); err != nil {
 		t.Fatalf("bare array: %v", err)
+	} else if _, ok := apps.ByID("x"); !ok {
+		t.Fatal("bare array: app x not loaded")
 	}
 	for name, content := range map[string]string{
 		"typo.json":  `{"apps":[{"id":"1","key":"k","secret":"s","max_members":3}]}`,
@@ -103,14 +105,22 @@ func TestLoadAppsFile(t *testing.T) {
 	}
 
 	// LoadApps: file, else flags, else default.
-	if apps, err := LoadApps(obj, App{}); err != nil || len(apps.All()) != 2 {
+	if apps, err := LoadApps(obj, App{}); err != nil {
 		t.Fatalf("LoadApps(file) = %v", err)
+	} else if _, ok := apps.ByID("1"); !ok {
+		t.Fatal("LoadApps(file): app 1 not loaded")
+	} else if _, ok := apps.ByID("2"); !ok {
+		t.Fatal("LoadApps(file): app 2 not loaded")
 	}
-	if apps, err := LoadApps("", App{ID: "f", Key: "fk", Secret: "fs"}); err != nil || apps.All()[0].ID != "f" {
+	if apps, err := LoadApps("", App{ID: "f", Key: "fk", Secret: "fs"}); err != nil {
 		t.Fatalf("LoadApps(flags) = %v", err)
+	} else if _, ok := apps.ByID("f"); !ok {
+		t.Fatal("LoadApps(flags): app f not loaded")
 	}
-	if apps, err := LoadApps("", App{}); err != nil || apps.All()[0].ID != DefaultAppID {
+	if apps, err := LoadApps("", App{}); err != nil {
 		t.Fatalf("LoadApps(default) = %v", err)
+	} else if _, ok := apps.ByID(DefaultAppID); !ok {
+		t.Fatal("LoadApps(default): no default app")
 	}
 	if _, err := LoadApps(obj, App{ID: "f", Key: "fk", Secret: "fs"}); err == nil {
 		t.Fatal("LoadApps with file and flags: no error")
@@ -128,7 +138,7 @@ func TestNewConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := p.Apps().ByID(DefaultAppID); !ok {
+	if _, ok := p.apps.ByID(DefaultAppID); !ok {
 		t.Fatal("nil Apps does not mean the default app")
 	}
 }

@@ -115,8 +115,8 @@ func TestCacheLimitsPerApp(t *testing.T) {
 	)
 	small, tiny := e.p.states["small"], e.p.states["tiny"]
 	for i := range 5 {
-		e.p.publish(small, event{name: "e", data: "x", channels: []string{"cache-" + strconv.Itoa(i)}})
-		e.p.publish(tiny, event{name: "e", data: strings.Repeat("y", 110), channels: []string{"cache-" + strconv.Itoa(i)}})
+		e.p.publishEvent(small, event{name: "e", data: "x", channels: []string{"cache-" + strconv.Itoa(i)}})
+		e.p.publishEvent(tiny, event{name: "e", data: strings.Repeat("y", 110), channels: []string{"cache-" + strconv.Itoa(i)}})
 	}
 	if got := checkCacheList(t, &small.cache); strings.Join(got, ",") != "cache-2,cache-3,cache-4" {
 		t.Fatalf("small app's cache = %v", got)

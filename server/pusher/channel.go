@@ -1,6 +1,9 @@
 package pusher
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // MaxChannelNameLen is the longest channel name accepted. Pusher documents
 // 164 characters from the set [A-Za-z0-9_\-=@,.;].
@@ -66,6 +69,14 @@ func validChannelName(name string) bool {
 		}
 	}
 	return true
+}
+
+// invalidChannelMsg is the error message for a channel name that
+// validChannelName refuses, from a client's pusher:subscribe or the HTTP
+// API's events.
+func invalidChannelMsg(name string) string {
+	return "invalid channel name " + strconv.Quote(name) + ": use 1 to " + strconv.Itoa(MaxChannelNameLen) +
+		" characters of A-Z a-z 0-9 _ - = @ , . ;"
 }
 
 // validUserID reports whether id can name a presence member or a signed-in

@@ -34,20 +34,21 @@ const (
 	MaxProtocol = 7
 )
 
-// Sentinel errors of the configuration and HTTP API layers.
+// Sentinel errors of the configuration (NewApps, LoadAppsFile, New).
 var (
 	ErrInvalidApp   = errors.New("pusher: invalid app config")
 	ErrDuplicateApp = errors.New("pusher: duplicate app")
 	ErrNoRooms      = errors.New("pusher: Config.Rooms is nil")
 )
 
-// CloseError is a refused or terminated connection: the close code sent to
-// the client and the reason why.
-type CloseError struct {
+// RefusedError is a refused connection, as Check returns it: the close code
+// that Open sends to the client (in pusher:error and the close frame) and
+// the reason why.
+type RefusedError struct {
 	Code   int
 	Reason string
 }
 
-func (e *CloseError) Error() string {
+func (e *RefusedError) Error() string {
 	return fmt.Sprintf("pusher: close %d: %s", e.Code, e.Reason)
 }

@@ -91,11 +91,11 @@ func (p *Protocol) DemoHandler() http.Handler {
 		if !ok {
 			return
 		}
-		socketID, channel := f["socket_id"], f["channel_name"]
-		if !validSocketID(socketID) {
-			writeError(w, http.StatusBadRequest, "invalid socket_id "+strconv.Quote(socketID))
+		socketID, ok := demoSocketID(w, f["socket_id"])
+		if !ok {
 			return
 		}
+		channel := f["channel_name"]
 		if !validChannelName(channel) {
 			writeError(w, http.StatusBadRequest, "invalid channel_name "+strconv.Quote(channel))
 			return
@@ -129,9 +129,8 @@ func (p *Protocol) DemoHandler() http.Handler {
 		if !ok {
 			return
 		}
-		socketID := f["socket_id"]
-		if !validSocketID(socketID) {
-			writeError(w, http.StatusBadRequest, "invalid socket_id "+strconv.Quote(socketID))
+		socketID, ok := demoSocketID(w, f["socket_id"])
+		if !ok {
 			return
 		}
 		user, ok := demoUser(w, f["user"])
@@ -152,7 +151,7 @@ func (p *Protocol) DemoHandler() http.Handler {
 			writeError(w, err.status, err.msg)
 			return
 		}
-		p.publish(st, ev)
+		p.publishEvent(st, ev)
 		writeJSON(w, http.StatusOK, struct{}{})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -189,6 +188,16 @@ func demoFields(w http.ResponseWriter, r *http.Request) (map[string]string, bool
 		f[k] = r.PostForm.Get(k)
 	}
 	return f, true
+}
+
+// demoSocketID returns the socket_id field of an auth request, or answers
+// 400 if it is not one.
+func demoSocketID(w http.ResponseWriter, id string) (string, bool) {
+	if !validSocketID(id) {
+		writeError(w, http.StatusBadRequest, "invalid socket_id "+strconv.Quote(id))
+		return "", false
+	}
+	return id, true
 }
 
 // demoUser returns the user name as the demo's user ID: trimmed, "guest"

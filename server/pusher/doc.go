@@ -19,7 +19,7 @@
 //   - a demo auth and publish endpoint for the default app
 //     (Protocol.DemoHandler, mounted at /pusher/), rate limited as a whole
 //     (DemoRequestsPerSecond, DemoBurst) because it signs for anybody;
-//   - the app registry (App, Apps, LoadAppsFile, LoadApps).
+//   - the app registry (App, Apps, NewApps, LoadAppsFile, LoadApps).
 //
 // # Usage
 //
@@ -54,33 +54,48 @@
 //
 // # Goroutines
 //
-// Open, Session.Message and Session.Closed are called by the engine's
-// workers: Message one call at a time per connection (the engine runs one
-// read job per connection; a session mutex serializes them anyway), Closed
-// exactly once when the connection is gone, possibly from another goroutine
-// (a fan-out job that found the client too slow, the timing wheel).
-// Session.Ping is called from the engine's timer. The HTTP handlers run on
-// net/http's goroutines. Every entry point is safe for concurrent use. The
-// payload given to Message is valid only during the call; nothing keeps it.
+// Open, Session.Message and Session.Closed are called from the
+// connection's own callbacks on the engine's workers, one at a time per
+// connection: Open once the upgrade is done, Message for each text frame
+// (a session mutex serializes the calls anyway), and Closed exactly once,
+// from the connection's teardown, whatever ended it. Whatever else ends a
+// connection (a fan-out job that found the client too slow, the timing
+// wheel, this package calling Conn.Close) only asks it to close; its own
+// callback then tears it down and calls Closed. Session.Ping is called from
+// the engine's timer goroutine, concurrently with the connection's
+// callbacks; Session.ActivityTimeout from there and once from the callback
+// that called Open, to arm the first timer. The HTTP handlers, and
+// Protocol.Stats (from the engine's /metrics), run on net/http's
+// goroutines. Every entry point is safe for concurrent use. The payload
+// given to Message is valid only during the call; nothing keeps it.
 // Messages given to Conn.Send and Rooms.Publish are never modified afterwards
 // (cache channels keep the last one and Send it again to new subscribers).
 //
 // # Locks
 //
-// There are three, always taken in this order:
+// There are four. Three of them nest, always taken in this order:
 //
-//  1. Session.mu — one connection's subscriptions, user and rate limiter.
+//  1. Session.mu — one connection's subscriptions, signed-in user and
+//     client event rate limiter.
 //  2. appState.mu — one app's occupied channels, presence members,
-//     signed-in users and cache. Rooms methods and Conn.Send are called with
-//     it held, so that subscription_succeeded, member_added/removed and
+//     signed-in users and the cache of its cache channels (eventCache has
+//     no lock of its own). Rooms methods and Conn.Send are called with it
+//     held where the order matters (subscribe, unsubscribe, a closed
+//     connection leaving its channels, an event delivered to a cache
+//     channel), so that subscription_succeeded, member_added/removed and
 //     cache replays are decided and handed to the engine in one order.
-//  3. appState.sockMu — the socket_id index; a leaf.
+//  3. appState.sockMu — the socket_id index; a leaf: nothing is called and
+//     no lock is taken while it is held.
 //
-// demoLimiter.mu, the demo endpoints' rate limit, is only ever taken
-// alone.
+// The fourth, demoLimiter.mu, guards the demo endpoints' shared rate
+// limiter and is only ever taken alone.
 //
-// Hence the engine must not call back into this package from inside
+// Conn.Send and the Rooms methods may be called with Session.mu,
+// appState.mu or both held, so the engine's own locks come after these,
+// and the engine must not call back into this package from inside
 // Conn.Send or any Rooms method (Send on a slow consumer closes it; Closed
-// follows later from the engine's goroutine). Conn.Close is never called
-// with a lock held, so an engine may call Session.Closed from inside it.
+// follows later, from the connection's own callback). Conn.Close is never
+// called with a lock held, so an engine may call Session.Closed from
+// inside it. The engine's full lock order, these included, is written in
+// server/doc.go.
 package pusher

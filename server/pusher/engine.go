@@ -5,9 +5,9 @@ package pusher
 //
 // Send must not call back into this package synchronously (the package may
 // hold its locks while it calls Send); a connection that Send finds too slow
-// is closed by the engine, which reports Session.Closed later from its own
-// goroutine. Close may call Session.Closed synchronously: the package never
-// holds a lock while it calls Close.
+// is closed by the engine, which reports Session.Closed later, from the
+// connection's own callback. Close may call Session.Closed synchronously:
+// the package never holds a lock while it calls Close.
 type Conn interface {
 	// Send queues one text frame (a Pusher JSON message) for this connection only. Never blocks.
 	// The engine may keep msg until it is written; the package never modifies msg after
@@ -25,8 +25,8 @@ type Conn interface {
 // knowledge of apps.
 //
 // Like Conn.Send, Rooms methods must not call back into this package
-// synchronously: the package calls them with its per-app lock held so that
-// presence and cache events keep their order.
+// synchronously: the package may call them with its per-app lock held, so
+// that presence and cache events keep their order.
 type Rooms interface {
 	Subscribe(room string, c Conn)   // idempotent
 	Unsubscribe(room string, c Conn) // idempotent

@@ -169,7 +169,7 @@ type testEnv struct {
 }
 
 // newTestEnv returns a Protocol for the given apps (the default app when
-// none); env.app is the first.
+// none); env.app is the first given.
 func newTestEnv(t *testing.T, apps ...App) *testEnv {
 	t.Helper()
 	reg, err := NewApps(apps...)
@@ -181,7 +181,11 @@ func newTestEnv(t *testing.T, apps ...App) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.app = reg.All()[0]
+	first := DefaultAppID
+	if len(apps) > 0 {
+		first = apps[0].ID
+	}
+	e.app, _ = reg.ByID(first)
 	return e
 }
 

@@ -2,13 +2,13 @@ package pusher
 
 import (
 	"bytes"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -148,7 +148,7 @@ func (p *Protocol) authenticate(w http.ResponseWriter, r *http.Request) (*apiReq
 	}
 	toSign := StringToSign(r.Method, r.URL.Path, query)
 	want := sign(app.Secret, toSign)
-	if subtle.ConstantTimeCompare([]byte(strings.ToLower(query.Get("auth_signature"))), []byte(want)) != 1 {
+	if !verifyAuth(strings.ToLower(query.Get("auth_signature")), want) {
 		return unauthorized("invalid auth_signature: it must be the hex HMAC-SHA256, keyed by the app secret, of " +
 			strconv.Quote(toSign))
 	}
@@ -210,13 +210,13 @@ func (p *Protocol) apiEvents(req *apiRequest) (any, *apiError) {
 	if err != nil {
 		return nil, err
 	}
-	p.publish(req.st, ev)
+	p.publishEvent(req.st, ev)
 	if len(ev.info) == 0 {
 		return struct{}{}, nil
 	}
 	chans := make(map[string]map[string]int, len(ev.channels))
 	for _, c := range ev.channels {
-		chans[c] = p.channelAttrs(req.st, c, ev.info)
+		chans[c] = channelCounts(req.st.channel(c), ev.info)
 	}
 	return map[string]any{"channels": chans}, nil
 }
@@ -243,14 +243,14 @@ func (p *Protocol) apiBatchEvents(req *apiRequest) (any, *apiError) {
 		withInfo = withInfo || len(ev.info) > 0
 	}
 	for _, ev := range events {
-		p.publish(req.st, ev)
+		p.publishEvent(req.st, ev)
 	}
 	if !withInfo {
 		return struct{}{}, nil
 	}
 	attrs := make([]map[string]int, len(events))
 	for i, ev := range events {
-		attrs[i] = p.channelAttrs(req.st, ev.channels[0], ev.info)
+		attrs[i] = channelCounts(req.st.channel(ev.channels[0]), ev.info)
 	}
 	return map[string]any{"batch": attrs}, nil
 }
@@ -294,126 +294,156 @@ func validateEvent(app *App, er *eventRequest, batch bool) (event, *apiError) {
 	}
 	for _, c := range ev.channels {
 		if !validChannelName(c) {
-			return ev, badRequest("invalid channel name %q: use 1 to %d characters of A-Z a-z 0-9 _ - = @ , . ;", c, MaxChannelNameLen)
+			return ev, badRequest("%s", invalidChannelMsg(c))
 		}
 	}
 	if er.SocketID != "" && !validSocketID(er.SocketID) {
 		return ev, badRequest("invalid socket_id %q: expected digits.digits", er.SocketID)
 	}
-	if er.Info != "" {
-		ev.info = strings.Split(er.Info, ",")
-		for _, attr := range ev.info {
-			if attr != "user_count" && attr != "subscription_count" {
-				return ev, badRequest("unsupported info attribute %q: use user_count or subscription_count", attr)
-			}
-		}
+	info, infoErr := parseInfo(er.Info, countAttrs, nil)
+	if infoErr != nil {
+		return ev, infoErr
 	}
+	ev.info = info
 	return ev, nil
 }
 
-// publish encodes the event once per channel and hands it to the rooms.
-func (p *Protocol) publish(st *appState, ev event) {
+// publishEvent publishes a validated event of the HTTP API or the demo
+// endpoint: it encodes it once per channel (the channel is part of the
+// message) and delivers each to its channel (appState.deliver: cache
+// channels remember it), to every subscriber but the connection with
+// socket_id ev.except, if that is still open.
+func (p *Protocol) publishEvent(st *appState, ev event) {
 	var except Conn
 	if ev.except != "" {
 		except = st.conn(ev.except)
 	}
 	for _, c := range ev.channels {
-		st.publish(c, encodeEvent(ev.name, c, ev.data, ""), ev.data, except)
+		st.deliver(c, encodeEvent(ev.name, c, ev.data, ""), ev.data, except)
 	}
 }
 
-// channelAttrs returns the requested info attributes of one channel;
-// user_count applies to presence channels only.
-func (p *Protocol) channelAttrs(st *appState, channel string, info []string) map[string]int {
-	attrs := make(map[string]int, len(info))
-	ci := st.channel(channel)
-	for _, attr := range info {
-		switch {
-		case attr == "user_count" && classify(channel)&kindPresence != 0:
-			attrs[attr] = ci.users
-		case attr == "subscription_count":
-			attrs[attr] = ci.subs
+// The info attributes the endpoints offer: the counts (events, batch_events,
+// GET /channels) and, for GET /channels/{channel}, the cache too.
+var (
+	countAttrs      = []string{"user_count", "subscription_count"}
+	oneChannelAttrs = []string{"user_count", "subscription_count", "cache"}
+)
+
+// parseInfo parses the info parameter of an HTTP API request, a
+// comma-separated list of channel attributes, for an endpoint that offers
+// the attributes offered. Each attribute in turn must be one of offered,
+// and refuse (nil: none is refused) must not refuse it: refuse says why an
+// offered attribute does not apply to the channels asked about. The first
+// attribute that fails is the error. An empty info asks for nothing.
+func parseInfo(info string, offered []string, refuse func(attr string) *apiError) ([]string, *apiError) {
+	if info == "" {
+		return nil, nil
+	}
+	attrs := strings.Split(info, ",")
+	for _, attr := range attrs {
+		if !slices.Contains(offered, attr) {
+			return nil, badRequest("unsupported info attribute %q: use %s", attr, orList(offered))
+		}
+		if refuse != nil {
+			if err := refuse(attr); err != nil {
+				return nil, err
+			}
 		}
 	}
-	return attrs
+	return attrs, nil
 }
 
-// parseInfo splits the info query parameter.
-func parseInfo(q url.Values) []string {
-	v := q.Get("info")
-	if v == "" {
-		return nil
+// orList joins words as "a, b or c".
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
 	}
-	return strings.Split(v, ",")
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+// channelCounts returns the counts asked for in info of one channel:
+// subscription_count, and user_count of a presence channel only (an event
+// sent to several channels may ask for it). It ignores cache.
+func channelCounts(ci channelInfo, info []string) map[string]int {
+	counts := make(map[string]int, len(info))
+	presence := classify(ci.name)&kindPresence != 0
+	for _, attr := range info {
+		switch {
+		case attr == "user_count" && presence:
+			counts[attr] = ci.users
+		case attr == "subscription_count":
+			counts[attr] = ci.subs
+		}
+	}
+	return counts
 }
 
 func (p *Protocol) apiChannels(req *apiRequest) (any, *apiError) {
 	prefix := req.query.Get("filter_by_prefix")
-	info := parseInfo(req.query)
-	for _, attr := range info {
-		switch attr {
-		case "user_count":
-			if !strings.HasPrefix(prefix, "presence-") {
-				return nil, badRequest("info=user_count needs filter_by_prefix=presence- (user_count exists on presence channels only)")
-			}
-		case "subscription_count":
-		default:
-			return nil, badRequest("unsupported info attribute %q: use user_count or subscription_count", attr)
+	info, err := parseInfo(req.query.Get("info"), countAttrs, func(attr string) *apiError {
+		if attr == "user_count" && !strings.HasPrefix(prefix, "presence-") {
+			return badRequest("info=user_count needs filter_by_prefix=presence- (user_count exists on presence channels only)")
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	list := req.st.occupied(prefix)
 	chans := make(map[string]map[string]int, len(list))
 	for _, ci := range list {
-		attrs := make(map[string]int, len(info))
-		for _, attr := range info {
-			if attr == "user_count" {
-				attrs[attr] = ci.users
-			} else {
-				attrs[attr] = ci.subs
-			}
-		}
-		chans[ci.name] = attrs
+		chans[ci.name] = channelCounts(ci, info)
 	}
 	return map[string]any{"channels": chans}, nil
 }
 
 func (p *Protocol) apiChannel(req *apiRequest) (any, *apiError) {
-	name := req.r.PathValue("channel")
-	if !validChannelName(name) {
-		return nil, badRequest("invalid channel name %q", name)
+	name, err := req.pathChannel()
+	if err != nil {
+		return nil, err
 	}
 	kind := classify(name)
+	info, err := parseInfo(req.query.Get("info"), oneChannelAttrs, func(attr string) *apiError {
+		switch {
+		case attr == "user_count" && kind&kindPresence == 0:
+			return badRequest("info=user_count applies to presence channels only")
+		case attr == "cache" && kind&kindCache == 0:
+			return badRequest("info=cache applies to cache channels only")
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
 	ci := req.st.channel(name)
 	resp := map[string]any{"occupied": ci.subs > 0}
-	for _, attr := range parseInfo(req.query) {
-		switch attr {
-		case "user_count":
-			if kind&kindPresence == 0 {
-				return nil, badRequest("info=user_count applies to presence channels only")
-			}
-			resp[attr] = ci.users
-		case "subscription_count":
-			resp[attr] = ci.subs
-		case "cache":
-			if kind&kindCache == 0 {
-				return nil, badRequest("info=cache applies to cache channels only")
-			}
-			if data, ttl, ok := req.st.cached(name); ok {
-				resp[attr] = map[string]any{"data": data, "ttl": int(ttl.Seconds())}
-			} else {
-				resp[attr] = nil
-			}
-		default:
-			return nil, badRequest("unsupported info attribute %q: use user_count, subscription_count or cache", attr)
+	for attr, n := range channelCounts(ci, info) {
+		resp[attr] = n
+	}
+	if slices.Contains(info, "cache") {
+		if data, ttl, ok := req.st.cached(name); ok {
+			resp["cache"] = map[string]any{"data": data, "ttl": int(ttl.Seconds())}
+		} else {
+			resp["cache"] = nil
 		}
 	}
 	return resp, nil
 }
 
-func (p *Protocol) apiUsers(req *apiRequest) (any, *apiError) {
+// pathChannel returns the {channel} of the request's path, checked.
+func (req *apiRequest) pathChannel() (string, *apiError) {
 	name := req.r.PathValue("channel")
 	if !validChannelName(name) {
-		return nil, badRequest("invalid channel name %q", name)
+		return "", badRequest("invalid channel name %q", name)
+	}
+	return name, nil
+}
+
+func (p *Protocol) apiUsers(req *apiRequest) (any, *apiError) {
+	name, err := req.pathChannel()
+	if err != nil {
+		return nil, err
 	}
 	if classify(name)&kindPresence == 0 {
 		return nil, badRequest("users can only be listed for presence channels, not %q", name)

@@ -307,7 +307,7 @@ func TestAPIChannelQueries(t *testing.T) {
 	e.mustSubscribe(t, s2, c2, "presence-room", `{"user_id":"u2"}`)
 	e.mustSubscribe(t, s3, c3, "presence-room", `{"user_id":"u1"}`)
 	e.mustSubscribe(t, s3, c3, "cache-c", "")
-	e.p.publish(e.p.states["chatd"], event{name: "v", data: "42", channels: []string{"cache-c"}})
+	e.p.publishEvent(e.p.states["chatd"], event{name: "v", data: "42", channels: []string{"cache-c"}})
 
 	tests := []struct {
 		name   string

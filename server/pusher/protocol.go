@@ -20,8 +20,8 @@ type Config struct {
 	Apps *Apps
 	// Rooms is the engine's room registry. Required.
 	Rooms Rooms
-	// Logger receives debug records of refused connections and protocol
-	// errors; nil means no logging.
+	// Logger receives debug records of refused connections, subscriptions
+	// and HTTP API requests, and of protocol errors; nil means no logging.
 	Logger *slog.Logger
 	// Now is the clock (rate limits, cache TTL, HTTP API timestamps);
 	// nil means time.Now. Tests set it.
@@ -76,9 +76,6 @@ func New(cfg Config) (*Protocol, error) {
 	return p, nil
 }
 
-// Apps returns the configured apps.
-func (p *Protocol) Apps() *Apps { return p.apps }
-
 // Stats are counters of a Protocol, for the engine's metrics.
 type Stats struct {
 	CacheChannels    int    // cache channels whose last event is remembered, all apps
@@ -103,22 +100,22 @@ func (p *Protocol) Stats() Stats {
 // exist (else CodeAppNotFound) and the protocol query parameter must be an
 // integer (else CodeInvalidVersion) between MinProtocol and MaxProtocol
 // (else CodeUnsupportedProtocol); a missing one is CodeNoProtocol. The
-// error is a *CloseError. Open calls Check; an engine may call it earlier.
+// error is a *RefusedError. Open calls Check; an engine may call it earlier.
 func (p *Protocol) Check(appKey string, query url.Values) (*App, error) {
 	app, ok := p.apps.ByKey(appKey)
 	if !ok {
-		return nil, &CloseError{CodeAppNotFound, "Application does not exist"}
+		return nil, &RefusedError{CodeAppNotFound, "Application does not exist"}
 	}
 	v := query.Get("protocol")
 	if v == "" {
-		return nil, &CloseError{CodeNoProtocol, "No protocol version supplied"}
+		return nil, &RefusedError{CodeNoProtocol, "No protocol version supplied"}
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil {
-		return nil, &CloseError{CodeInvalidVersion, "Invalid version string format"}
+		return nil, &RefusedError{CodeInvalidVersion, "Invalid version string format"}
 	}
 	if n < MinProtocol || n > MaxProtocol {
-		return nil, &CloseError{CodeUnsupportedProtocol, "Unsupported protocol version " + v +
+		return nil, &RefusedError{CodeUnsupportedProtocol, "Unsupported protocol version " + v +
 			" (supported: " + strconv.Itoa(MinProtocol) + " to " + strconv.Itoa(MaxProtocol) + ")"}
 	}
 	return app, nil
@@ -132,10 +129,10 @@ func (p *Protocol) Check(appKey string, query url.Values) (*App, error) {
 func (p *Protocol) Open(c Conn, appKey string, query url.Values) *Session {
 	app, err := p.Check(appKey, query)
 	if err != nil {
-		ce := err.(*CloseError)
-		p.log.Debug("pusher: connection refused", "key", appKey, "code", ce.Code, "reason", ce.Reason)
-		c.Send(encodeError(ce.Code, ce.Reason))
-		c.Close(ce.Code, ce.Reason)
+		refused := err.(*RefusedError)
+		p.log.Debug("pusher: connection refused", "key", appKey, "code", refused.Code, "reason", refused.Reason)
+		c.Send(encodeError(refused.Code, refused.Reason))
+		c.Close(refused.Code, refused.Reason)
 		return nil
 	}
 	st := p.states[app.ID]

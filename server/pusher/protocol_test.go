@@ -46,7 +46,7 @@ func TestOpen(t *testing.T) {
 					t.Fatalf("got %s %+v, close %d; want pusher:error and close %d", m.Event, d, c.closeCode(), tt.code)
 				}
 				_, err := e.p.Check(tt.key, tt.query)
-				var ce *CloseError
+				var ce *RefusedError
 				if !errors.As(err, &ce) || ce.Code != tt.code {
 					t.Fatalf("Check = %v, want close %d", err, tt.code)
 				}
@@ -522,8 +522,8 @@ func TestCacheChannel(t *testing.T) {
 	if len(msgs) != 2 || msgs[1].Event != "pusher:cache_miss" || msgs[1].Channel != "cache-score" {
 		t.Fatalf("got %+v, want subscription_succeeded then cache_miss", msgs)
 	}
-	e.p.publish(st, event{name: "goal", data: `{"score":"1-0"}`, channels: []string{"cache-score"}})
-	e.p.publish(st, event{name: "goal", data: `{"score":"2-0"}`, channels: []string{"cache-score"}})
+	e.p.publishEvent(st, event{name: "goal", data: `{"score":"1-0"}`, channels: []string{"cache-score"}})
+	e.p.publishEvent(st, event{name: "goal", data: `{"score":"2-0"}`, channels: []string{"cache-score"}})
 	if got := c.take(t); len(got) != 2 {
 		t.Fatalf("subscriber got %d events, want 2", len(got))
 	}
@@ -542,7 +542,7 @@ func TestCacheChannel(t *testing.T) {
 		t.Fatalf("after the TTL got %+v, want cache_miss", msgs)
 	}
 	// An expired entry is swept on the next store.
-	e.p.publish(st, event{name: "x", data: "1", channels: []string{"cache-other"}})
+	e.p.publishEvent(st, event{name: "x", data: "1", channels: []string{"cache-other"}})
 	if _, ok := st.cache.entries["cache-score"]; ok {
 		t.Fatal("expired cache entry not swept")
 	}
@@ -590,7 +590,7 @@ func TestSignin(t *testing.T) {
 	if msgs := e.subscribe(t, s, c, "#server-to-user-43", ""); msgs[0].Event != "pusher:subscription_error" {
 		t.Fatalf("another user's channel: %+v", msgs)
 	}
-	e.p.publish(e.p.states[e.app.ID], event{name: "note", data: "hi", channels: []string{"#server-to-user-42"}})
+	e.p.publishEvent(e.p.states[e.app.ID], event{name: "note", data: "hi", channels: []string{"#server-to-user-42"}})
 	if m := c.takeOne(t); m.Event != "note" || m.str() != "hi" {
 		t.Fatalf("got %+v, want the event sent to the user", m)
 	}
@@ -640,7 +640,7 @@ func TestRoomKeysSeparateApps(t *testing.T) {
 	e2.app, _ = e.p.apps.ByID("other")
 	s2, c2 := e2.connect(t)
 	e2.mustSubscribe(t, s2, c2, "news", "")
-	e.p.publish(e.p.states["other"], event{name: "n", data: "d", channels: []string{"news"}})
+	e.p.publishEvent(e.p.states["other"], event{name: "n", data: "d", channels: []string{"news"}})
 	c1.expectNone(t)
 	if m := c2.takeOne(t); m.Event != "n" {
 		t.Fatalf("got %+v", m)
@@ -656,7 +656,7 @@ func TestCacheEvictsOldest(t *testing.T) {
 	const limit = 1000 // DefaultMaxCacheChannels
 	store := func(i int) {
 		ch := "cache-" + strconv.Itoa(i)
-		e.p.publish(st, event{name: "e", data: strconv.Itoa(i), channels: []string{ch}})
+		e.p.publishEvent(st, event{name: "e", data: strconv.Itoa(i), channels: []string{ch}})
 	}
 	for i := range limit {
 		store(i)
@@ -687,7 +687,7 @@ func TestCacheBytesBounded(t *testing.T) {
 	st := e.p.states[e.app.ID]
 	data := strings.Repeat("a", DefaultMaxEventBytes)
 	for i := range 2000 {
-		e.p.publish(st, event{name: "e", data: data, channels: []string{"cache-" + strconv.Itoa(i)}})
+		e.p.publishEvent(st, event{name: "e", data: data, channels: []string{"cache-" + strconv.Itoa(i)}})
 	}
 	total := 0
 	for _, ce := range st.cache.entries {

@@ -53,7 +53,9 @@ func (s *Session) ActivityTimeout() time.Duration { return s.app.app.ActivityTim
 // MaxMessageBytes is the app's App.MaxMessageBytes: the largest frame the
 // engine should accept on this connection, so that a client event within
 // the app's MaxEventBytes reaches Message (and one over it gets pusher:error
-// from Message rather than a close by the engine).
+// from Message rather than a close by the engine). chatd's engine reads it
+// once the session is open and accepts frames of up to the larger of it and
+// its own MaxMessage.
 func (s *Session) MaxMessageBytes() int { return s.app.app.MaxMessageBytes() }
 
 // Ping sends a pusher:ping; the client answers pusher:pong. Engines may
@@ -156,8 +158,7 @@ func (s *Session) subscribe(raw json.RawMessage) {
 	app := s.app.app
 	name := d.Channel
 	if !validChannelName(name) {
-		s.sendSubscribeError(name, &subscribeError{"InvalidChannel", "invalid channel name " + strconv.Quote(name) +
-			": use 1 to " + strconv.Itoa(MaxChannelNameLen) + " characters of A-Z a-z 0-9 _ - = @ , . ;", 400})
+		s.sendSubscribeError(name, &subscribeError{"InvalidChannel", invalidChannelMsg(name), 400})
 		return
 	}
 	kind := classify(name)
@@ -312,7 +313,7 @@ func (s *Session) clientEvent(m clientMessage) {
 	}
 	// On presence channels the recipients learn who sent it.
 	msg := encodeEvent(m.Event, m.Channel, data, s.subs[i].userID)
-	s.app.publish(m.Channel, msg, data, s.conn)
+	s.app.deliver(m.Channel, msg, data, s.conn)
 }
 
 // allowClientEvent limits client events to perSecond per second, with

@@ -39,8 +39,10 @@ func UserAuth(app *App, socketID, userData string) string {
 	return app.Key + ":" + sign(app.Secret, socketID+"::user::"+userData)
 }
 
-// verifyAuth compares a client's auth string with the expected one in
-// constant time (the key is public; the signature is the secret part).
+// verifyAuth compares what a client sent, an auth string (key ":"
+// signature) or an HTTP API auth_signature, with the expected one in
+// constant time: the key is public, the signature is the secret part, and
+// the time taken must not tell how much of a guess was right.
 func verifyAuth(got, want string) bool {
 	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }

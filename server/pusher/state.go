@@ -2,6 +2,7 @@ package pusher
 
 import (
 	"encoding/json"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,9 +19,11 @@ const CacheTTL = 30 * time.Minute
 // the socket_id index.
 //
 // mu guards channels, users and cache. Rooms and Conn.Send are called with mu
-// held so that member_added/member_removed, subscription_succeeded and cache
-// replays reach every connection in the order they were decided. sockMu
-// guards sockets and is a leaf: nothing is called while it is held.
+// held where the order matters (subscribe, unsubscribe, close, and deliver
+// on cache channels), so that member_added/member_removed,
+// subscription_succeeded and cache replays reach every connection in the
+// order they were decided. sockMu guards sockets and is a leaf: nothing is
+// called and no other lock is taken while it is held.
 type appState struct {
 	p     *Protocol
 	app   *App
@@ -40,6 +43,9 @@ type channelState struct {
 	subs    int                // subscribed connections
 	members map[string]*member // presence channels: user ID -> member
 }
+
+// memberIDs returns the user IDs of the channel's presence members, sorted.
+func (ch *channelState) memberIDs() []string { return slices.Sorted(maps.Keys(ch.members)) }
 
 // member is one user of a presence channel, however many connections
 // (browser tabs) it has there: the first adds it, the last removes it.
@@ -171,10 +177,13 @@ func (a *appState) unsubscribeLocked(c Conn, sub subscription) {
 	}
 }
 
-// publish delivers an encoded event to a channel's subscribers except
-// `except`, and remembers it on cache channels, subscribed or not, as
-// Pusher does.
-func (a *appState) publish(channel string, msg []byte, data string, except Conn) {
+// deliver hands an event already encoded for channel (msg; data is its
+// data, for the HTTP API's info=cache) to the channel's room, for every
+// subscriber but `except`. On a cache channel it first stores the event in
+// the cache, subscribed or not, as Pusher does; it does both under a.mu, so
+// that a connection subscribing meanwhile gets the event exactly once: live
+// if it joined first, from the cache if after. Other channels need no lock.
+func (a *appState) deliver(channel string, msg []byte, data string, except Conn) {
 	room := a.room(channel)
 	if classify(channel)&kindCache == 0 {
 		a.rooms.Publish(room, msg, except)
@@ -298,16 +307,11 @@ func (a *appState) channel(name string) channelInfo {
 // members returns the user IDs of a presence channel, sorted.
 func (a *appState) members(name string) []string {
 	a.mu.Lock()
-	var ids []string
+	defer a.mu.Unlock()
 	if ch := a.channels[name]; ch != nil {
-		ids = make([]string, 0, len(ch.members))
-		for id := range ch.members {
-			ids = append(ids, id)
-		}
+		return ch.memberIDs()
 	}
-	a.mu.Unlock()
-	slices.Sort(ids)
-	return ids
+	return nil
 }
 
 // cached returns the data of a cache channel's last event and its
@@ -336,11 +340,7 @@ func (a *appState) cacheStats(st *Stats) {
 // appendPresence appends the data of a presence subscription_succeeded:
 // {"presence":{"ids":[...],"hash":{id:user_info},"count":n}}, IDs sorted.
 func appendPresence(b []byte, ch *channelState) []byte {
-	ids := make([]string, 0, len(ch.members))
-	for id := range ch.members {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	ids := ch.memberIDs()
 	b = append(b, `{"presence":{"ids":[`...)
 	for i, id := range ids {
 		if i > 0 {

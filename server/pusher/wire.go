@@ -88,14 +88,7 @@ func encodeEvent(event, channel, data, userID string) []byte {
 	if userID != "" {
 		n += len(`,"user_id":`) + quotedLen(userID)
 	}
-	b := make([]byte, 0, n)
-	b = append(b, `{"event":`...)
-	b = appendQuoted(b, event)
-	if channel != "" {
-		b = append(b, `,"channel":`...)
-		b = appendQuoted(b, channel)
-	}
-	b = append(b, `,"data":`...)
+	b := appendEventHead(make([]byte, 0, n), event, channel)
 	b = appendQuoted(b, data)
 	if userID != "" {
 		b = append(b, `,"user_id":`...)
@@ -107,16 +100,22 @@ func encodeEvent(event, channel, data, userID string) []byte {
 // encodeObjectEvent returns {"event":event,"channel":channel,"data":object}
 // where object is JSON text embedded as is.
 func encodeObjectEvent(event, channel string, object []byte) []byte {
-	b := make([]byte, 0, 40+len(event)+len(channel)+len(object))
+	b := appendEventHead(make([]byte, 0, 40+len(event)+len(channel)+len(object)), event, channel)
+	b = append(b, object...)
+	return append(b, '}')
+}
+
+// appendEventHead appends the start every message shares:
+// {"event":event,"channel":channel,"data": with the channel left out when
+// empty.
+func appendEventHead(b []byte, event, channel string) []byte {
 	b = append(b, `{"event":`...)
 	b = appendQuoted(b, event)
 	if channel != "" {
 		b = append(b, `,"channel":`...)
 		b = appendQuoted(b, channel)
 	}
-	b = append(b, `,"data":`...)
-	b = append(b, object...)
-	return append(b, '}')
+	return append(b, `,"data":`...)
 }
 
 // encodeError returns a pusher:error with data {"code":code,"message":msg};

@@ -84,7 +84,7 @@ func TestPublishEncodesOncePerChannel(t *testing.T) {
 	st := e.p.states[e.app.ID]
 	ev := event{name: "m", data: strings.Repeat("x", 1000), channels: []string{"news"}}
 	// One encoding (1 allocation) plus the room key (1 allocation).
-	allocs := testing.AllocsPerRun(100, func() { e.p.publish(st, ev) })
+	allocs := testing.AllocsPerRun(100, func() { e.p.publishEvent(st, ev) })
 	if allocs > 2 {
 		t.Fatalf("publish to one channel: %v allocations, want at most 2", allocs)
 	}
