@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,54 +18,6 @@ import (
 
 //go:embed static
 var staticFS embed.FS
-
-// handoffHTTP passes a connection whose request is not a WebSocket upgrade
-// (the web page, the HTTP API, an oversized head) to the net/http server,
-// with the bytes already read put back in front. It runs in the
-// connection's Desc callback. The socket stays counted in Sockets, and in
-// the plain HTTP connections capped by Config.MaxHTTPConns, until net/http
-// closes it; over the cap the request gets 503 here.
-func (c *Conn) handoffHTTP(buf []byte) {
-	s := c.srv
-	if n := s.httpConns.Add(1); n > int64(s.cfg.MaxHTTPConns) {
-		s.httpConns.Add(-1)
-		s.stats.RejectedHTTPConns.Add(1)
-		c.rejectHTTP(httpBusyResponse, ReasonHTTPRejected)
-		return
-	}
-	prefix := append([]byte(nil), buf...)
-	if !c.teardown() {
-		s.httpConns.Add(-1)
-		return
-	}
-	fd, err := c.d.Detach()
-	if err != nil {
-		s.httpClosed()
-		return
-	}
-	// net.FileConn dups the descriptor for Go's own poller; the original is
-	// closed at once, so the connection still costs one fd.
-	f := os.NewFile(uintptr(fd), "http")
-	nc, err := net.FileConn(f)
-	f.Close()
-	if err != nil {
-		s.logLimited("handing a connection to net/http failed", "err", err)
-		s.httpClosed()
-		return
-	}
-	s.stats.HTTPHandoffs.Add(1)
-	s.httpLn.deliver(&httpConn{Conn: nc, prefix: prefix, srv: s})
-}
-
-var httpBusyResponse = []byte("HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n" +
-	"Retry-After: 1\r\nConnection: close\r\nContent-Length: 26\r\n\r\ntoo many HTTP connections\n")
-
-// httpClosed forgets one plain HTTP connection.
-func (s *Server) httpClosed() {
-	s.httpConns.Add(-1)
-	s.live.Add(-1)
-	s.stats.Closed[ReasonHTTP].Add(1)
-}
 
 // httpConn is a connection handed to net/http: it replays the bytes
 // already read before reading from the socket, and is counted until
@@ -195,7 +146,8 @@ func (l *memListener) Addr() net.Addr { return memAddr{} }
 type memAddr struct{}
 
 func (memAddr) Network() string { return "mem" }
-func (memAddr) String() string  { return "in-memory" }
+
+func (memAddr) String() string { return "in-memory" }
 
 // httpHandler serves everything on the port that is not a WebSocket.
 func (s *Server) httpHandler() http.Handler {

@@ -4,7 +4,6 @@ import (
 	"net/url"
 
 	"chatd/server/pusher"
-	"chatd/server/wsframe"
 
 	"github.com/gobwas/ws"
 )
@@ -61,7 +60,8 @@ func (pp *pusherProto) onClose(c *Conn) {
 
 // Pusher close codes: 4200 "reconnect" on shutdown, 4100 "over capacity /
 // back off" for a member too slow to keep up, 4201 when pings go unanswered.
-func (pp *pusherProto) shutdownCode() ws.StatusCode     { return pusher.CodeReconnect }
+func (pp *pusherProto) shutdownCode() ws.StatusCode { return pusher.CodeReconnect }
+
 func (pp *pusherProto) slowConsumerCode() ws.StatusCode { return pusher.CodeOverCapacity }
 
 // timeouts: the client was told activity_timeout in connection_established;
@@ -88,20 +88,11 @@ func (pp *pusherProto) idleClose(c *Conn) {
 	c.closeWith(pusher.CodePongTimeout, "Pong reply not received", ReasonIdle)
 }
 
-// Send implements pusher.Conn: one text frame for this connection.
-func (c *Conn) Send(msg []byte) {
-	c.sendOwned(wsframe.AppendFrame(make([]byte, 0, wsframe.HeaderLen(len(msg))+len(msg)), ws.OpText, msg))
-}
-
-// Close implements pusher.Conn: start the close handshake with code.
-func (c *Conn) Close(code int, reason string) {
-	c.closeWith(ws.StatusCode(code), reason, ReasonProtocolClose)
-}
-
 // pusherRooms gives package pusher the hub's rooms (pusher.Rooms).
 type pusherRooms struct{ h *Hub }
 
-func (pr pusherRooms) Subscribe(room string, c pusher.Conn)   { pr.h.Join(room, c.(*Conn)) }
+func (pr pusherRooms) Subscribe(room string, c pusher.Conn) { pr.h.Join(room, c.(*Conn)) }
+
 func (pr pusherRooms) Unsubscribe(room string, c pusher.Conn) { pr.h.Leave(room, c.(*Conn)) }
 
 func (pr pusherRooms) Publish(room string, msg []byte, except pusher.Conn) {
