@@ -147,8 +147,7 @@ func (h *pollHandler) OnWake(*poller.Worker) {
 func (h *pollHandler) OnHangup(_ *poller.Worker, err error) {
 	c := (*Conn)(h)
 	c.peerClosed = true
-	var pe *poller.PanicError
-	if errors.As(err, &pe) {
+	if pe, ok := err.(*poller.PanicError); ok {
 		c.srv.logLimited("connection handler panicked; closing it with 1011", "panic", pe.Value, "stack", string(pe.Stack))
 		c.srv.stats.Panics.Add(1)
 		if c.state.Load() == stateHandshake {

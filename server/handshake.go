@@ -88,11 +88,7 @@ func scanHead(head []byte) (info headInfo) {
 		v = bytes.TrimSpace(v)
 		switch {
 		case bytes.EqualFold(k, []byte("Upgrade")):
-			for _, tok := range bytes.Split(v, []byte{','}) {
-				if bytes.EqualFold(bytes.TrimSpace(tok), []byte("websocket")) {
-					info.upgrade = true
-				}
-			}
+			info.upgrade = info.upgrade || hasToken(v, "websocket")
 		case bytes.EqualFold(k, []byte("Sec-WebSocket-Key")):
 			// RFC 6455 4.2.1: the key "when decoded, is 16 bytes in length".
 			var dst [18]byte
@@ -102,11 +98,7 @@ func scanHead(head []byte) (info headInfo) {
 			}
 			keys++
 		case bytes.EqualFold(k, []byte("Connection")):
-			for _, tok := range bytes.Split(v, []byte{','}) {
-				if bytes.EqualFold(bytes.TrimSpace(tok), []byte("close")) {
-					info.close = true
-				}
-			}
+			info.close = info.close || hasToken(v, "close")
 		case bytes.EqualFold(k, []byte("Content-Length")) && string(v) != "0",
 			bytes.EqualFold(k, []byte("Transfer-Encoding")):
 			info.healthz = false // a body: net/http reads it
@@ -116,6 +108,19 @@ func scanHead(head []byte) (info headInfo) {
 	// an HTTP request".
 	info.dupKey = keys > 1
 	return info
+}
+
+// hasToken reports whether the comma-separated header value v lists tok
+// (case-insensitive), without allocating.
+func hasToken(v []byte, tok string) bool {
+	for len(v) > 0 {
+		var t []byte
+		t, v, _ = bytes.Cut(v, []byte{','})
+		if bytes.EqualFold(bytes.TrimSpace(t), []byte(tok)) {
+			return true
+		}
+	}
+	return false
 }
 
 // healthzBody is what GET /healthz answers, here and in net/http.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -93,10 +92,8 @@ func (s *Server) upgradeKeptAlive(w http.ResponseWriter, r *http.Request) bool {
 
 func headerHasToken(h http.Header, key, token string) bool {
 	for _, v := range h.Values(key) {
-		for _, t := range strings.Split(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
+		if hasToken([]byte(v), token) {
+			return true
 		}
 	}
 	return false
