@@ -18,16 +18,21 @@
 //   - Run (run.go) starts each target (target.go: a command on a free
 //     loopback port, or a -url server), runs the scenario (scenarios.go)
 //     and stops it, alternating A and B for -repeat; then it reports
-//     (report.go, plot.go). A target may be several server processes
+//     (report.go, plot.go). Scenarios open, inspect and close groups of
+//     connections over the fleet (run_groups.go) and measure broadcast
+//     phases (run_phase.go), sampling the server's RSS meanwhile
+//     (sampler.go). A target may be several server processes
 //     (-instances N copies of the command, or a -url list; density only):
 //     connection id modulo N picks the instance, and server figures are
 //     sums over the instances' /proc readings.
-//   - The client side is a fleet (fleet.go) of Agents (agent.go,
-//     agent_ops.go): one in this process, or one per worker process
-//     (chatbench re-executed with CHATBENCH_WORKER=1, speaking JSON lines
-//     over stdin/stdout). Scenarios only send Requests to the fleet; an
-//     Agent holds named groups of connections and opens, broadcasts,
-//     drains, inspects, probes and closes them.
+//   - The client side is a fleet (fleet.go) of Agents (agent.go): one in
+//     this process, or one per worker process (chatbench re-executed with
+//     CHATBENCH_WORKER=1, speaking JSON lines over stdin/stdout).
+//     Scenarios only send Requests to the fleet (agent_request.go); an
+//     Agent holds named groups of connections (agent_member.go) and opens
+//     (agent_open.go), broadcasts (agent_phase.go, agent_send.go,
+//     agent_sync.go), inspects, probes (agent_slow.go) and closes
+//     (agent_close.go) them.
 //   - Each connection is a lean client (wsclient.go): one TCP socket, one
 //     goroutine reading through a small bufio.Reader, masked frames
 //     written with one syscall. In Pusher mode a member subscribes before
@@ -42,8 +47,9 @@
 //     broadcast phases from the coordinator as the other scenarios do;
 //     then one "soak" command per worker (agent_soak.go) runs every loop
 //     at once until the duration is over: the phases' senders, churn
-//     cycles, and each round's slow consumers and hostile clients
-//     (stall-handshake, stall-frame, half-close, garbage, http-stall).
+//     cycles (agent_churn.go), and each round's slow consumers and hostile
+//     clients (stall-handshake, stall-frame, half-close, garbage,
+//     http-stall: agent_hostile.go).
 //     Meanwhile the coordinator samples the server (/proc and /metrics);
 //     afterwards it drains the phases and judges start against end
 //     (soakChecks).

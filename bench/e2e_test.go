@@ -8,13 +8,14 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"chatd/bench/testutil"
 )
 
 // The end-to-end tests run every scenario at small scale against the
@@ -50,9 +51,7 @@ func servers(t *testing.T) map[string]string {
 	}
 	buildOnce.Do(func() {
 		for name, pkg := range map[string]string{"baseline": "chatd/bench/baseline", "chatd": "chatd/cmd/chatd"} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, name), pkg).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
+			if _, buildErr = testutil.Build(pkg, binDir, name); buildErr != nil {
 				return
 			}
 		}
@@ -69,6 +68,17 @@ func servers(t *testing.T) map[string]string {
 // runBench runs chatbench with args and returns the report and the table.
 func runBench(t *testing.T, args ...string) (*Report, string) {
 	t.Helper()
+	rep, table, err := runChatbench(t, args...)
+	if err != nil {
+		t.Fatalf("chatbench %s: %v\n%s", strings.Join(args, " "), err, table)
+	}
+	return rep, table
+}
+
+// runChatbench runs chatbench with args, with no progress display, and
+// returns what Run returns and the table it printed.
+func runChatbench(t *testing.T, args ...string) (*Report, string, error) {
+	t.Helper()
 	cfg, err := ParseArgs(args, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
@@ -79,10 +89,21 @@ func runBench(t *testing.T, args ...string) (*Report, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	rep, err := Run(ctx, cfg)
+	return rep, out.String(), err
+}
+
+// readReport reads back the report a run wrote with -json.
+func readReport(t *testing.T, path string) Report {
+	t.Helper()
+	raw, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("chatbench %s: %v\n%s", strings.Join(args, " "), err, out.String())
+		t.Fatal(err)
 	}
-	return rep, out.String()
+	var rep Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	return rep
 }
 
 // checkClean asserts that a phase delivered every message exactly once,
@@ -303,14 +324,7 @@ func TestE2ECompareJSONPlotAndProcs(t *testing.T) {
 	if !strings.Contains(table, "A: chatd") || !strings.Contains(table, "B: baseline") || !strings.Contains(table, "B/A") {
 		t.Errorf("table:\n%s", table)
 	}
-	var back Report
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &back); err != nil {
-		t.Fatal(err)
-	}
+	back := readReport(t, jsonPath)
 	if len(back.Runs) != 4 || back.Config.Procs != 2 || len(back.Args) == 0 || back.Args[1] != "broadcast" {
 		t.Errorf("json: %d runs, procs %d, args %v", len(back.Runs), back.Config.Procs, back.Args)
 	}
@@ -430,21 +444,11 @@ func TestE2ESoak(t *testing.T) {
 	// part ran, and that the honest room lost nothing at this rate.
 	args := []string{"soak", "-duration", "10s", "-round", "5s", "-probe-wait", "1s", "-conns", "40", "-senders", "2", "-rate", "40",
 		"-slow", "4", "-attackers", "20", "-churn-rate", "10", "-procs", "2", "-server", chatd, "-json", jsonPath}
-	cfg, err := ParseArgs(args, os.Stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	off := false
-	cfg.Stdout, cfg.Progress = &out, &off
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
 	start := time.Now()
-	rep, err := Run(ctx, cfg)
+	rep, table, err := runChatbench(t, args...)
 	if err != nil && !errors.Is(err, ErrSoakFailed) {
-		t.Fatalf("soak: %v\n%s", err, out.String())
+		t.Fatalf("soak: %v\n%s", err, table)
 	}
-	table := out.String()
 	if len(rep.Runs) != 1 || rep.Runs[0].Soak == nil {
 		t.Fatalf("no soak result:\n%s", table)
 	}
@@ -504,14 +508,7 @@ func TestE2ESoak(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
 	}
-	var back Report
-	raw, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(raw, &back); err != nil {
-		t.Fatal(err)
-	}
+	back := readReport(t, jsonPath)
 	if bs := back.Runs[0].Soak; bs == nil || len(bs.Checks) != len(s.Checks) || bs.Pass != s.Pass || back.Config.Round != 5*time.Second {
 		t.Errorf("json: %+v", back.Runs[0].Soak)
 	}

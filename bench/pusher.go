@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"net"
 	"net/http"
@@ -292,7 +291,6 @@ type publisher struct {
 	path   string // /apps/{id}/events, as signed
 	target string // the same, escaped for the request line
 	prefix []byte // {"name":"msg","channel":CH,"data":"
-	mac    hash.Hash
 
 	nc   net.Conn
 	br   *bufio.Reader
@@ -308,7 +306,6 @@ func newPublisher(addr string, spec *PusherSpec) *publisher {
 		addr: addr, spec: spec, path: path,
 		target: (&url.URL{Path: path}).EscapedPath(),
 		prefix: []byte(`{"name":` + string(name) + `,"channel":` + string(ch) + `,"data":"`),
-		mac:    hmac.New(sha256.New, []byte(spec.Secret)),
 	}
 }
 
@@ -345,10 +342,9 @@ func (p *publisher) roundTrip() error {
 	ts := strconv.FormatInt(time.Now().Unix(), 10)
 	sum := md5.Sum(p.body)
 	md := hex.EncodeToString(sum[:])
-	// Sorted by key: auth_key, auth_timestamp, auth_version, body_md5.
-	p.mac.Reset()
-	io.WriteString(p.mac, "POST\n"+p.path+"\nauth_key="+p.spec.Key+"&auth_timestamp="+ts+"&auth_version=1.0&body_md5="+md)
-	sig := hex.EncodeToString(p.mac.Sum(nil))
+	sig := PusherSignature(p.spec.Secret, "POST", p.path, url.Values{
+		"auth_key": {p.spec.Key}, "auth_timestamp": {ts}, "auth_version": {"1.0"}, "body_md5": {md},
+	})
 	r := p.req[:0]
 	r = append(r, "POST "...)
 	r = append(r, p.target...)

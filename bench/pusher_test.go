@@ -95,7 +95,6 @@ func TestPublisherSignsAndKeepsAlive(t *testing.T) {
 	}
 	// A refusal is reported with the server's words, not retried.
 	p.spec = &PusherSpec{AppID: app.ID, Key: app.Key, Secret: "wrong", Channel: "bench"}
-	p.mac = newPublisher("", p.spec).mac
 	n := requests.Load()
 	if err := p.publish(buf); err == nil || !strings.Contains(err.Error(), "401") || !strings.Contains(err.Error(), "wrong signature") || requests.Load() != n+1 {
 		t.Errorf("wrong secret: %v after %d requests", err, requests.Load()-n)

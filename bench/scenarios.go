@@ -298,12 +298,7 @@ func (r *runner) slowloris(ctx context.Context) (*SlowlorisResult, error) {
 		idBase += x.n
 		a.Established += o.Opened
 		a.Failed += o.Failed
-		for k, v := range o.Errors {
-			if a.Errors == nil {
-				a.Errors = map[string]int{}
-			}
-			a.Errors[k] += v
-		}
+		a.Errors = addCounts(a.Errors, o.Errors)
 	}
 	inspect := func() (open int, how map[string]int, after []float64, err error) {
 		for _, g := range []string{hsGroup, frGroup} {
@@ -312,12 +307,7 @@ func (r *runner) slowloris(ctx context.Context) (*SlowlorisResult, error) {
 				continue // a group with no connections is on no worker
 			}
 			open += in.Open
-			for k, v := range in.CloseHow {
-				if how == nil {
-					how = map[string]int{}
-				}
-				how[k] += v
-			}
+			how = addCounts(how, in.CloseHow)
 			after = append(after, in.CloseAfter...)
 		}
 		return open, how, after, nil
@@ -416,9 +406,7 @@ func (r *runner) slowconsumer(ctx context.Context) (*SlowConsumerResult, error) 
 		res.Fates.Bytes += p.Bytes
 		res.Fates.MaxBytes = max(res.Fates.MaxBytes, p.MaxBytes)
 		res.Fates.Backlogged += p.Backlogged
-		for k, v := range p.Fates {
-			res.Fates.Fates[k] += v
-		}
+		res.Fates.Fates = addCounts(res.Fates.Fates, p.Fates)
 	}
 	// A slow member stalled if the server gave up on it or still had
 	// data for it once the phase was over: it never read, so anything
@@ -428,17 +416,4 @@ func (r *runner) slowconsumer(ctx context.Context) (*SlowConsumerResult, error) 
 		res.P99Ratio = res.Loaded.Latency.P99 / res.Clean.Latency.P99
 	}
 	return res, nil
-}
-
-// openHonest connects the -conns honest members of the slowloris and
-// slowconsumer scenarios to room; all of them must get in.
-func (r *runner) openHonest(ctx context.Context, group, room string) error {
-	open, err := r.openGroup(ctx, group, KindMember, r.cfg.Conns, room, 1, 0, r.cfg.Concurrency, 0)
-	if err != nil {
-		return err
-	}
-	if open.Opened < r.cfg.Conns {
-		return fmt.Errorf("only %d of %d honest members connected: %v", open.Opened, r.cfg.Conns, open.Errors)
-	}
-	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -369,7 +370,7 @@ func (r *runner) soakSample(client *http.Client, t0 time.Time) (*SoakSample, boo
 				s.counters = map[string]float64{}
 			}
 			s.counters[k] = v
-		case contains(soakGauges, k):
+		case slices.Contains(soakGauges, k):
 			if s.Gauges == nil {
 				s.Gauges = map[string]float64{}
 			}
@@ -377,15 +378,6 @@ func (r *runner) soakSample(client *http.Client, t0 time.Time) (*SoakSample, boo
 		}
 	}
 	return s, true
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
 
 // sampleSoak samples the server every so often (a sixtieth of the soak,

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,9 +115,9 @@ func TestSoakChecks(t *testing.T) {
 		switch {
 		case c.fail == "" && !pass:
 			t.Errorf("%s: failed %v", c.name, failed)
-		case c.fail != "" && (pass || !contains(failed, c.fail)):
+		case c.fail != "" && (pass || !slices.Contains(failed, c.fail)):
 			t.Errorf("%s: failed %v, want %q among them", c.name, failed, c.fail)
-		case c.warn != "" && (!pass || !contains(warned, c.warn)):
+		case c.warn != "" && (!pass || !slices.Contains(warned, c.warn)):
 			t.Errorf("%s: failed %v, warned %v, want only a warning %q", c.name, failed, warned, c.warn)
 		}
 	}

@@ -413,3 +413,23 @@ func median(xs []float64) float64 {
 	}
 	return (s[m-1] + s[m]) / 2
 }
+
+// sumCounts is the total of counts by class (errors, close kinds, fates).
+func sumCounts(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// addCounts adds b to a, allocating a only when b has something.
+func addCounts(a, b map[string]int) map[string]int {
+	for k, v := range b {
+		if a == nil {
+			a = map[string]int{}
+		}
+		a[k] += v
+	}
+	return a
+}

@@ -15,15 +15,17 @@ import (
 	"testing"
 	"time"
 
+	"chatd/bench/testutil"
+
 	"golang.org/x/sys/unix"
 )
 
 // TestNoWebSocketImports: the poller knows fds and bytes only (STYLE.md:
 // "A test can assert that poller does not import ws").
 func TestNoWebSocketImports(t *testing.T) {
-	goTool, err := exec.LookPath("go")
+	goTool, err := testutil.GoTool()
 	if err != nil {
-		t.Skip("go tool not in PATH")
+		t.Skipf("no go tool: %v", err)
 	}
 	out, err := exec.Command(goTool, "list", "-deps", "chatd/poller").CombinedOutput()
 	if err != nil {
@@ -55,22 +57,6 @@ func newTestPoller(t *testing.T, cfg Config) *Poller {
 	}
 	t.Cleanup(func() { p.Close() })
 	return p
-}
-
-// checkFor polls fn until it returns nil or timeout passes.
-func checkFor(t *testing.T, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := fn()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // funcHandler is a Handler made of optional funcs.
@@ -489,7 +475,7 @@ func TestAcceptNotConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		if n := accepted.Load(); n != clients {
 			return fmt.Errorf("accepted %d of %d", n, clients)
 		}
@@ -622,7 +608,7 @@ func TestDescCallbacksNeverConcurrent(t *testing.T) {
 	}
 	load.Wait()
 	for _, h := range hs {
-		checkFor(t, 10*time.Second, func() error {
+		testutil.CheckFor(t, 10*time.Second, func() error {
 			if got := h.bytes.Load(); got != writes*int64(len(msg)) {
 				return fmt.Errorf("server read %d of %d bytes", got, writes*len(msg))
 			}

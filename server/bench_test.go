@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"chatd/bench/testutil"
 	"chatd/server/wsframe"
 
 	"github.com/gobwas/ws"
@@ -94,8 +95,6 @@ func (s *sinkCounter) wait(want int64, timeout time.Duration) string {
 func runSink(addr, path string, count int) {
 	ctr := &sinkCounter{reached: make(chan struct{}, 1)}
 	ctr.target.Store(1<<63 - 1)
-	req := "GET " + path + " HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 
 	conns := make([]net.Conn, count)
 	var next atomic.Int64
@@ -112,7 +111,7 @@ func runSink(addr, path string, count int) {
 				if i >= count || failed.Load() {
 					return
 				}
-				c, err := sinkDial(addr, i, req, ctr)
+				c, err := sinkDial(addr, path, i, ctr)
 				if err != nil {
 					errOnce.Do(func() { firstErr = fmt.Errorf("connection %d: %w", i, err) })
 					failed.Store(true)
@@ -143,9 +142,9 @@ func runSink(addr, path string, count int) {
 	}
 }
 
-// sinkDial opens member i: TCP, the upgrade request, the 101 response, then
-// a goroutine that reads and counts everything.
-func sinkDial(addr string, i int, req string, ctr *sinkCounter) (net.Conn, error) {
+// sinkDial opens member i: TCP, the upgrade, then a goroutine that reads
+// and counts everything (frames right behind the 101 included).
+func sinkDial(addr, path string, i int, ctr *sinkCounter) (net.Conn, error) {
 	d := net.Dialer{Timeout: 10 * time.Second}
 	c, err := d.Dial("tcp", addr)
 	if errors.Is(err, syscall.EADDRNOTAVAIL) {
@@ -156,34 +155,15 @@ func sinkDial(addr string, i int, req string, ctr *sinkCounter) (net.Conn, error
 	if err != nil {
 		return nil, err
 	}
-	if _, err := io.WriteString(c, req); err != nil {
+	uc, err := testutil.Upgrade(c, addr, path, 30*time.Second)
+	if err != nil {
 		c.Close()
 		return nil, err
 	}
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	var head []byte
-	buf := make([]byte, 512)
-	for {
-		n, err := c.Read(buf)
-		head = append(head, buf[:n]...)
-		if end := bytes.Index(head, []byte("\r\n\r\n")); end >= 0 {
-			if !bytes.HasPrefix(head, []byte("HTTP/1.1 101 ")) {
-				c.Close()
-				return nil, fmt.Errorf("handshake refused: %q", head[:end])
-			}
-			ctr.add(len(head) - end - 4) // frames right behind the response
-			break
-		}
-		if err != nil {
-			c.Close()
-			return nil, fmt.Errorf("handshake: %w (got %q)", err, head)
-		}
-	}
-	c.SetReadDeadline(time.Time{})
 	go func() {
 		buf := make([]byte, 2048)
 		for {
-			n, err := c.Read(buf)
+			n, err := uc.Read(buf)
 			if n > 0 {
 				ctr.add(n)
 			}
@@ -228,17 +208,7 @@ func (k *sinkProc) waitBytes(tb testing.TB, total int64) {
 	}
 }
 
-func (k *sinkProc) stop() {
-	k.stdin.Close()
-	done := make(chan error, 1)
-	go func() { done <- k.cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		k.cmd.Process.Kill()
-		<-done
-	}
-}
+func (k *sinkProc) stop() { stopChild(k.cmd, k.stdin) }
 
 // lastingTB reports failures to the benchmark running now, but keeps the
 // cleanups for broadcastFixture.stop, so one fixture (10000 connections)
@@ -304,7 +274,7 @@ func (fx *broadcastFixture) start(tb testing.TB, members int) {
 	}
 	waitConns(tb, fx.srv, members)
 	fx.room = fx.srv.Hub().Room(rawRoomKey(broadcastRoom))
-	checkFor(tb, 10*time.Second, func() error {
+	testutil.CheckFor(tb, 10*time.Second, func() error {
 		if fx.room == nil {
 			fx.room = fx.srv.Hub().Room(rawRoomKey(broadcastRoom))
 			return errors.New("room not created yet")
@@ -421,8 +391,7 @@ func TestBroadcastAllocsDoNotGrowWithMembers(t *testing.T) {
 func BenchmarkUpgrade(b *testing.B) {
 	s := newTestServer(b, Config{})
 	addr := s.Addr().String()
-	req := []byte("GET /chat/bench HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	req := []byte(testutil.UpgradeRequest("x", "/chat/bench"))
 	buf := make([]byte, 512)
 	b.ReportAllocs()
 	b.ResetTimer()

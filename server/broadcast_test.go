@@ -117,12 +117,7 @@ func TestBroadcastOrderAndCompleteness(t *testing.T) {
 	const members, perSender = 20, 200
 	conns := make([]*gorilla.Conn, members)
 	for i := range conns {
-		c, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/chat/load"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		conns[i] = c
+		conns[i] = dialPeer(t, s, "load")
 	}
 	waitConns(t, s, members)
 	errs := make(chan error, members)

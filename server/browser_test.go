@@ -1,16 +1,16 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"chatd/bench/testutil"
 
 	"github.com/chromedp/chromedp"
 )
@@ -48,7 +48,7 @@ func browserStart(t *testing.T, timeout time.Duration) context.Context {
 	tmpDir := t.TempDir() // Chromium's own temporary files, e.g. its singleton socket
 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	out := new(browserOutput)
+	out := new(testutil.LockedBuffer) // the browser's output, for failure messages
 	actx, acancel := chromedp.NewExecAllocator(ctx,
 		chromedp.ExecPath(path),
 		chromedp.Flag("headless", true),
@@ -83,24 +83,6 @@ func browserStart(t *testing.T, timeout time.Duration) context.Context {
 		t.Fatalf("starting chromium (%s): %v", path, err)
 	}
 	return bctx
-}
-
-// browserOutput collects the browser's output for failure messages.
-type browserOutput struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *browserOutput) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *browserOutput) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // browserLogLines returns the text of each line of the page's #log.

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"chatd/bench/testutil"
 )
 
 // TestHelperLimitedServer is not a test: it is the server process that the
@@ -53,24 +56,7 @@ func TestHelperLimitedServer(t *testing.T) {
 type limitedServer struct {
 	cmd    *exec.Cmd
 	addr   string
-	stderr *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	stderr *testutil.LockedBuffer
 }
 
 func startLimitedServer(t *testing.T, nofile, maxConns int) *limitedServer {
@@ -79,22 +65,12 @@ func startLimitedServer(t *testing.T, nofile, maxConns int) *limitedServer {
 	cmd.Env = append(os.Environ(), fmt.Sprintf("CHATD_TEST_LIMITED=%d:%d", nofile, maxConns))
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
-	ls := &limitedServer{cmd: cmd, stderr: &lockedBuffer{}}
+	ls := &limitedServer{cmd: cmd, stderr: &testutil.LockedBuffer{}}
 	cmd.Stderr = ls.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		stdin.Close()
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
+	t.Cleanup(func() { stopChild(cmd, stdin) })
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "ADDR ") {
 		t.Fatalf("child server: %q %v; stderr: %s", line, err, ls.stderr.String())
@@ -130,16 +106,15 @@ func handshakeAll(t *testing.T, addr string, n int, wait time.Duration) ([]net.C
 		wg.Add(1)
 		go func(i int, c net.Conn) {
 			defer wg.Done()
-			c.SetReadDeadline(time.Now().Add(wait))
-			br, err := upgradeRaw(c, addr, "/chat")
+			uc, err := testutil.Upgrade(c, addr, "/chat", wait)
 			if err == nil {
 				status[i] = "101"
-				c.SetReadDeadline(time.Time{})
-				conns[i] = &rawConn{Conn: c, br: br}
+				conns[i] = uc
 				return
 			}
-			if strings.HasPrefix(err.Error(), "handshake: ") {
-				status[i] = strings.Fields(strings.TrimPrefix(err.Error(), "handshake: "))[1]
+			var refused *testutil.UpgradeError
+			if errors.As(err, &refused) {
+				status[i] = strconv.Itoa(refused.StatusCode)
 			}
 		}(i, c)
 	}
@@ -180,21 +155,21 @@ func TestOpenFileLimitDoesNotSpinOrDie(t *testing.T) {
 		t.Fatalf("server used %v CPU in 1s while at the fd limit (spinning)", used)
 	}
 	// Existing connections are still served.
-	var a, b *rawConn
+	var a, b *testutil.UpgradedConn
 	for i, s := range status {
 		if s != "101" {
 			continue
 		}
 		if a == nil {
-			a = conns[i].(*rawConn)
+			a = conns[i].(*testutil.UpgradedConn)
 		} else if b == nil {
-			b = conns[i].(*rawConn)
+			b = conns[i].(*testutil.UpgradedConn)
 		}
 	}
 	// Everyone in the lobby gets a's message; b is one of them.
-	a.Write(frame(true, 0, opText, true, []byte("alive")))
+	a.Write(testutil.Frame(true, 0, opText, true, []byte("alive")))
 	b.SetReadDeadline(time.Now().Add(3 * time.Second))
-	if _, op, p, err := readFrame(b.br); err != nil || op != opText || string(p) != "alive" {
+	if _, op, p, err := readFrame(b); err != nil || op != opText || string(p) != "alive" {
 		t.Fatalf("existing connection not served at the fd limit: %v %q %v", op, p, err)
 	}
 	// Free fds: close 60 upgraded connections; the waiting ones get in.

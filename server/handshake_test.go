@@ -12,18 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"chatd/bench/testutil"
+
 	gorilla "github.com/gorilla/websocket"
 )
 
 // End-to-end tests of the opening handshake (RFC 6455 4.2) and of the plain
 // HTTP endpoints that share the port, over real sockets.
-
-// testKey and testAccept are the sample nonce of RFC 6455 1.3 and the
-// Sec-WebSocket-Accept it must produce.
-const (
-	testKey    = "dGhlIHNhbXBsZSBub25jZQ=="
-	testAccept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
-)
 
 // handshakeHead builds a request head: a valid upgrade for path, with
 // edit's entries set on top (an empty value removes the header). Headers
@@ -33,7 +28,7 @@ func handshakeHead(s *Server, method, path string, edit map[string]string) strin
 		"Host":                  s.Addr().String(),
 		"Upgrade":               "websocket",
 		"Connection":            "Upgrade",
-		"Sec-WebSocket-Key":     testKey,
+		"Sec-WebSocket-Key":     testutil.SampleKey,
 		"Sec-WebSocket-Version": "13",
 	}
 	for k, v := range edit {
@@ -85,7 +80,7 @@ func expectStatus(t testing.TB, s *Server, head string, want int) *http.Response
 	if want != http.StatusSwitchingProtocols {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		expectEOF(t, &rawConn{Conn: c, br: br})
+		expectEOF(t, &testutil.UpgradedConn{Conn: c, Reader: br})
 	}
 	return resp
 }
@@ -95,8 +90,8 @@ func expectStatus(t testing.TB, s *Server, head string, want int) *http.Response
 func TestHandshakeValid(t *testing.T) {
 	s := newTestServer(t, Config{})
 	resp := expectStatus(t, s, handshakeHead(s, "GET", "/chat", nil), http.StatusSwitchingProtocols)
-	if got := resp.Header.Get("Sec-WebSocket-Accept"); got != testAccept {
-		t.Errorf("Sec-WebSocket-Accept = %q, want %q", got, testAccept)
+	if got := resp.Header.Get("Sec-WebSocket-Accept"); got != testutil.SampleAccept {
+		t.Errorf("Sec-WebSocket-Accept = %q, want %q", got, testutil.SampleAccept)
 	}
 	if got := resp.Header.Get("Upgrade"); !strings.EqualFold(got, "websocket") {
 		t.Errorf("Upgrade = %q, want websocket", got)
@@ -121,7 +116,7 @@ func TestHandshakeInvalidKey(t *testing.T) {
 		"24 chars not b64":   "!!!!!!!!!!!!!!!!!!!!!!!!",
 		"24 chars, 18 bytes": "AAAAAAAAAAAAAAAAAAAAAAAA",
 		"24 chars, 17 bytes": "AAAAAAAAAAAAAAAAAAAAAAA=",
-		"16 bytes, too long": testKey + "AAAA",
+		"16 bytes, too long": testutil.SampleKey + "AAAA",
 		"bad padding":        "dGhlIHNhbXBsZSBub25jZQ=A",
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -279,7 +274,7 @@ func TestHandshakeMaxConns(t *testing.T) {
 
 	a.WriteControl(gorilla.CloseMessage, gorilla.FormatCloseMessage(gorilla.CloseNormalClosure, ""), time.Now().Add(time.Second))
 	a.Close()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		g, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/chat"), nil)
 		if err != nil {
 			return err
@@ -349,10 +344,13 @@ func TestHandshakePipelinedFrame(t *testing.T) {
 	waitMembers(t, s, "pipe", 1)
 	c := dialRaw(t, s)
 	req := []byte(handshakeHead(s, "GET", "/chat/pipe", nil))
-	req = append(req, frame(true, 0, opText, true, []byte("first words"))...)
-	req = append(req, frame(true, 0, opPing, true, []byte("pipelined ping"))...)
+	req = append(req, testutil.Frame(true, 0, opText, true, []byte("first words"))...)
+	req = append(req, testutil.Frame(true, 0, opPing, true, []byte("pipelined ping"))...)
 	writeBytes(t, c, req)
-	rc := readUpgrade(t, c)
+	rc, err := testutil.ReadUpgrade(c, ioWait)
+	if err != nil {
+		t.Fatal(err)
+	}
 	expectMessage(t, peer, gorilla.TextMessage, []byte("first words"))
 	if _, op, got := mustReadFrame(t, rc); op != opPong || string(got) != "pipelined ping" {
 		t.Fatalf("got op=%#x %q, want pong \"pipelined ping\"", op, got)

@@ -3,9 +3,13 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"os/exec"
 	"testing"
 	"time"
+
+	"chatd/bench/testutil"
 )
 
 // newTestServer starts a server on 127.0.0.1:0 and shuts it down when the
@@ -33,26 +37,10 @@ func newTestServer(t testing.TB, cfg Config) *Server {
 // wsURL returns ws://ADDR + path for s.
 func wsURL(s *Server, path string) string { return "ws://" + s.Addr().String() + path }
 
-// checkFor polls fn until it returns nil or timeout passes.
-func checkFor(t testing.TB, timeout time.Duration, fn func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = fn(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %v: %v", timeout, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // waitConns waits until the server has n upgraded connections.
 func waitConns(t testing.TB, s *Server, n int) {
 	t.Helper()
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if got := s.Conns(); got != n {
 			return fmt.Errorf("server has %d connections, want %d", got, n)
 		}
@@ -69,4 +57,19 @@ func dialRaw(t testing.TB, s *Server) net.Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// stopChild ends a child process of a test (a helper "test" re-executed
+// with an environment variable): closing its stdin tells it to exit; it is
+// killed if it has not within 10s.
+func stopChild(cmd *exec.Cmd, stdin io.Closer) {
+	stdin.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		<-done
+	}
 }

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"chatd/bench/testutil"
+
 	gorilla "github.com/gorilla/websocket"
 )
 
@@ -28,7 +30,7 @@ import (
 // whatever was written before it.
 func closeWrite(t testing.TB, c net.Conn) {
 	t.Helper()
-	if rc, ok := c.(*rawConn); ok {
+	if rc, ok := c.(*testutil.UpgradedConn); ok {
 		c = rc.Conn
 	}
 	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
@@ -39,7 +41,7 @@ func closeWrite(t testing.TB, c net.Conn) {
 // waitSockets waits until the server owns n sockets.
 func waitSockets(t testing.TB, s *Server, n int, timeout time.Duration) {
 	t.Helper()
-	checkFor(t, timeout, func() error {
+	testutil.CheckFor(t, timeout, func() error {
 		if got := s.Sockets(); got != n {
 			return fmt.Errorf("server owns %d sockets, want %d", got, n)
 		}
@@ -89,7 +91,7 @@ func TestFINRightBehindFrameIsNoticed(t *testing.T) {
 	for i := 0; i < n; i++ {
 		c := rawUpgrade(t, s, "/chat/fin")
 		msg := []byte(fmt.Sprintf("bye %d", i))
-		writeBytes(t, c, frame(true, 0, opText, true, msg))
+		writeBytes(t, c, testutil.Frame(true, 0, opText, true, msg))
 		closeWrite(t, c)
 		wg.Add(1)
 		go func() { defer wg.Done(); io.Copy(io.Discard, c) }()
@@ -318,8 +320,8 @@ func TestHandshakeAbsoluteForm(t *testing.T) {
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("absolute-form upgrade: %s, want 101", resp.Status)
 	}
-	rc := &rawConn{Conn: c, br: br}
-	writeBytes(t, rc, frame(true, 0, opText, true, []byte("absolute")))
+	rc := &testutil.UpgradedConn{Conn: c, Reader: br}
+	writeBytes(t, rc, testutil.Frame(true, 0, opText, true, []byte("absolute")))
 	expectMessage(t, peer, gorilla.TextMessage, []byte("absolute"))
 }
 
@@ -343,11 +345,11 @@ func TestUpgradeOnKeptAliveConnection(t *testing.T) {
 			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 				t.Fatalf("upgrade after GET %s: %v %v, want 101", first, resp, err)
 			}
-			if got := resp.Header.Get("Sec-WebSocket-Accept"); got != testAccept {
+			if got := resp.Header.Get("Sec-WebSocket-Accept"); got != testutil.SampleAccept {
 				t.Fatalf("Sec-WebSocket-Accept = %q", got)
 			}
-			rc := &rawConn{Conn: c, br: br}
-			writeBytes(t, rc, frame(true, 0, opText, true, []byte("kept alive")))
+			rc := &testutil.UpgradedConn{Conn: c, Reader: br}
+			writeBytes(t, rc, testutil.Frame(true, 0, opText, true, []byte("kept alive")))
 			expectMessage(t, peer, gorilla.TextMessage, []byte("kept alive"))
 			if err := peer.WriteMessage(gorilla.TextMessage, []byte("back")); err != nil {
 				t.Fatal(err)
@@ -405,7 +407,7 @@ func dialSmallBuffers(t testing.TB, s *Server, rcvbuf, sndbuf int) net.Conn {
 func TestSlowConsumerGetsItsCloseFrame(t *testing.T) {
 	s := newTestServer(t, Config{WriteQueue: 64 << 10})
 	slow := dialSmallBuffers(t, s, 0, 0)
-	br, err := upgradeRaw(slow, s.Addr().String(), "/chat/slowread")
+	br, err := testutil.Upgrade(slow, s.Addr().String(), "/chat/slowread", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -475,7 +477,7 @@ func TestShutdownDrainsQueuedMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	late := dialSmallBuffers(t, s, 4096, 0)
-	br, err := upgradeRaw(late, s.Addr().String(), "/chat/drain")
+	br, err := testutil.Upgrade(late, s.Addr().String(), "/chat/drain", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -573,7 +575,7 @@ func TestFloodingProducerDoesNotEvictReaders(t *testing.T) {
 	}
 	waitMembers(t, s, "flood", members)
 	flood := dialSmallBuffers(t, s, 0, 0)
-	if _, err := upgradeRaw(flood, s.Addr().String(), "/chat/flood"); err != nil {
+	if _, err := testutil.Upgrade(flood, s.Addr().String(), "/chat/flood", 0); err != nil {
 		t.Fatal(err)
 	}
 	go io.Copy(io.Discard, flood)
@@ -588,7 +590,7 @@ func TestFloodingProducerDoesNotEvictReaders(t *testing.T) {
 		for i := 0; i < 4096; i++ {
 			var p [floodPayload]byte
 			binary.BigEndian.PutUint32(p[:], seq+uint32(i))
-			buf = append(buf, frame(true, 0, opBinary, true, p[:])...)
+			buf = append(buf, testutil.Frame(true, 0, opBinary, true, p[:])...)
 		}
 		flood.SetWriteDeadline(end)
 		n, err := flood.Write(buf)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"chatd/bench/testutil"
 	"chatd/server/pusher"
 
 	gorilla "github.com/gorilla/websocket"
@@ -287,7 +288,7 @@ func TestPusherDemoIsRateLimited(t *testing.T) {
 		t.Errorf("429 body %q (%s), want a JSON error", firstBody, first.Header.Get("Content-Type"))
 	}
 	// The bucket refills.
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		resp := post("/pusher/auth", url.Values{"socket_id": {"1.2"}, "channel_name": {"private-a"}})
 		resp.Body.Close()
 		if resp.StatusCode != 200 {
@@ -348,7 +349,7 @@ func TestPusherAppEventLimitAboveMaxMessage(t *testing.T) {
 		size int
 	}{{pusher.DefaultAppKey, 1 << 20}, {app.Key, app.MaxMessageBytes() + 1}} {
 		c := rawUpgrade(t, s, "/app/"+tc.key+"?protocol=7")
-		f := frame(true, 0, opText, true, make([]byte, tc.size))
+		f := testutil.Frame(true, 0, opText, true, make([]byte, tc.size))
 		writeBytes(t, c, f[:14]) // 2 + 8 (64-bit length) + 4 (mask): the header only
 		expectClose(t, c, 1009)
 	}

@@ -1,24 +1,24 @@
 package server
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
 
+	"chatd/bench/testutil"
+
 	gorilla "github.com/gorilla/websocket"
 )
 
 // End-to-end RFC 6455 conformance of the server side, over real sockets.
-// Malformed input is written by hand (frame below); a real client library
+// Malformed input is written by hand (testutil.Frame); a real client library
 // (gorilla) plays the other member of a room where a valid client suffices.
 
 // Opcodes (RFC 6455 5.2).
@@ -34,86 +34,20 @@ const (
 // ioWait bounds every read that expects the server to act.
 const ioWait = 3 * time.Second
 
-// testMask is the masking key of every hand-written client frame. Any key
-// works; a fixed one keeps failures reproducible.
-var testMask = [4]byte{0x37, 0xfa, 0x21, 0x3d}
-
-// rawConn is a client socket after a hand-made handshake. Reads go through
-// the bufio.Reader that parsed the 101, so no frame byte buffered behind the
-// response head is lost.
-type rawConn struct {
-	net.Conn
-	br *bufio.Reader
-}
-
-func (c *rawConn) Read(p []byte) (int, error) { return c.br.Read(p) }
-
 // rawUpgrade dials s, performs a valid handshake for path and checks the 101.
-func rawUpgrade(t testing.TB, s *Server, path string) *rawConn {
+func rawUpgrade(t testing.TB, s *Server, path string) *testutil.UpgradedConn {
 	t.Helper()
-	c := dialRaw(t, s)
-	if _, err := io.WriteString(c, handshakeHead(s, "GET", path, nil)); err != nil {
-		t.Fatalf("write handshake: %v", err)
-	}
-	return readUpgrade(t, c)
-}
-
-// readUpgrade reads the server's answer to a handshake sent on c and
-// requires a 101 with the right Sec-WebSocket-Accept (RFC 6455 4.2.2).
-func readUpgrade(t testing.TB, c net.Conn) *rawConn {
-	t.Helper()
-	c.SetReadDeadline(time.Now().Add(ioWait))
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
+	c, err := testutil.Upgrade(dialRaw(t, s), s.Addr().String(), path, ioWait)
 	if err != nil {
-		t.Fatalf("reading the handshake response: %v", err)
+		t.Fatal(err)
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("handshake: got %s, want 101", resp.Status)
-	}
-	if got := resp.Header.Get("Sec-WebSocket-Accept"); got != testAccept {
-		t.Fatalf("Sec-WebSocket-Accept = %q, want %q", got, testAccept)
-	}
-	c.SetReadDeadline(time.Time{})
-	return &rawConn{Conn: c, br: br}
+	return c
 }
 
-// frame builds one client frame. rsv holds RSV1..RSV3 in its low 3 bits.
-// Masked frames use testMask (RFC 6455 5.3).
-func frame(fin bool, rsv, op byte, masked bool, payload []byte) []byte {
-	b0 := (rsv&0x7)<<4 | op&0x0f
-	if fin {
-		b0 |= 0x80
-	}
-	var mbit byte
-	if masked {
-		mbit = 0x80
-	}
-	b := []byte{b0}
-	switch n := len(payload); {
-	case n <= 125:
-		b = append(b, mbit|byte(n))
-	case n <= 0xffff:
-		b = append(b, mbit|126)
-		b = binary.BigEndian.AppendUint16(b, uint16(n))
-	default:
-		b = append(b, mbit|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	if !masked {
-		return append(b, payload...)
-	}
-	b = append(b, testMask[:]...)
-	for i, x := range payload {
-		b = append(b, x^testMask[i%4])
-	}
-	return b
-}
-
-// writeFrame writes one frame built by frame in a single write.
+// writeFrame writes one frame built by testutil.Frame in a single write.
 func writeFrame(t testing.TB, c net.Conn, fin bool, rsv, op byte, masked bool, payload []byte) {
 	t.Helper()
-	writeBytes(t, c, frame(fin, rsv, op, masked, payload))
+	writeBytes(t, c, testutil.Frame(fin, rsv, op, masked, payload))
 }
 
 func writeBytes(t testing.TB, c net.Conn, b []byte) {
@@ -122,11 +56,6 @@ func writeBytes(t testing.TB, c net.Conn, b []byte) {
 	if _, err := c.Write(b); err != nil {
 		t.Fatalf("write: %v", err)
 	}
-}
-
-// closeBody is a close frame body: a status code and a reason.
-func closeBody(code uint16, reason string) []byte {
-	return append(binary.BigEndian.AppendUint16(nil, code), reason...)
 }
 
 // readFrame reads one server frame. Server frames must be unmasked and
@@ -247,8 +176,9 @@ func roomPath(name string) string {
 	return "/chat/" + name
 }
 
-// dialPeer joins room name with gorilla, an independent client, and waits
-// until the server has it in the room.
+// dialPeer joins room name with gorilla, an independent client; it is
+// closed when the test ends. The server adds it to the room a little after
+// the 101: waitMembers waits for that.
 func dialPeer(t testing.TB, s *Server, room string) *gorilla.Conn {
 	t.Helper()
 	g, _, err := gorilla.DefaultDialer.Dial(wsURL(s, roomPath(room)), nil)
@@ -264,7 +194,7 @@ func dialPeer(t testing.TB, s *Server, room string) *gorilla.Conn {
 // wait for this, not for the handshake.
 func waitMembers(t testing.TB, s *Server, room string, n int) {
 	t.Helper()
-	checkFor(t, 5*time.Second, func() error {
+	testutil.CheckFor(t, 5*time.Second, func() error {
 		got := 0
 		if r := s.Hub().Room(rawRoomKey(room)); r != nil {
 			got = r.Len()
@@ -317,17 +247,15 @@ func runProtocolCases(t *testing.T, s *Server, cases []protocolCase) {
 	}
 }
 
-func concat(frames ...[]byte) []byte { return bytes.Join(frames, nil) }
-
 // TestRFCUnmaskedFrame: RFC 6455 5.1 "The server MUST close the connection
 // upon receiving a frame that is not masked" (5.3: status 1002).
 func TestRFCUnmaskedFrame(t *testing.T) {
 	s := newTestServer(t, Config{})
 	runProtocolCases(t, s, []protocolCase{
-		{"text", frame(true, 0, opText, false, []byte("hello")), 1002},
-		{"binary", frame(true, 0, opBinary, false, []byte{1, 2, 3}), 1002},
-		{"ping", frame(true, 0, opPing, false, []byte("p")), 1002},
-		{"close", frame(true, 0, opClose, false, closeBody(1000, "")), 1002},
+		{"text", testutil.Frame(true, 0, opText, false, []byte("hello")), 1002},
+		{"binary", testutil.Frame(true, 0, opBinary, false, []byte{1, 2, 3}), 1002},
+		{"ping", testutil.Frame(true, 0, opPing, false, []byte("p")), 1002},
+		{"close", testutil.Frame(true, 0, opClose, false, testutil.CloseBody(1000, "")), 1002},
 	})
 }
 
@@ -337,9 +265,9 @@ func TestRFCReservedBits(t *testing.T) {
 	s := newTestServer(t, Config{})
 	var cases []protocolCase
 	for _, rsv := range []byte{1, 2, 4, 7} {
-		cases = append(cases, protocolCase{fmt.Sprintf("rsv=%03b", rsv), frame(true, rsv, opText, true, []byte("hi")), 1002})
+		cases = append(cases, protocolCase{fmt.Sprintf("rsv=%03b", rsv), testutil.Frame(true, rsv, opText, true, []byte("hi")), 1002})
 	}
-	cases = append(cases, protocolCase{"rsv1 on ping", frame(true, 4, opPing, true, nil), 1002})
+	cases = append(cases, protocolCase{"rsv1 on ping", testutil.Frame(true, 4, opPing, true, nil), 1002})
 	runProtocolCases(t, s, cases)
 }
 
@@ -350,7 +278,7 @@ func TestRFCReservedOpcodes(t *testing.T) {
 	s := newTestServer(t, Config{})
 	var cases []protocolCase
 	for _, op := range []byte{3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF} {
-		cases = append(cases, protocolCase{fmt.Sprintf("op=%#x", op), frame(true, 0, op, true, []byte("x")), 1002})
+		cases = append(cases, protocolCase{fmt.Sprintf("op=%#x", op), testutil.Frame(true, 0, op, true, []byte("x")), 1002})
 	}
 	runProtocolCases(t, s, cases)
 }
@@ -361,12 +289,12 @@ func TestRFCControlFrames(t *testing.T) {
 	s := newTestServer(t, Config{})
 	big := bytes.Repeat([]byte("a"), 126)
 	runProtocolCases(t, s, []protocolCase{
-		{"fragmented ping", frame(false, 0, opPing, true, []byte("p")), 1002},
-		{"fragmented pong", frame(false, 0, opPong, true, []byte("p")), 1002},
-		{"fragmented close", frame(false, 0, opClose, true, closeBody(1000, "")), 1002},
-		{"ping 126 bytes", frame(true, 0, opPing, true, big), 1002},
-		{"pong 126 bytes", frame(true, 0, opPong, true, big), 1002},
-		{"close 126 bytes", frame(true, 0, opClose, true, closeBody(1000, string(big[:124]))), 1002},
+		{"fragmented ping", testutil.Frame(false, 0, opPing, true, []byte("p")), 1002},
+		{"fragmented pong", testutil.Frame(false, 0, opPong, true, []byte("p")), 1002},
+		{"fragmented close", testutil.Frame(false, 0, opClose, true, testutil.CloseBody(1000, "")), 1002},
+		{"ping 126 bytes", testutil.Frame(true, 0, opPing, true, big), 1002},
+		{"pong 126 bytes", testutil.Frame(true, 0, opPong, true, big), 1002},
+		{"close 126 bytes", testutil.Frame(true, 0, opClose, true, testutil.CloseBody(1000, string(big[:124]))), 1002},
 	})
 }
 
@@ -375,21 +303,21 @@ func TestRFCControlFrames(t *testing.T) {
 func TestRFCFragmentationErrors(t *testing.T) {
 	s := newTestServer(t, Config{})
 	runProtocolCases(t, s, []protocolCase{
-		{"continuation without start", frame(true, 0, opCont, true, []byte("x")), 1002},
-		{"non-final continuation without start", frame(false, 0, opCont, true, []byte("x")), 1002},
-		{"continuation after a complete message", concat(
-			frame(true, 0, opText, true, []byte("done")),
-			frame(true, 0, opCont, true, []byte("x"))), 1002},
-		{"text inside fragmented text", concat(
-			frame(false, 0, opText, true, []byte("a")),
-			frame(true, 0, opText, true, []byte("b"))), 1002},
-		{"binary inside fragmented text", concat(
-			frame(false, 0, opText, true, []byte("a")),
-			frame(true, 0, opBinary, true, []byte("b"))), 1002},
-		{"text inside fragmented binary", concat(
-			frame(false, 0, opBinary, true, []byte("a")),
-			frame(false, 0, opCont, true, []byte("b")),
-			frame(true, 0, opText, true, []byte("c"))), 1002},
+		{"continuation without start", testutil.Frame(true, 0, opCont, true, []byte("x")), 1002},
+		{"non-final continuation without start", testutil.Frame(false, 0, opCont, true, []byte("x")), 1002},
+		{"continuation after a complete message", testutil.Concat(
+			testutil.Frame(true, 0, opText, true, []byte("done")),
+			testutil.Frame(true, 0, opCont, true, []byte("x"))), 1002},
+		{"text inside fragmented text", testutil.Concat(
+			testutil.Frame(false, 0, opText, true, []byte("a")),
+			testutil.Frame(true, 0, opText, true, []byte("b"))), 1002},
+		{"binary inside fragmented text", testutil.Concat(
+			testutil.Frame(false, 0, opText, true, []byte("a")),
+			testutil.Frame(true, 0, opBinary, true, []byte("b"))), 1002},
+		{"text inside fragmented binary", testutil.Concat(
+			testutil.Frame(false, 0, opBinary, true, []byte("a")),
+			testutil.Frame(false, 0, opCont, true, []byte("b")),
+			testutil.Frame(true, 0, opText, true, []byte("c"))), 1002},
 	})
 }
 
@@ -407,20 +335,20 @@ func TestRFCInvalidUTF8(t *testing.T) {
 		"\xce\xba\xe1\xbd",     // truncated at the end
 		"ok \xe2\x82\x28 then", // bad continuation byte
 	} {
-		cases = append(cases, protocolCase{fmt.Sprintf("single frame %q", bad), frame(true, 0, opText, true, []byte(bad)), 1007})
+		cases = append(cases, protocolCase{fmt.Sprintf("single frame %q", bad), testutil.Frame(true, 0, opText, true, []byte(bad)), 1007})
 	}
 	cases = append(cases,
 		// "€" is E2 82 AC; each case splits a sequence between fragments.
-		protocolCase{"split, bad continuation in the last fragment", concat(
-			frame(false, 0, opText, true, []byte("a\xe2\x82")),
-			frame(true, 0, opCont, true, []byte("\x28b"))), 1007},
-		protocolCase{"split, truncated at FIN", concat(
-			frame(false, 0, opText, true, []byte("a\xe2")),
-			frame(true, 0, opCont, true, []byte("\x82"))), 1007},
-		protocolCase{"split, bad byte in a middle fragment", concat(
-			frame(false, 0, opText, true, []byte("a\xe2")),
-			frame(false, 0, opCont, true, []byte("\x82\xff")),
-			frame(true, 0, opCont, true, []byte("z"))), 1007},
+		protocolCase{"split, bad continuation in the last fragment", testutil.Concat(
+			testutil.Frame(false, 0, opText, true, []byte("a\xe2\x82")),
+			testutil.Frame(true, 0, opCont, true, []byte("\x28b"))), 1007},
+		protocolCase{"split, truncated at FIN", testutil.Concat(
+			testutil.Frame(false, 0, opText, true, []byte("a\xe2")),
+			testutil.Frame(true, 0, opCont, true, []byte("\x82"))), 1007},
+		protocolCase{"split, bad byte in a middle fragment", testutil.Concat(
+			testutil.Frame(false, 0, opText, true, []byte("a\xe2")),
+			testutil.Frame(false, 0, opCont, true, []byte("\x82\xff")),
+			testutil.Frame(true, 0, opCont, true, []byte("z"))), 1007},
 	)
 	runProtocolCases(t, s, cases)
 }
@@ -434,12 +362,12 @@ func TestRFCUTF8SplitAcrossFragments(t *testing.T) {
 	waitMembers(t, s, "utf8", 2)
 
 	// "a€b𝄞c": € = E2 82 AC, 𝄞 = F0 9D 84 9E.
-	writeBytes(t, c, concat(
-		frame(false, 0, opText, true, []byte("a\xe2")),
-		frame(false, 0, opCont, true, []byte("\x82")),
-		frame(false, 0, opCont, true, []byte("\xacb\xf0\x9d")),
-		frame(false, 0, opCont, true, nil),
-		frame(true, 0, opCont, true, []byte("\x84\x9ec")),
+	writeBytes(t, c, testutil.Concat(
+		testutil.Frame(false, 0, opText, true, []byte("a\xe2")),
+		testutil.Frame(false, 0, opCont, true, []byte("\x82")),
+		testutil.Frame(false, 0, opCont, true, []byte("\xacb\xf0\x9d")),
+		testutil.Frame(false, 0, opCont, true, nil),
+		testutil.Frame(true, 0, opCont, true, []byte("\x84\x9ec")),
 	))
 	expectMessage(t, peer, gorilla.TextMessage, []byte("a€b𝄞c"))
 }
@@ -459,7 +387,7 @@ func TestRFCUTF8FailFast(t *testing.T) {
 	t.Run("single frame, only its first bytes sent", func(t *testing.T) {
 		c := rawUpgrade(t, s, "/chat/failfast")
 		payload := append([]byte("\xc0\xaf"), bytes.Repeat([]byte("x"), 998)...)
-		f := frame(true, 0, opText, true, payload)
+		f := testutil.Frame(true, 0, opText, true, payload)
 		hdr := len(f) - len(payload) // 2 + 2 + 4
 		writeBytes(t, c, f[:hdr+4])
 		expectClose(t, c, 1007)
@@ -468,7 +396,7 @@ func TestRFCUTF8FailFast(t *testing.T) {
 		c := rawUpgrade(t, s, "/chat/failfast")
 		payload := append(bytes.Repeat([]byte("y"), 100), 0xff)
 		payload = append(payload, bytes.Repeat([]byte("z"), 400)...)
-		f := frame(true, 0, opText, true, payload)
+		f := testutil.Frame(true, 0, opText, true, payload)
 		hdr := len(f) - len(payload)
 		writeBytes(t, c, f[:hdr+50])
 		// Still valid so far: the connection must stay open.
@@ -493,14 +421,14 @@ func TestRFCMaxMessage(t *testing.T) {
 		msg := bytes.Repeat([]byte("m"), 1024)
 		writeFrame(t, c, true, 0, opText, true, msg)
 		expectMessage(t, peer, gorilla.TextMessage, msg)
-		writeBytes(t, c, concat(
-			frame(false, 0, opBinary, true, msg[:512]),
-			frame(true, 0, opCont, true, msg[512:])))
+		writeBytes(t, c, testutil.Concat(
+			testutil.Frame(false, 0, opBinary, true, msg[:512]),
+			testutil.Frame(true, 0, opCont, true, msg[512:])))
 		expectMessage(t, peer, gorilla.BinaryMessage, msg)
 	})
 	t.Run("one frame, header only", func(t *testing.T) {
 		c := rawUpgrade(t, s, "/chat/limit-over")
-		f := frame(true, 0, opBinary, true, make([]byte, 2000))
+		f := testutil.Frame(true, 0, opBinary, true, make([]byte, 2000))
 		// Header (2 + 2 + mask 4) only: the payload is withheld, so the
 		// server must decide from the announced length.
 		writeBytes(t, c, f[:8])
@@ -508,7 +436,7 @@ func TestRFCMaxMessage(t *testing.T) {
 	})
 	t.Run("one text frame one byte over", func(t *testing.T) {
 		c := rawUpgrade(t, s, "/chat/limit-over")
-		f := frame(true, 0, opText, true, bytes.Repeat([]byte("t"), 1025))
+		f := testutil.Frame(true, 0, opText, true, bytes.Repeat([]byte("t"), 1025))
 		writeBytes(t, c, f[:8])
 		expectClose(t, c, 1009)
 	})
@@ -521,7 +449,7 @@ func TestRFCMaxMessage(t *testing.T) {
 		if _, _, _, err := readFrame(c); !isTimeout(err) {
 			t.Fatalf("server answered a message still under the limit: %v", err)
 		}
-		f := frame(true, 0, opCont, true, bytes.Repeat([]byte("c"), 25))
+		f := testutil.Frame(true, 0, opCont, true, bytes.Repeat([]byte("c"), 25))
 		writeBytes(t, c, f[:6]) // header of the fragment that crosses 1024
 		expectClose(t, c, 1009)
 	})
@@ -575,17 +503,17 @@ func TestRFCCloseHandshake(t *testing.T) {
 	s := newTestServer(t, Config{})
 	t.Run("1000 bye", func(t *testing.T) {
 		c := rawUpgrade(t, s, "/chat/close")
-		writeFrame(t, c, true, 0, opClose, true, closeBody(1000, "bye"))
+		writeFrame(t, c, true, 0, opClose, true, testutil.CloseBody(1000, "bye"))
 		expectClose(t, c, 1000)
 	})
 	t.Run("4001 echoed", func(t *testing.T) {
 		c := rawUpgrade(t, s, "/chat/close")
-		writeFrame(t, c, true, 0, opClose, true, closeBody(4001, "app reason"))
+		writeFrame(t, c, true, 0, opClose, true, testutil.CloseBody(4001, "app reason"))
 		expectClose(t, c, 4001)
 	})
 	t.Run("1001 echoed", func(t *testing.T) {
 		c := rawUpgrade(t, s, "/chat/close")
-		writeFrame(t, c, true, 0, opClose, true, closeBody(1001, ""))
+		writeFrame(t, c, true, 0, opClose, true, testutil.CloseBody(1001, ""))
 		expectClose(t, c, 1001)
 	})
 	t.Run("empty body", func(t *testing.T) {
@@ -604,9 +532,9 @@ func TestRFCCloseHandshake(t *testing.T) {
 		peer := dialPeer(t, s, "close-msg")
 		c := rawUpgrade(t, s, "/chat/close-msg")
 		waitMembers(t, s, "close-msg", 2)
-		writeBytes(t, c, concat(
-			frame(true, 0, opText, true, []byte("last words")),
-			frame(true, 0, opClose, true, closeBody(1000, ""))))
+		writeBytes(t, c, testutil.Concat(
+			testutil.Frame(true, 0, opText, true, []byte("last words")),
+			testutil.Frame(true, 0, opClose, true, testutil.CloseBody(1000, ""))))
 		expectClose(t, c, 1000)
 		expectMessage(t, peer, gorilla.TextMessage, []byte("last words"))
 	})
@@ -618,12 +546,12 @@ func TestRFCInvalidCloseCodes(t *testing.T) {
 	s := newTestServer(t, Config{})
 	var cases []protocolCase
 	for _, code := range []uint16{0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535} {
-		cases = append(cases, protocolCase{fmt.Sprintf("code=%d", code), frame(true, 0, opClose, true, closeBody(code, "")), 1002})
+		cases = append(cases, protocolCase{fmt.Sprintf("code=%d", code), testutil.Frame(true, 0, opClose, true, testutil.CloseBody(code, "")), 1002})
 	}
 	cases = append(cases,
-		protocolCase{"one-byte body", frame(true, 0, opClose, true, []byte{0x03}), 1002},
-		protocolCase{"reason not UTF-8", frame(true, 0, opClose, true, closeBody(1000, "bad \xff reason")), 1007},
-		protocolCase{"reason truncated UTF-8", frame(true, 0, opClose, true, closeBody(1000, "\xe2\x82")), 1007},
+		protocolCase{"one-byte body", testutil.Frame(true, 0, opClose, true, []byte{0x03}), 1002},
+		protocolCase{"reason not UTF-8", testutil.Frame(true, 0, opClose, true, testutil.CloseBody(1000, "bad \xff reason")), 1007},
+		protocolCase{"reason truncated UTF-8", testutil.Frame(true, 0, opClose, true, testutil.CloseBody(1000, "\xe2\x82")), 1007},
 	)
 	runProtocolCases(t, s, cases)
 }
@@ -670,11 +598,11 @@ func TestRFCByteAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	long := strings.Repeat("é", 100) // 200 bytes: a 16-bit length
-	stream := concat(
-		frame(true, 0, opText, true, []byte("one")),
-		frame(false, 0, opText, true, []byte(long[:101])), // splits an "é"
-		frame(true, 0, opPing, true, []byte("pp")),
-		frame(true, 0, opCont, true, []byte(long[101:])),
+	stream := testutil.Concat(
+		testutil.Frame(true, 0, opText, true, []byte("one")),
+		testutil.Frame(false, 0, opText, true, []byte(long[:101])), // splits an "é"
+		testutil.Frame(true, 0, opPing, true, []byte("pp")),
+		testutil.Frame(true, 0, opCont, true, []byte(long[101:])),
 	)
 	for i := range stream {
 		writeBytes(t, c, stream[i:i+1])
@@ -690,8 +618,6 @@ func TestRFCByteAtATime(t *testing.T) {
 // payload length (5.2).
 func TestRFCLength64MSB(t *testing.T) {
 	s := newTestServer(t, Config{})
-	hdr := []byte{0x80 | opBinary, 0x80 | 127}
-	hdr = binary.BigEndian.AppendUint64(hdr, 1<<63|5)
-	hdr = append(hdr, testMask[:]...)
+	hdr := testutil.RawFrame(0x80|opBinary, true, 1<<63|5, nil)
 	runProtocolCases(t, s, []protocolCase{{"msb set", hdr, 1002}})
 }

@@ -1,10 +1,7 @@
 package server
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -18,42 +15,15 @@ import (
 	"testing"
 	"time"
 
+	"chatd/bench/testutil"
+
 	gorilla "github.com/gorilla/websocket"
 )
 
-// upgradeRaw performs a WebSocket handshake on a raw TCP connection and
-// returns a reader positioned after the 101 response.
-func upgradeRaw(conn net.Conn, host, path string) (*bufio.Reader, error) {
-	var key [16]byte
-	rand.Read(key[:])
-	req := "GET " + path + " HTTP/1.1\r\nHost: " + host + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key[:]) + "\r\n\r\n"
-	if _, err := io.WriteString(conn, req); err != nil {
-		return nil, err
-	}
-	br := bufio.NewReaderSize(conn, 512)
-	status, err := br.ReadString('\n')
-	if err != nil {
-		return nil, err
-	}
-	if !strings.Contains(status, " 101 ") {
-		return br, fmt.Errorf("handshake: %s", strings.TrimSpace(status))
-	}
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			return nil, err
-		}
-		if line == "\r\n" {
-			return br, nil
-		}
-	}
-}
-
 // readUntilClose reads frames until a close frame and returns its code.
-func readUntilClose(br *bufio.Reader) (code int, pings int, err error) {
+func readUntilClose(r io.Reader) (code int, pings int, err error) {
 	for {
-		_, op, p, err := readFrame(br)
+		_, op, p, err := readFrame(r)
 		if err != nil {
 			return 0, pings, err
 		}
@@ -93,11 +63,11 @@ func TestSlowlorisDoesNotStallHonestTraffic(t *testing.T) {
 			io.WriteString(c, "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websock")
 			continue
 		}
-		if _, err := upgradeRaw(c, addr, "/chat/honest"); err != nil {
+		if _, err := testutil.Upgrade(c, addr, "/chat/honest", 0); err != nil {
 			t.Fatalf("attacker upgrade: %v", err)
 		}
 		// A header announcing 1000 bytes, then 10 of them.
-		f := frame(true, 0, opText, true, []byte(strings.Repeat("x", 1000)))
+		f := testutil.Frame(true, 0, opText, true, []byte(strings.Repeat("x", 1000)))
 		c.Write(f[:18])
 	}
 	waitConns(t, s, attackers/2)
@@ -105,12 +75,7 @@ func TestSlowlorisDoesNotStallHonestTraffic(t *testing.T) {
 	const members, msgs = 5, 200
 	conns := make([]*gorilla.Conn, members)
 	for i := range conns {
-		c, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/chat/honest"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		conns[i] = c
+		conns[i] = dialPeer(t, s, "honest")
 	}
 	waitConns(t, s, attackers/2+members)
 	var wg sync.WaitGroup
@@ -170,19 +135,14 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stalled.Close()
-	sbr, err := upgradeRaw(stalled, addr, "/chat/slow")
+	sbr, err := testutil.Upgrade(stalled, addr, "/chat/slow", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	const members = 3
 	conns := make([]*gorilla.Conn, members)
 	for i := range conns {
-		c, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/chat/slow"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		conns[i] = c
+		conns[i] = dialPeer(t, s, "slow")
 	}
 	waitConns(t, s, members+1)
 
@@ -218,7 +178,7 @@ func TestSlowConsumerIsClosed(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	checkFor(t, 10*time.Second, func() error {
+	testutil.CheckFor(t, 10*time.Second, func() error {
 		if n := s.Stats().SlowConsumers.Load(); n < 1 {
 			return fmt.Errorf("slow consumers counted: %d", n)
 		}
@@ -279,7 +239,7 @@ func TestPingAndIdleTimeout(t *testing.T) {
 	s := newTestServer(t, Config{PingInterval: 100 * time.Millisecond, IdleTimeout: 500 * time.Millisecond})
 	addr := s.Addr().String()
 	mute := dialRaw(t, s)
-	br, err := upgradeRaw(mute, addr, "/chat")
+	br, err := testutil.Upgrade(mute, addr, "/chat", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +271,7 @@ func TestPingAndIdleTimeout(t *testing.T) {
 	}
 	mute.Close()
 	time.Sleep(300 * time.Millisecond)
-	checkFor(t, 3*time.Second, func() error {
+	testutil.CheckFor(t, 3*time.Second, func() error {
 		if s.Conns() != 1 || pongs.Load() < 2 {
 			return fmt.Errorf("answering client: conns=%d pongs=%d", s.Conns(), pongs.Load())
 		}
@@ -386,7 +346,7 @@ func TestGoroutinesDoNotGrowWithConnections(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := upgradeRaw(c, addr, "/chat"); err != nil {
+			if _, err := testutil.Upgrade(c, addr, "/chat", 0); err != nil {
 				t.Fatal(err)
 			}
 			cs = append(cs, c)

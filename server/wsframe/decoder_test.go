@@ -10,65 +10,18 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"chatd/bench/testutil"
+
 	"github.com/gobwas/ws"
 )
 
-// testMask is the masking key of every frame the tests build. Its bytes are
-// below 0x80, so masked ASCII stays ASCII (the benchmarks rely on that).
-var testMask = [4]byte{0x37, 0x7a, 0x21, 0x3d}
+// The tests build their frames with testutil.RawFrame (any header) and
+// frame below, masked with testutil.Mask.
 
-// xorMask masks or unmasks p in place, byte by byte. It is written out here
-// instead of calling ws.Cipher so the tests check the decoder's unmasking
-// against an independent implementation.
-func xorMask(p []byte, key [4]byte, offset int) {
-	for i := range p {
-		p[i] ^= key[(offset+i)%4]
-	}
-}
-
-// rawFrame builds one client frame with every header field given: b0 is
-// FIN|RSV|opcode, length is what the header announces (it may differ from
-// len(payload) to build truncated or lying frames). When masked, payload is
-// masked with testMask.
-func rawFrame(b0 byte, masked bool, length uint64, payload []byte) []byte {
-	var f []byte
-	b1 := byte(0)
-	if masked {
-		b1 = 0x80
-	}
-	switch {
-	case length <= 125:
-		f = append(f, b0, b1|byte(length))
-	case length <= 0xffff:
-		f = append(f, b0, b1|126, byte(length>>8), byte(length))
-	default:
-		f = append(f, b0, b1|127)
-		f = binary.BigEndian.AppendUint64(f, length)
-	}
-	start := len(f)
-	if masked {
-		f = append(f, testMask[:]...)
-		start += 4
-	}
-	f = append(f, payload...)
-	if masked {
-		xorMask(f[start:], testMask, 0)
-	}
-	return f
-}
-
-// frame builds a well-formed masked client frame.
+// frame is testutil.Frame in the argument order of the tables here: a
+// well-formed masked client frame, no RSV bits.
 func frame(op ws.OpCode, fin bool, payload []byte) []byte {
-	b0 := byte(op)
-	if fin {
-		b0 |= 0x80
-	}
-	return rawFrame(b0, true, uint64(len(payload)), payload)
-}
-
-// closeBody is a close frame payload: the code big-endian, then reason.
-func closeBody(code uint16, reason string) []byte {
-	return append(binary.BigEndian.AppendUint16(nil, code), reason...)
+	return testutil.Frame(fin, 0, byte(op), true, payload)
 }
 
 // maskServerFrames turns unmasked server frames (as AppendFrame and
@@ -94,19 +47,11 @@ func maskServerFrames(t testing.TB, p []byte) []byte {
 		if uint64(len(p)-n) < length {
 			t.Fatalf("server frame truncated: header says %d bytes, %d left", length, len(p)-n)
 		}
-		hdr := append([]byte(nil), p[:n]...)
-		hdr[1] |= 0x80
-		out = append(out, hdr...)
-		out = append(out, testMask[:]...)
-		start := len(out)
-		out = append(out, p[n:n+int(length)]...)
-		xorMask(out[start:], testMask, 0)
+		out = append(out, testutil.RawFrame(p[0], true, length, p[n:n+int(length)])...)
 		p = p[n+int(length):]
 	}
 	return out
 }
-
-func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 // event is one Handler callback, with its bytes copied.
 type event struct {
@@ -225,7 +170,7 @@ type decodeCase struct {
 // decodeCases are the streams every table-driven test runs through.
 func decodeCases() []decodeCase {
 	big := func(n int) string { return strings.Repeat("abcdefghij", n/10+1)[:n] }
-	rsv := func(bit byte) []byte { return rawFrame(0x80|bit|byte(ws.OpText), true, 2, []byte("hi")) }
+	rsv := func(bit byte) []byte { return testutil.RawFrame(0x80|bit|byte(ws.OpText), true, 2, []byte("hi")) }
 	cases := []decodeCase{
 		// Valid data frames.
 		{name: "text", stream: frame(ws.OpText, true, []byte("hello")), want: []event{text("hello")}},
@@ -238,10 +183,10 @@ func decodeCases() []decodeCase {
 		{name: "len 65535 (16-bit max)", stream: frame(ws.OpText, true, []byte(big(65535))), want: []event{text(big(65535))}},
 		{name: "len 65536 (64-bit)", stream: frame(ws.OpBinary, true, []byte(big(65536))), want: []event{binMsg(big(65536))}},
 		{name: "len 70000 (64-bit) text", stream: frame(ws.OpText, true, []byte(big(70000))), want: []event{text(big(70000))}},
-		{name: "small length in 16-bit form", stream: rawFrame(0x80|byte(ws.OpText), true, 5, []byte("short")), want: []event{text("short")}},
+		{name: "small length in 16-bit form", stream: testutil.RawFrame(0x80|byte(ws.OpText), true, 5, []byte("short")), want: []event{text("short")}},
 		{
 			name: "several messages back to back",
-			stream: cat(frame(ws.OpText, true, []byte("one")), frame(ws.OpBinary, true, []byte("two")),
+			stream: testutil.Concat(frame(ws.OpText, true, []byte("one")), frame(ws.OpBinary, true, []byte("two")),
 				frame(ws.OpText, true, nil), frame(ws.OpText, true, []byte("four"))),
 			want: []event{text("one"), binMsg("two"), text(""), text("four")},
 		},
@@ -249,49 +194,49 @@ func decodeCases() []decodeCase {
 		// Fragmented messages.
 		{
 			name: "fragmented text, rune split across fragments",
-			stream: cat(frame(ws.OpText, false, []byte("Hel")), frame(ws.OpContinuation, false, []byte("lo w\xc3")),
+			stream: testutil.Concat(frame(ws.OpText, false, []byte("Hel")), frame(ws.OpContinuation, false, []byte("lo w\xc3")),
 				frame(ws.OpContinuation, true, []byte("\xb6rld"))),
 			want: []event{text("Hello wörld")},
 		},
 		{
 			name: "fragmented 4-byte rune one byte per fragment",
-			stream: cat(frame(ws.OpText, false, []byte{0xf0}), frame(ws.OpContinuation, false, []byte{0x9d}),
+			stream: testutil.Concat(frame(ws.OpText, false, []byte{0xf0}), frame(ws.OpContinuation, false, []byte{0x9d}),
 				frame(ws.OpContinuation, false, []byte{0x84}), frame(ws.OpContinuation, true, []byte{0x9e})),
 			want: []event{text("𝄞")},
 		},
 		{
 			name: "fragmented binary with empty fragments",
-			stream: cat(frame(ws.OpBinary, false, nil), frame(ws.OpContinuation, false, []byte{1, 2}),
+			stream: testutil.Concat(frame(ws.OpBinary, false, nil), frame(ws.OpContinuation, false, []byte{1, 2}),
 				frame(ws.OpContinuation, false, nil), frame(ws.OpContinuation, true, []byte{3})),
 			want: []event{binMsg("\x01\x02\x03")},
 		},
 		{
 			name:   "fragmented, all empty",
-			stream: cat(frame(ws.OpText, false, nil), frame(ws.OpContinuation, true, nil)),
+			stream: testutil.Concat(frame(ws.OpText, false, nil), frame(ws.OpContinuation, true, nil)),
 			want:   []event{text("")},
 		},
 		{
 			name: "fragmented large (16-bit and 64-bit fragments)",
-			stream: cat(frame(ws.OpBinary, false, []byte(big(300))), frame(ws.OpContinuation, false, []byte(big(70000))),
+			stream: testutil.Concat(frame(ws.OpBinary, false, []byte(big(300))), frame(ws.OpContinuation, false, []byte(big(70000))),
 				frame(ws.OpContinuation, true, []byte("end"))),
 			want: []event{binMsg(big(300) + big(70000) + "end")},
 		},
 		{
 			name: "ping and pong between fragments",
-			stream: cat(frame(ws.OpText, false, []byte("ab")), frame(ws.OpPing, true, []byte("p1")),
+			stream: testutil.Concat(frame(ws.OpText, false, []byte("ab")), frame(ws.OpPing, true, []byte("p1")),
 				frame(ws.OpContinuation, false, []byte("cd")), frame(ws.OpPong, true, nil),
 				frame(ws.OpPing, true, []byte(big(125))), frame(ws.OpContinuation, true, []byte("ef"))),
 			want: []event{{kind: "ping", data: "p1"}, {kind: "pong"}, {kind: "ping", data: big(125)}, text("abcdef")},
 		},
 		{
 			name: "message after a fragmented message",
-			stream: cat(frame(ws.OpText, false, []byte("a")), frame(ws.OpContinuation, true, []byte("b")),
+			stream: testutil.Concat(frame(ws.OpText, false, []byte("a")), frame(ws.OpContinuation, true, []byte("b")),
 				frame(ws.OpBinary, true, []byte("c")), frame(ws.OpText, false, []byte("d")), frame(ws.OpContinuation, true, []byte("e"))),
 			want: []event{text("ab"), binMsg("c"), text("de")},
 		},
 		{
 			name: "close between fragments ends everything",
-			stream: cat(frame(ws.OpText, false, []byte("half")), frame(ws.OpClose, true, closeBody(1000, "bye")),
+			stream: testutil.Concat(frame(ws.OpText, false, []byte("half")), frame(ws.OpClose, true, testutil.CloseBody(1000, "bye")),
 				frame(ws.OpContinuation, true, []byte("never"))),
 			want: []event{{kind: "close", code: 1000, data: "bye"}},
 		},
@@ -302,12 +247,12 @@ func decodeCases() []decodeCase {
 		{name: "pong", stream: frame(ws.OpPong, true, []byte("yes")), want: []event{{kind: "pong", data: "yes"}}},
 		{name: "ping 125 bytes", stream: frame(ws.OpPing, true, []byte(big(125))), want: []event{{kind: "ping", data: big(125)}}},
 		{name: "close without body", stream: frame(ws.OpClose, true, nil), want: []event{{kind: "close"}}},
-		{name: "close 1000", stream: frame(ws.OpClose, true, closeBody(1000, "")), want: []event{{kind: "close", code: 1000}}},
-		{name: "close with reason", stream: frame(ws.OpClose, true, closeBody(1001, "going äway")), want: []event{{kind: "close", code: 1001, data: "going äway"}}},
-		{name: "close 4999 and longest reason", stream: frame(ws.OpClose, true, closeBody(4999, big(123))), want: []event{{kind: "close", code: 4999, data: big(123)}}},
+		{name: "close 1000", stream: frame(ws.OpClose, true, testutil.CloseBody(1000, "")), want: []event{{kind: "close", code: 1000}}},
+		{name: "close with reason", stream: frame(ws.OpClose, true, testutil.CloseBody(1001, "going äway")), want: []event{{kind: "close", code: 1001, data: "going äway"}}},
+		{name: "close 4999 and longest reason", stream: frame(ws.OpClose, true, testutil.CloseBody(4999, big(123))), want: []event{{kind: "close", code: 4999, data: big(123)}}},
 		{
 			name: "bytes after close are ignored",
-			stream: cat(frame(ws.OpText, true, []byte("x")), frame(ws.OpClose, true, closeBody(1000, "")),
+			stream: testutil.Concat(frame(ws.OpText, true, []byte("x")), frame(ws.OpClose, true, testutil.CloseBody(1000, "")),
 				frame(ws.OpText, true, []byte("late")), []byte{0xff, 0xff, 0x00}),
 			want: []event{text("x"), {kind: "close", code: 1000}},
 		},
@@ -316,42 +261,42 @@ func decodeCases() []decodeCase {
 		{name: "exactly MaxMessage", maxMsg: 10, stream: frame(ws.OpText, true, []byte(big(10))), want: []event{text(big(10))}},
 		{
 			name: "fragmented exactly MaxMessage", maxMsg: 10,
-			stream: cat(frame(ws.OpText, false, []byte(big(6))), frame(ws.OpPing, true, []byte(big(100))), frame(ws.OpContinuation, true, []byte(big(4)))),
+			stream: testutil.Concat(frame(ws.OpText, false, []byte(big(6))), frame(ws.OpPing, true, []byte(big(100))), frame(ws.OpContinuation, true, []byte(big(4)))),
 			want:   []event{{kind: "ping", data: big(100)}, text(big(6) + big(4))},
 		},
 
 		// Protocol errors (1002).
-		{name: "unmasked", stream: rawFrame(0x80|byte(ws.OpText), false, 2, []byte("hi")), code: ws.StatusProtocolError},
-		{name: "unmasked ping", stream: rawFrame(0x80|byte(ws.OpPing), false, 0, nil), code: ws.StatusProtocolError},
+		{name: "unmasked", stream: testutil.RawFrame(0x80|byte(ws.OpText), false, 2, []byte("hi")), code: ws.StatusProtocolError},
+		{name: "unmasked ping", stream: testutil.RawFrame(0x80|byte(ws.OpPing), false, 0, nil), code: ws.StatusProtocolError},
 		{name: "RSV1", stream: rsv(0x40), code: ws.StatusProtocolError},
 		{name: "RSV2", stream: rsv(0x20), code: ws.StatusProtocolError},
 		{name: "RSV3", stream: rsv(0x10), code: ws.StatusProtocolError},
-		{name: "RSV on continuation", stream: cat(frame(ws.OpText, false, []byte("a")), rawFrame(0x80|0x40, true, 1, []byte("b"))), code: ws.StatusProtocolError},
+		{name: "RSV on continuation", stream: testutil.Concat(frame(ws.OpText, false, []byte("a")), testutil.RawFrame(0x80|0x40, true, 1, []byte("b"))), code: ws.StatusProtocolError},
 		{name: "fragmented ping", stream: frame(ws.OpPing, false, []byte("x")), code: ws.StatusProtocolError},
-		{name: "fragmented close", stream: frame(ws.OpClose, false, closeBody(1000, "")), code: ws.StatusProtocolError},
+		{name: "fragmented close", stream: frame(ws.OpClose, false, testutil.CloseBody(1000, "")), code: ws.StatusProtocolError},
 		{name: "ping over 125 bytes", stream: frame(ws.OpPing, true, []byte(big(126))), code: ws.StatusProtocolError},
-		{name: "close over 125 bytes", stream: frame(ws.OpClose, true, closeBody(1000, big(124))), code: ws.StatusProtocolError},
+		{name: "close over 125 bytes", stream: frame(ws.OpClose, true, testutil.CloseBody(1000, big(124))), code: ws.StatusProtocolError},
 		// The decision needs only the header: no payload follows.
-		{name: "pong announcing 64-bit length", stream: rawFrame(0x80|byte(ws.OpPong), true, 1<<20, nil), code: ws.StatusProtocolError},
+		{name: "pong announcing 64-bit length", stream: testutil.RawFrame(0x80|byte(ws.OpPong), true, 1<<20, nil), code: ws.StatusProtocolError},
 		{name: "continuation without a message", stream: frame(ws.OpContinuation, true, []byte("x")), code: ws.StatusProtocolError},
 		{
 			name:   "continuation after a finished message",
-			stream: cat(frame(ws.OpText, true, []byte("done")), frame(ws.OpContinuation, true, []byte("x"))),
+			stream: testutil.Concat(frame(ws.OpText, true, []byte("done")), frame(ws.OpContinuation, true, []byte("x"))),
 			want:   []event{text("done")}, code: ws.StatusProtocolError,
 		},
-		{name: "text inside fragmented message", stream: cat(frame(ws.OpText, false, []byte("a")), frame(ws.OpText, true, []byte("b"))), code: ws.StatusProtocolError},
-		{name: "binary inside fragmented message", stream: cat(frame(ws.OpBinary, false, []byte("a")), frame(ws.OpBinary, false, []byte("b"))), code: ws.StatusProtocolError},
+		{name: "text inside fragmented message", stream: testutil.Concat(frame(ws.OpText, false, []byte("a")), frame(ws.OpText, true, []byte("b"))), code: ws.StatusProtocolError},
+		{name: "binary inside fragmented message", stream: testutil.Concat(frame(ws.OpBinary, false, []byte("a")), frame(ws.OpBinary, false, []byte("b"))), code: ws.StatusProtocolError},
 		{
 			name:   "data inside fragmented message after a ping",
-			stream: cat(frame(ws.OpText, false, []byte("a")), frame(ws.OpPing, true, nil), frame(ws.OpBinary, true, []byte("b"))),
+			stream: testutil.Concat(frame(ws.OpText, false, []byte("a")), frame(ws.OpPing, true, nil), frame(ws.OpBinary, true, []byte("b"))),
 			want:   []event{{kind: "ping"}}, code: ws.StatusProtocolError,
 		},
-		{name: "64-bit length with MSB set", stream: rawFrame(0x80|byte(ws.OpBinary), true, 1<<63, nil), code: ws.StatusProtocolError},
-		{name: "64-bit length all ones", stream: rawFrame(0x80|byte(ws.OpBinary), true, ^uint64(0), nil), code: ws.StatusProtocolError},
+		{name: "64-bit length with MSB set", stream: testutil.RawFrame(0x80|byte(ws.OpBinary), true, 1<<63, nil), code: ws.StatusProtocolError},
+		{name: "64-bit length all ones", stream: testutil.RawFrame(0x80|byte(ws.OpBinary), true, ^uint64(0), nil), code: ws.StatusProtocolError},
 		{name: "close body of one byte", stream: frame(ws.OpClose, true, []byte{0x03}), code: ws.StatusProtocolError},
 		{
 			name:   "error after valid frames keeps earlier callbacks",
-			stream: cat(frame(ws.OpText, true, []byte("ok")), frame(ws.OpPing, true, []byte("p")), rawFrame(0x80|byte(ws.OpText), false, 1, []byte("x"))),
+			stream: testutil.Concat(frame(ws.OpText, true, []byte("ok")), frame(ws.OpPing, true, []byte("p")), testutil.RawFrame(0x80|byte(ws.OpText), false, 1, []byte("x"))),
 			want:   []event{text("ok"), {kind: "ping", data: "p"}}, code: ws.StatusProtocolError,
 		},
 
@@ -363,63 +308,63 @@ func decodeCases() []decodeCase {
 		{name: "invalid UTF-8 in long text", stream: frame(ws.OpText, true, []byte(big(1000)+"\x80"+big(1000))), code: ws.StatusInvalidFramePayloadData},
 		{
 			name:   "invalid UTF-8 in second fragment",
-			stream: cat(frame(ws.OpText, false, []byte("ok")), frame(ws.OpContinuation, false, []byte("\xf5")), frame(ws.OpContinuation, true, []byte("x"))),
+			stream: testutil.Concat(frame(ws.OpText, false, []byte("ok")), frame(ws.OpContinuation, false, []byte("\xf5")), frame(ws.OpContinuation, true, []byte("x"))),
 			code:   ws.StatusInvalidFramePayloadData,
 		},
 		{
 			// RFC 6455 8.1: fail as soon as invalid UTF-8 is seen, not at the
 			// end of the message: the final fragment is never sent here.
 			name:   "invalid UTF-8 fails before the message ends",
-			stream: cat(frame(ws.OpText, false, []byte("ok")), frame(ws.OpContinuation, false, []byte("\xc3\x28"))),
+			stream: testutil.Concat(frame(ws.OpText, false, []byte("ok")), frame(ws.OpContinuation, false, []byte("\xc3\x28"))),
 			code:   ws.StatusInvalidFramePayloadData,
 		},
 		{
 			name:   "fragmented text ends inside a rune",
-			stream: cat(frame(ws.OpText, false, []byte("a\xf0\x9d")), frame(ws.OpContinuation, true, []byte("\x84"))),
+			stream: testutil.Concat(frame(ws.OpText, false, []byte("a\xf0\x9d")), frame(ws.OpContinuation, true, []byte("\x84"))),
 			code:   ws.StatusInvalidFramePayloadData,
 		},
 		{name: "binary is not checked for UTF-8", stream: frame(ws.OpBinary, true, []byte("\xff\xfe")), want: []event{binMsg("\xff\xfe")}},
 
 		// MaxMessage (1009), decided at header time.
 		{name: "over MaxMessage", maxMsg: 10, stream: frame(ws.OpText, true, []byte(big(11))), code: ws.StatusMessageTooBig},
-		{name: "over MaxMessage, header only", maxMsg: 1000, stream: rawFrame(0x80|byte(ws.OpBinary), true, 1<<40, nil), code: ws.StatusMessageTooBig},
-		{name: "over MaxMessage, 16-bit header only", maxMsg: 1000, stream: rawFrame(0x80|byte(ws.OpBinary), true, 1001, nil), code: ws.StatusMessageTooBig},
+		{name: "over MaxMessage, header only", maxMsg: 1000, stream: testutil.RawFrame(0x80|byte(ws.OpBinary), true, 1<<40, nil), code: ws.StatusMessageTooBig},
+		{name: "over MaxMessage, 16-bit header only", maxMsg: 1000, stream: testutil.RawFrame(0x80|byte(ws.OpBinary), true, 1001, nil), code: ws.StatusMessageTooBig},
 		{
 			name: "fragments add up over MaxMessage", maxMsg: 10,
-			stream: cat(frame(ws.OpText, false, []byte(big(6))), rawFrame(byte(ws.OpContinuation), true, 5, nil)),
+			stream: testutil.Concat(frame(ws.OpText, false, []byte(big(6))), testutil.RawFrame(byte(ws.OpContinuation), true, 5, nil)),
 			code:   ws.StatusMessageTooBig,
 		},
 		{
 			// A continuation announcing 2^63-1 bytes: msgLen+length must not
 			// overflow into an accepted size.
 			name: "continuation length near 2^63 after a fragment", maxMsg: 1 << 16,
-			stream: cat(frame(ws.OpBinary, false, []byte(big(10))), rawFrame(byte(ws.OpContinuation), true, 1<<63-1, nil)),
+			stream: testutil.Concat(frame(ws.OpBinary, false, []byte(big(10))), testutil.RawFrame(byte(ws.OpContinuation), true, 1<<63-1, nil)),
 			code:   ws.StatusMessageTooBig,
 		},
 		{name: "control frames do not count toward MaxMessage", maxMsg: 4, stream: frame(ws.OpPing, true, []byte(big(100))), want: []event{{kind: "ping", data: big(100)}}},
 
 		// Close frame bodies.
-		{name: "close reason not UTF-8", stream: frame(ws.OpClose, true, closeBody(1000, "\xff")), code: ws.StatusInvalidFramePayloadData},
-		{name: "close reason truncated rune", stream: frame(ws.OpClose, true, closeBody(1000, "caf\xc3")), code: ws.StatusInvalidFramePayloadData},
+		{name: "close reason not UTF-8", stream: frame(ws.OpClose, true, testutil.CloseBody(1000, "\xff")), code: ws.StatusInvalidFramePayloadData},
+		{name: "close reason truncated rune", stream: frame(ws.OpClose, true, testutil.CloseBody(1000, "caf\xc3")), code: ws.StatusInvalidFramePayloadData},
 	}
 	for _, code := range []uint16{0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535} {
 		cases = append(cases, decodeCase{
 			name:   fmt.Sprintf("invalid close code %d", code),
-			stream: frame(ws.OpClose, true, closeBody(code, "")),
+			stream: frame(ws.OpClose, true, testutil.CloseBody(code, "")),
 			code:   ws.StatusProtocolError,
 		})
 	}
 	for _, code := range []uint16{1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999} {
 		cases = append(cases, decodeCase{
 			name:   fmt.Sprintf("valid close code %d", code),
-			stream: frame(ws.OpClose, true, closeBody(code, "r")),
+			stream: frame(ws.OpClose, true, testutil.CloseBody(code, "r")),
 			want:   []event{{kind: "close", code: ws.StatusCode(code), data: "r"}},
 		})
 	}
 	for _, op := range []byte{3, 4, 5, 6, 7, 0xb, 0xc, 0xd, 0xe, 0xf} {
 		cases = append(cases, decodeCase{
 			name:   fmt.Sprintf("reserved opcode %#x", op),
-			stream: rawFrame(0x80|op, true, 1, []byte("x")),
+			stream: testutil.RawFrame(0x80|op, true, 1, []byte("x")),
 			code:   ws.StatusProtocolError,
 		})
 	}
@@ -542,7 +487,7 @@ func TestDecoderStop(t *testing.T) {
 func TestDecoderZeroValueHugeLength(t *testing.T) {
 	for _, length := range []uint64{1<<63 - 1, 1<<63 - 14, 1<<63 - 10} {
 		t.Run(fmt.Sprint(length), func(t *testing.T) {
-			stream := cat(rawFrame(0x80|byte(ws.OpBinary), true, length, nil), []byte("abc"))
+			stream := testutil.Concat(testutil.RawFrame(0x80|byte(ws.OpBinary), true, length, nil), []byte("abc"))
 			var err error
 			func() {
 				defer func() {
@@ -566,7 +511,7 @@ func TestDecoderMaxMessageBoundsBuffering(t *testing.T) {
 	const max = 1 << 10
 	d := Decoder{MaxMessage: max}
 	var r recorder
-	stream := cat(frame(ws.OpBinary, false, []byte("0123456789")), rawFrame(byte(ws.OpContinuation), true, 1<<63-1, nil))
+	stream := testutil.Concat(frame(ws.OpBinary, false, []byte("0123456789")), testutil.RawFrame(byte(ws.OpContinuation), true, 1<<63-1, nil))
 	if err := d.Feed(stream, &r); err != nil {
 		return // refused at header time: fine
 	}
@@ -607,7 +552,7 @@ func (h *stealHandler) OnClose(code ws.StatusCode, reason []byte) {
 // OnClose returns.
 func TestCloseReasonValidDuringCallback(t *testing.T) {
 	const reason = "a reason long enough to see"
-	f := frame(ws.OpClose, true, closeBody(1000, reason))
+	f := frame(ws.OpClose, true, testutil.CloseBody(1000, reason))
 	for try := 0; try < 20; try++ {
 		var d Decoder
 		h := &stealHandler{}
@@ -723,7 +668,7 @@ func TestFeedWholeFramesDoesNotAllocate(t *testing.T) {
 		"binary 70000":  frame(ws.OpBinary, true, bytes.Repeat([]byte{0xff}, 70000)),
 		"ping":          frame(ws.OpPing, true, []byte("ping")),
 		"pong":          frame(ws.OpPong, true, nil),
-		"three at once": cat(frame(ws.OpText, true, []byte("x")), frame(ws.OpPing, true, nil), frame(ws.OpBinary, true, []byte("y"))),
+		"three at once": testutil.Concat(frame(ws.OpText, true, []byte("x")), frame(ws.OpPing, true, nil), frame(ws.OpBinary, true, []byte("y"))),
 	}
 	for name, f := range frames {
 		t.Run(name, func(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"chatd/bench/testutil"
+
 	"github.com/gobwas/ws"
 )
 
@@ -19,15 +21,15 @@ func fuzzSeedStreams() [][]byte {
 		frame(ws.OpBinary, true, []byte{0, 1, 2, 0xff}),
 		frame(ws.OpText, true, nil),
 		frame(ws.OpBinary, true, make([]byte, 130)), // 16-bit length
-		cat(frame(ws.OpText, false, []byte("frag")), frame(ws.OpContinuation, false, []byte("men\xc3")),
+		testutil.Concat(frame(ws.OpText, false, []byte("frag")), frame(ws.OpContinuation, false, []byte("men\xc3")),
 			frame(ws.OpContinuation, true, []byte("\xa9ted"))),
-		cat(frame(ws.OpText, false, []byte("ab")), frame(ws.OpPing, true, []byte("ping")),
+		testutil.Concat(frame(ws.OpText, false, []byte("ab")), frame(ws.OpPing, true, []byte("ping")),
 			frame(ws.OpContinuation, true, []byte("cd"))),
-		cat(frame(ws.OpBinary, false, []byte{1}), frame(ws.OpPong, true, nil), frame(ws.OpContinuation, true, []byte{2})),
+		testutil.Concat(frame(ws.OpBinary, false, []byte{1}), frame(ws.OpPong, true, nil), frame(ws.OpContinuation, true, []byte{2})),
 		frame(ws.OpPing, true, []byte("are you there")),
 		frame(ws.OpClose, true, nil),
-		frame(ws.OpClose, true, closeBody(1000, "bye")),
-		cat(frame(ws.OpText, true, []byte("last")), frame(ws.OpClose, true, closeBody(1001, "going")), frame(ws.OpText, true, []byte("ignored"))),
+		frame(ws.OpClose, true, testutil.CloseBody(1000, "bye")),
+		testutil.Concat(frame(ws.OpText, true, []byte("last")), frame(ws.OpClose, true, testutil.CloseBody(1001, "going")), frame(ws.OpText, true, []byte("ignored"))),
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"chatd/bench/testutil"
+
 	"github.com/gorilla/websocket"
 )
 
@@ -20,22 +22,6 @@ func dial(t *testing.T, base, path string) *websocket.Conn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// checkFor polls f until it returns nil or the timeout passes.
-func checkFor(t *testing.T, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestBroadcastToOthersVerbatim(t *testing.T) {
@@ -70,7 +56,7 @@ func TestBroadcastToOthersVerbatim(t *testing.T) {
 		}
 	}()
 	// Members join asynchronously after the upgrade: send until b sees it.
-	checkFor(t, 2*time.Second, func() error {
+	testutil.CheckFor(t, 2*time.Second, func() error {
 		if err := a.WriteMessage(websocket.TextMessage, []byte("sync")); err != nil {
 			return err
 		}
