@@ -9,19 +9,17 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
-
+	"chatd/bench/testutil"
 	"chatd/server"
+
+	"github.com/gorilla/websocket"
 )
 
 // allFlags is every flag chatd defines.
@@ -327,36 +325,6 @@ func TestChatdParseConfigHelp(t *testing.T) {
 	}
 }
 
-// buildChatd builds the chatd binary into dir and returns its path.
-func buildChatd(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "chatd")
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	cmd := exec.Command(goTool, "build", "-o", bin, ".")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and other readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // wsEvent is one result of a client's read loop.
 type wsEvent struct {
 	data string
@@ -449,7 +417,7 @@ func exitStatus(t *testing.T, cmd *exec.Cmd, waitDone <-chan struct{}, waitErr *
 
 // TestChatdProcess builds the chatd binary and runs it as a user would.
 func TestChatdProcess(t *testing.T) {
-	bin := buildChatd(t, t.TempDir())
+	bin := testutil.BuildInTempDir(t, ".", "chatd")
 
 	t.Run("SIGTERM", func(t *testing.T) {
 		cmd := exec.Command(bin, "-addr", "127.0.0.1:0")
@@ -461,7 +429,7 @@ func TestChatdProcess(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("starting chatd: %v", err)
 		}
-		var stderr syncBuffer
+		var stderr testutil.LockedBuffer
 		addrCh := make(chan string, 1)
 		readDone := make(chan struct{})
 		go func() {
