@@ -197,9 +197,9 @@ func (h *frameHandler) OnClose(code ws.StatusCode, _ []byte) {
 
 // protocolError closes the connection for a peer's protocol violation.
 func (c *Conn) protocolError(err error) {
-	var ce *wsframe.CloseError
+	var ce *wsframe.ProtocolError
 	if !errors.As(err, &ce) {
-		ce = &wsframe.CloseError{Code: ws.StatusProtocolError, Reason: "protocol error"}
+		ce = &wsframe.ProtocolError{Code: ws.StatusProtocolError, Reason: "protocol error"}
 	}
 	reason := ReasonProtocolError
 	switch ce.Code {

@@ -185,12 +185,12 @@ func (d *Decoder) check(h header, msgOp ws.OpCode, msgLen int) error {
 	}
 	// Compare without adding: a 63-bit length must not wrap the sum.
 	if d.MaxMessage > 0 && h.length > int64(d.MaxMessage-msgLen) {
-		return &CloseError{Code: ws.StatusMessageTooBig, Reason: "message too big"}
+		return &ProtocolError{Code: ws.StatusMessageTooBig, Reason: "message too big"}
 	}
 	return nil
 }
 
-// Feed decodes p. It returns a *CloseError when the peer broke the protocol;
+// Feed decodes p. It returns a *ProtocolError when the peer broke the protocol;
 // the connection must then be closed with that code. Feed unmasks p in place.
 func (d *Decoder) Feed(p []byte, h Handler) error {
 	for len(p) > 0 && !d.closed {
@@ -363,7 +363,7 @@ func ParseClose(p []byte) (ws.StatusCode, []byte, error) {
 	}
 	reason := p[2:]
 	if !ValidUTF8(reason) {
-		return 0, nil, &CloseError{Code: ws.StatusInvalidFramePayloadData, Reason: "close reason is not valid UTF-8"}
+		return 0, nil, &ProtocolError{Code: ws.StatusInvalidFramePayloadData, Reason: "close reason is not valid UTF-8"}
 	}
 	return code, reason, nil
 }

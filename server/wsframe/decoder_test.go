@@ -117,12 +117,12 @@ func sameOutcome(a, b outcome) bool {
 }
 
 // closeCode extracts the close code of a Feed error; errors that are not a
-// *CloseError get 1 so they never compare equal to "no error".
+// *ProtocolError get 1 so they never compare equal to "no error".
 func closeCode(err error) ws.StatusCode {
 	if err == nil {
 		return 0
 	}
-	var ce *CloseError
+	var ce *ProtocolError
 	if errors.As(err, &ce) {
 		return ce.Code
 	}
@@ -380,9 +380,9 @@ func TestDecoderFeed(t *testing.T) {
 				t.Fatalf("got  %v (code %d)\nwant events=%v code %d", got, got.code, want.events, want.code)
 			}
 			if tc.code != 0 {
-				var ce *CloseError
+				var ce *ProtocolError
 				if !errors.As(got.err, &ce) {
-					t.Fatalf("error %v (%T) is not a *CloseError", got.err, got.err)
+					t.Fatalf("error %v (%T) is not a *ProtocolError", got.err, got.err)
 				}
 			}
 		})

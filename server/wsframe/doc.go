@@ -8,7 +8,7 @@
 // as soon as the message completes. Text is checked for UTF-8 as it arrives,
 // so an invalid byte fails the connection at once (1007), and a message whose
 // header announces more than MaxMessage fails before its payload is read
-// (1009). Every other protocol violation is a *CloseError with code 1002.
+// (1009). Every other protocol violation is a *ProtocolError with code 1002.
 //
 // Handler callbacks run on the goroutine that calls Feed; the slices they get
 // are valid until the callback returns.

@@ -6,18 +6,18 @@ import (
 	"github.com/gobwas/ws"
 )
 
-// CloseError is a protocol failure that closes the connection with Code.
-type CloseError struct {
+// ProtocolError is a protocol failure by the peer that closes the connection with Code.
+type ProtocolError struct {
 	Code   ws.StatusCode
 	Reason string
 }
 
-func (e *CloseError) Error() string {
+func (e *ProtocolError) Error() string {
 	return fmt.Sprintf("wsframe: %s (close %d)", e.Reason, e.Code)
 }
 
 func errProtocol(reason string) error {
-	return &CloseError{Code: ws.StatusProtocolError, Reason: reason}
+	return &ProtocolError{Code: ws.StatusProtocolError, Reason: reason}
 }
 
-var errInvalidUTF8 = &CloseError{Code: ws.StatusInvalidFramePayloadData, Reason: "text is not valid UTF-8"}
+var errInvalidUTF8 = &ProtocolError{Code: ws.StatusInvalidFramePayloadData, Reason: "text is not valid UTF-8"}

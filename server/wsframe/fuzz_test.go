@@ -54,7 +54,7 @@ func fuzzDecode(t *testing.T, stream []byte, cuts ...int) outcome {
 		prev = c
 	}
 	if err != nil && closeCode(err) == 1 {
-		t.Fatalf("Feed returned %T %v, want a *CloseError", err, err)
+		t.Fatalf("Feed returned %T %v, want a *ProtocolError", err, err)
 	}
 	d.Release()
 	return outcome{events: h.events, code: closeCode(err), err: err}
