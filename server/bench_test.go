@@ -410,3 +410,53 @@ func BenchmarkUpgrade(b *testing.B) {
 		c.Close()
 	}
 }
+
+// BenchmarkIdleConnection: what one idle WebSocket connection costs the
+// server's heap (after GC), one connection per op, all held at the end.
+// The clients are raw sockets driven by syscalls, so they put nothing on
+// Go's heap. Run with -benchtime Nx (N connections; under the fd limit).
+func BenchmarkIdleConnection(b *testing.B) {
+	s := newTestServer(b, Config{})
+	sa := &syscall.SockaddrInet4{Port: s.Addr().(*net.TCPAddr).Port, Addr: [4]byte{127, 0, 0, 1}}
+	req := []byte(testutil.UpgradeRequest("x", "/chat/idle"))
+	buf := make([]byte, 512)
+	heap := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	fds := make([]int, 0, b.N)
+	b.Cleanup(func() {
+		for _, fd := range fds {
+			syscall.Close(fd)
+		}
+	})
+	before := heap()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fds = append(fds, fd)
+		if err := syscall.Connect(fd, sa); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := syscall.Write(fd, req); err != nil {
+			b.Fatal(err)
+		}
+		if n, err := syscall.Read(fd, buf); err != nil || !bytes.HasPrefix(buf[:n], []byte("HTTP/1.1 101 ")) {
+			b.Fatalf("handshake: %q %v", buf[:max(n, 0)], err)
+		}
+	}
+	b.StopTimer()
+	testutil.CheckFor(b, 10*time.Second, func() error {
+		if got := s.Conns(); got != b.N {
+			return fmt.Errorf("%d connections, want %d", got, b.N)
+		}
+		return nil
+	})
+	b.ReportMetric(float64(heap()-before)/float64(b.N), "heap-B/conn")
+}
