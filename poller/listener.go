@@ -1,10 +1,12 @@
 package poller
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mailru/easygo/netpoll"
@@ -40,10 +42,50 @@ const (
 	acceptBatch      = 256
 )
 
+// ListenOption tweaks one Listen call.
+type ListenOption func(*listenOptions)
+
+type listenOptions struct {
+	reusePort bool
+}
+
+// ReusePort, when on, sets SO_REUSEPORT on the listening socket before
+// bind (net.Listen already sets SO_REUSEADDR there), so that several
+// processes of the same user may listen on one address; the kernel then
+// spreads new connections over their listeners by a hash of the
+// connection's addresses. Every listener on the address must set it, or
+// bind fails with EADDRINUSE as it does without it. When one of them
+// closes, the connections that wait in its accept queue are reset (unless
+// net.ipv4.tcp_migrate_req moves them to another listener of the group).
+func ReusePort(on bool) ListenOption {
+	return func(o *listenOptions) { o.reusePort = on }
+}
+
 // Listen opens a TCP listener on addr (as net.Listen understands it) and
 // serves it from the epoll loop, calling accept for each new socket.
-func (p *Poller) Listen(addr string, accept AcceptFunc) (*Listener, error) {
-	nl, err := net.Listen("tcp", addr)
+func (p *Poller) Listen(addr string, accept AcceptFunc, opts ...ListenOption) (*Listener, error) {
+	var o listenOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var lc net.ListenConfig
+	if o.reusePort {
+		// Control runs on the socket net created, before bind: the option
+		// lands on the listener's own fd, nothing is dup'ed.
+		lc.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}); err != nil {
+				return err
+			}
+			if serr != nil {
+				return fmt.Errorf("poller: setsockopt SO_REUSEPORT: %w", serr)
+			}
+			return nil
+		}
+	}
+	nl, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strings"
 	"syscall"
 	"time"
@@ -40,6 +41,14 @@ var (
 type Config struct {
 	// Addr is the TCP listen address. Zero means ":8080".
 	Addr string
+	// ReusePort sets SO_REUSEPORT on the listening socket, so that several
+	// chatd processes of one user share Addr on one host and the kernel
+	// spreads new connections over them (for more cores per port, and for
+	// restarts without downtime: start the new process, then SIGTERM the
+	// old one). Every process on Addr must set it. Zero (false) means an
+	// exclusive listener: a second one on Addr fails with "address already
+	// in use".
+	ReusePort bool
 	// Workers is the size of the worker pool. Zero means GOMAXPROCS.
 	Workers int
 	// MaxMessage is the largest message (bytes, all fragments) a client may
@@ -72,6 +81,9 @@ type Config struct {
 	AllowedOrigins []string
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
+	// Cluster joins this server to others through NATS; the zero value
+	// is a single node, all in-process (see ClusterConfig).
+	Cluster ClusterConfig
 	// Apps are the Pusher Channels apps served on /app/{key} and
 	// /apps/{id}/...; nil means pusher's documented default app.
 	Apps *pusher.Apps
@@ -122,6 +134,11 @@ func (c Config) Validate() error {
 	for _, o := range c.AllowedOrigins {
 		if o == "" || strings.ContainsAny(o, " \t\r\n,") {
 			return &ConfigError{"AllowedOrigins", fmt.Sprintf("entry %q is not an origin", o)}
+		}
+	}
+	for _, u := range c.Cluster.NATS {
+		if p, err := url.Parse(u); u == "" || err != nil || p.Host == "" {
+			return &ConfigError{"Cluster.NATS", fmt.Sprintf("entry %q is not a NATS URL like nats://host:4222", u)}
 		}
 	}
 	d := c.withDefaults()

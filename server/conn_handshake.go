@@ -132,9 +132,6 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 			if info.dupKey {
 				return nil, reject(http.StatusBadRequest, "Sec-WebSocket-Key must appear once")
 			}
-			if s.shuttingDown.Load() {
-				return nil, reject(http.StatusServiceUnavailable, "server shutting down")
-			}
 			if n := s.open.Add(1); n > int64(s.cfg.MaxConns) {
 				s.open.Add(-1)
 				s.stats.RejectedMaxConns.Add(1)

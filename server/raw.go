@@ -19,6 +19,9 @@ func (p *rawProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
 		h(payload)
 	}
 	p.s.stats.MessagesIn.Add(1)
+	// Other nodes' members get it through the broker (nothing leaves the
+	// process without a cluster); this node's, from the room's batch.
+	p.s.broker.Publish(c.room.name, byte(op), payload)
 	if c.room.publish(op, payload, c) {
 		c.publish = publishedMustFlush // after this read's last message (Conn.feed)
 	} else if c.publish == publishedNone {

@@ -119,6 +119,12 @@ func (h *Hub) join(name string, c *Conn, paced bool) (r *Room, first bool) {
 	}
 	r.mu.Unlock()
 	h.mu.Unlock()
+	if first && paced {
+		// The cluster's interest hook: this node now wants the room's
+		// messages from other nodes. (Pusher channels do not cross nodes
+		// yet.)
+		h.s.broker.Interest(name, true)
+	}
 	return r, first
 }
 
@@ -141,14 +147,19 @@ func (h *Hub) Leave(name string, c *Conn) (last bool) {
 			delete(r.index, c)
 			last = len(r.members) == 0
 		}
-		empty := len(r.members) == 0
+		empty, paced := len(r.members) == 0, r.paced
 		r.mu.Unlock()
 		if empty {
 			delete(h.rooms, name)
 		}
+		h.mu.Unlock()
+		if last && paced {
+			h.s.broker.Interest(name, false)
+		}
+		return last
 	}
 	h.mu.Unlock()
-	return last
+	return false
 }
 
 // Publish sends a message to the members of room name on this node but

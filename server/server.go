@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"chatd/poller"
+	"chatd/server/broker"
 	"chatd/server/pusher"
 
 	"golang.org/x/sys/unix"
@@ -25,6 +26,7 @@ type Server struct {
 	ln     *poller.Listener
 	wheel  *wheel
 	hub    *Hub
+	broker broker.Broker // the cluster, or broker.Local on a single node
 
 	// The protocols: what runs on /chat connections, what runs on
 	// /app/{key} connections, and package pusher's protocol state with its
@@ -43,10 +45,9 @@ type Server struct {
 
 	pingTicks, idleTicks, hsTicks int64
 
-	shuttingDown atomic.Bool
-	startOnce    sync.Once
-	stopOnce     sync.Once
-	lastWarn     atomic.Int64
+	startOnce sync.Once
+	stopOnce  sync.Once
+	lastWarn  atomic.Int64
 }
 
 // New checks cfg and builds a server; Start makes it listen.
@@ -86,6 +87,10 @@ func New(cfg Config) (*Server, error) {
 		MaxHeaderBytes: maxHeaderBytes - 4096,
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
+	// Last: nothing after it may fail and leave a connection behind.
+	if s.broker, err = s.newBroker(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -98,7 +103,7 @@ func (s *Server) Start() error {
 		if err != nil {
 			return
 		}
-		s.ln, err = s.poller.Listen(s.cfg.Addr, s.accept)
+		s.ln, err = s.poller.Listen(s.cfg.Addr, s.accept, poller.ReusePort(s.cfg.ReusePort))
 		if err != nil {
 			s.poller.Close()
 			return
@@ -132,10 +137,6 @@ func (s *Server) Sockets() int { return int(s.live.Load()) }
 
 // accept runs on the epoll goroutine for each new socket.
 func (s *Server) accept(fd int) {
-	if s.shuttingDown.Load() {
-		unix.Close(fd)
-		return
-	}
 	// Chat frames are small and latency matters more than packet count.
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	c := &Conn{srv: s}
@@ -240,7 +241,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := ErrClosed
 	s.stopOnce.Do(func() {
 		err = nil
-		s.shuttingDown.Store(true)
+		// The listener goes first, so the kernel sends new connections to
+		// the other processes on the port (-reuse-port). A connection that
+		// was accepted, or is in its handshake, is served to its end: it is
+		// upgraded, then gets the close below (the loop repeats until the
+		// drain ends), rather than a reset or a 503.
 		s.ln.Close()
 		// net/http closes its idle keep-alive connections now and lets the
 		// requests under way finish (each bounded by its timeouts), while
@@ -262,8 +267,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.wheel.each(func(c *Conn) {
 				if c.state.Load() == stateOpen {
 					c.closeWithin(c.proto.shutdownCode(), "server shutting down", ReasonShutdown, drainTicks)
-				} else if c.state.Load() == stateHandshake {
-					c.requestFinal(ReasonShutdown)
 				}
 			})
 		}
@@ -298,6 +301,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		s.wheel.close()
 		<-httpDone
+		s.broker.Close()
 		s.poller.Close()
 	})
 	return err

@@ -80,6 +80,17 @@ func (s *Server) writeMetrics(w io.Writer) {
 	counter("messages_in", st.MessagesIn.Load())
 	counter("slow_consumers", st.SlowConsumers.Load())
 	counter("panics", st.Panics.Load())
+	bs := s.broker.Stats()
+	connected := 0
+	if bs.Connected {
+		connected = 1
+	}
+	fmt.Fprintf(w, "# TYPE chatd_broker_connected gauge\nchatd_broker_connected %d\n", connected)
+	fmt.Fprintf(w, "# TYPE chatd_broker_rooms gauge\nchatd_broker_rooms %d\n", bs.Rooms)
+	counter("broker_published", bs.Published)
+	counter("broker_delivered", bs.Delivered)
+	counter("broker_lost", bs.Lost)
+	counter("broker_reconnects", bs.Reconnect)
 	ps := s.pusher.Stats()
 	fmt.Fprintf(w, "# TYPE chatd_pusher_cache_channels gauge\nchatd_pusher_cache_channels %d\n", ps.CacheChannels)
 	fmt.Fprintf(w, "# TYPE chatd_pusher_cache_bytes gauge\nchatd_pusher_cache_bytes %d\n", ps.CacheBytes)

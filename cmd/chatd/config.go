@@ -10,6 +10,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"chatd/server"
 	"chatd/server/pusher"
@@ -47,17 +48,17 @@ func (b byteSize) Set(s string) error {
 	return nil
 }
 
-// origins is a comma-separated list flag.
-type origins struct{ p *[]string }
+// commaList is a comma-separated list flag.
+type commaList struct{ p *[]string }
 
-func (o origins) String() string {
+func (o commaList) String() string {
 	if o.p == nil {
 		return ""
 	}
 	return strings.Join(*o.p, ",")
 }
 
-func (o origins) Set(s string) error {
+func (o commaList) Set(s string) error {
 	*o.p = nil
 	for _, v := range strings.Split(s, ",") {
 		if v = strings.TrimSpace(v); v != "" {
@@ -82,6 +83,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	fs := flag.NewFlagSet("chatd", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.Addr, "addr", server.DefaultAddr, "listen address")
+	fs.BoolVar(&c.ReusePort, "reuse-port", false, "share -addr with other chatd processes started with -reuse-port (SO_REUSEPORT): the kernel spreads new connections over them")
 	fs.IntVar(&c.Workers, "workers", 0, "worker goroutines (0: one per CPU)")
 	c.MaxMessage = server.DefaultMaxMessage
 	fs.Var(byteSize{&c.MaxMessage}, "max-message", "largest client message in bytes; larger closes with 1009 (0: the default)")
@@ -93,13 +95,15 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", server.DefaultDrainTimeout, "on SIGTERM, time queued messages may take to go out before the close frame")
 	fs.IntVar(&c.MaxConns, "max-conns", 0, "WebSocket connection cap, over it HTTP 503 (0: open-file limit minus a reserve)")
 	fs.IntVar(&c.MaxHTTPConns, "max-http-conns", server.DefaultMaxHTTPConns, "plain HTTP connections (pages, Pusher HTTP API) held at once; over it HTTP 503 (/healthz is always answered)")
-	fs.Var(origins{&c.AllowedOrigins}, "allowed-origins", "comma-separated Origin values allowed to upgrade (empty: any)")
+	fs.Var(commaList{&c.AllowedOrigins}, "allowed-origins", "comma-separated Origin values allowed to upgrade (empty: any)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&o.app.ID, "app-id", "", "Pusher app ID (with -app-key and -app-secret: serve this one app instead of the default app)")
 	fs.StringVar(&o.app.Key, "app-key", "", "Pusher app key (clients connect to /app/{key})")
 	fs.StringVar(&o.app.Secret, "app-secret", "", "Pusher app secret (signs channel auth and HTTP API requests)")
 	fs.BoolVar(&o.app.ClientEvents, "app-client-events", false, "let the -app-id app's private/presence subscribers send client-* events")
 	fs.StringVar(&o.appsFile, "apps-file", "", "JSON file of several Pusher apps (instead of the -app-* flags)")
+	fs.Var(commaList{&c.Cluster.NATS}, "nats", "comma-separated NATS URLs (nats://host:4222): join the chatd cluster that meets there (empty: one node)")
+	fs.StringVar(&c.Cluster.NodeID, "node-id", "", "this node's name in logs and in NATS (empty: random, logged at start)")
 
 	usage := func() {
 		fmt.Fprintf(stderr, "Usage: chatd [flags]\n\nA WebSocket chat server: ws://HOST/chat is the lobby, ws://HOST/chat/{room} a room,\nws://HOST/app/{key}?protocol=7 speaks Pusher Channels (default app: id chatd, key chatd-key,\nsecret chatd-secret, client events on).\nEvery flag can also be set as CHATD_<NAME> (e.g. CHATD_MAX_MESSAGE); flags win.\n\nFlags:\n")
@@ -151,6 +155,7 @@ var configFlags = map[string]string{
 	"PingInterval": "ping-interval", "IdleTimeout": "idle-timeout",
 	"HandshakeTimeout": "handshake-timeout", "DrainTimeout": "drain-timeout",
 	"MaxConns": "max-conns", "MaxHTTPConns": "max-http-conns", "AllowedOrigins": "allowed-origins",
+	"Cluster.NATS": "nats",
 }
 
 // validate checks c with server.Config.Validate, the one set of rules, and
@@ -167,5 +172,14 @@ func validate(c *server.Config) error {
 }
 
 func runServer(ctx context.Context, cfg server.Config) error {
-	return server.Run(ctx, cfg)
+	err := server.Run(ctx, cfg)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		// The kernel shares an address only among sockets that all set
+		// SO_REUSEPORT (and belong to one user): say which side is missing.
+		if cfg.ReusePort {
+			return fmt.Errorf("%w (another process listens there without -reuse-port, or as another user)", err)
+		}
+		return fmt.Errorf("%w (another process listens there; chatd processes share an address only when each runs with -reuse-port)", err)
+	}
+	return err
 }

@@ -24,9 +24,9 @@ import (
 
 // allFlags is every flag chatd defines.
 var allFlags = []string{
-	"addr", "workers", "max-message", "write-queue", "ping-interval",
+	"addr", "reuse-port", "workers", "max-message", "write-queue", "ping-interval",
 	"idle-timeout", "handshake-timeout", "drain-timeout", "max-conns", "max-http-conns",
-	"allowed-origins", "log-level",
+	"allowed-origins", "log-level", "nats", "node-id",
 }
 
 // envMap returns a getenv func backed by m.
@@ -55,6 +55,9 @@ func TestChatdParseConfigDefaults(t *testing.T) {
 	}
 	if cfg.WriteQueue != 256<<10 {
 		t.Errorf("WriteQueue = %d, want %d (256 KiB)", cfg.WriteQueue, 256<<10)
+	}
+	if cfg.ReusePort {
+		t.Errorf("ReusePort = true, want false")
 	}
 	if cfg.Workers != 0 {
 		t.Errorf("Workers = %d, want 0", cfg.Workers)
@@ -92,6 +95,7 @@ func TestChatdParseConfigDefaults(t *testing.T) {
 func TestChatdParseConfigEveryFlag(t *testing.T) {
 	cfg := mustParse(t, []string{
 		"-addr", "127.0.0.1:9000",
+		"-reuse-port",
 		"-workers", "3",
 		"-max-message", "1MiB",
 		"-write-queue", "512K",
@@ -105,6 +109,7 @@ func TestChatdParseConfigEveryFlag(t *testing.T) {
 	}, noEnv)
 	want := server.Config{
 		Addr:             "127.0.0.1:9000",
+		ReusePort:        true,
 		Workers:          3,
 		MaxMessage:       1 << 20,
 		WriteQueue:       512 << 10,
@@ -121,9 +126,12 @@ func TestChatdParseConfigEveryFlag(t *testing.T) {
 	}
 
 	// The --name=value form works too, and -log-level error hides info.
-	cfg = mustParse(t, []string{"--max-message=2048", "-log-level=error"}, noEnv)
+	cfg = mustParse(t, []string{"--max-message=2048", "-log-level=error", "--reuse-port=false"}, noEnv)
 	if cfg.MaxMessage != 2048 {
 		t.Errorf("--max-message=2048: MaxMessage = %d", cfg.MaxMessage)
+	}
+	if cfg.ReusePort {
+		t.Errorf("--reuse-port=false: ReusePort = true")
 	}
 	if cfg.Logger.Enabled(context.Background(), slog.LevelWarn) || !cfg.Logger.Enabled(context.Background(), slog.LevelError) {
 		t.Errorf("-log-level error: wrong logger level")
@@ -134,6 +142,9 @@ func checkConfig(t *testing.T, got, want server.Config) {
 	t.Helper()
 	if got.Addr != want.Addr {
 		t.Errorf("Addr = %q, want %q", got.Addr, want.Addr)
+	}
+	if got.ReusePort != want.ReusePort {
+		t.Errorf("ReusePort = %v, want %v", got.ReusePort, want.ReusePort)
 	}
 	if got.Workers != want.Workers {
 		t.Errorf("Workers = %d, want %d", got.Workers, want.Workers)
@@ -183,6 +194,7 @@ func TestChatdParseConfigByteSizes(t *testing.T) {
 func TestChatdParseConfigEnv(t *testing.T) {
 	env := map[string]string{
 		"CHATD_ADDR":              "127.0.0.1:7000",
+		"CHATD_REUSE_PORT":        "true",
 		"CHATD_WORKERS":           "2",
 		"CHATD_MAX_MESSAGE":       "1KiB",
 		"CHATD_WRITE_QUEUE":       "128KiB",
@@ -197,6 +209,7 @@ func TestChatdParseConfigEnv(t *testing.T) {
 	cfg := mustParse(t, nil, envMap(env))
 	checkConfig(t, cfg, server.Config{
 		Addr:             "127.0.0.1:7000",
+		ReusePort:        true,
 		Workers:          2,
 		MaxMessage:       1 << 10,
 		WriteQueue:       128 << 10,
@@ -229,6 +242,15 @@ func TestChatdParseConfigEnv(t *testing.T) {
 	}
 	if cfg.WriteQueue != 128<<10 {
 		t.Errorf("CHATD_WRITE_QUEUE lost when other flags are set: WriteQueue = %d", cfg.WriteQueue)
+	}
+	cfg = mustParse(t, []string{"-reuse-port=false"}, envMap(env))
+	if cfg.ReusePort {
+		t.Errorf("flag -reuse-port=false over CHATD_REUSE_PORT=true: ReusePort = true")
+	}
+	for _, v := range []string{"1", "TRUE", "t"} {
+		if cfg := mustParse(t, nil, envMap(map[string]string{"CHATD_REUSE_PORT": v})); !cfg.ReusePort {
+			t.Errorf("CHATD_REUSE_PORT=%s: ReusePort = false", v)
+		}
 	}
 
 	// An empty variable is the same as an unset one.
@@ -276,6 +298,8 @@ func TestChatdParseConfigErrors(t *testing.T) {
 		{"extra argument", []string{"-addr", ":9000", "extra"}, nil, `"extra"`},
 		{"bad env value", nil, map[string]string{"CHATD_MAX_MESSAGE": "lots"}, "CHATD_MAX_MESSAGE"},
 		{"bad env duration", nil, map[string]string{"CHATD_PING_INTERVAL": "soon"}, "CHATD_PING_INTERVAL"},
+		{"bad env bool", nil, map[string]string{"CHATD_REUSE_PORT": "yes please"}, "CHATD_REUSE_PORT"},
+		{"bool flag takes no separate value", []string{"-reuse-port", "false"}, nil, `"false"`},
 		// A bad environment value is an error even when a flag would
 		// override it.
 		{"bad env under a flag", []string{"-workers", "1"}, map[string]string{"CHATD_WORKERS": "many"}, "CHATD_WORKERS"},
@@ -392,26 +416,94 @@ func waitClose(t *testing.T, ch <-chan wsEvent, who string) int {
 	}
 }
 
-// exitStatus waits until the process is reaped (waitDone closes, waitErr
-// holds cmd.Wait's result) and returns its exit status. After within, it
-// kills the process and fails.
-func exitStatus(t *testing.T, cmd *exec.Cmd, waitDone <-chan struct{}, waitErr *error, within time.Duration) int {
+// chatdProc is a chatd process started by startChatd.
+type chatdProc struct {
+	cmd    *exec.Cmd
+	addr   string // from its "chatd listening ... addr=" line
+	stderr *testutil.LockedBuffer
+
+	waitDone chan struct{} // closed once the process is reaped
+	waitErr  error         // cmd.Wait's result, set before waitDone closes
+}
+
+// startChatd runs bin with args (and the test's environment without its
+// CHATD_* variables), waits until it logs "chatd listening", and returns
+// it. The process is killed when the test ends if it is still running,
+// and its stderr is logged if the test failed.
+func startChatd(t *testing.T, bin string, args ...string) *chatdProc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = withoutChatdEnv(os.Environ())
+	stderrPipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting chatd: %v", err)
+	}
+	p := &chatdProc{cmd: cmd, stderr: new(testutil.LockedBuffer), waitDone: make(chan struct{})}
+	addrCh := make(chan string, 1)
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		re := regexp.MustCompile(`msg="chatd listening".* addr=(\S+)`)
+		sc := bufio.NewScanner(stderrPipe)
+		for sc.Scan() {
+			line := sc.Text()
+			p.stderr.Write([]byte(line + "\n"))
+			if m := re.FindStringSubmatch(line); m != nil {
+				select {
+				case addrCh <- m[1]:
+				default:
+				}
+			}
+		}
+	}()
+	go func() {
+		<-readDone // Wait must not close the pipe before it is read
+		p.waitErr = cmd.Wait()
+		close(p.waitDone)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.waitDone:
+		default:
+			cmd.Process.Kill()
+			<-p.waitDone
+		}
+		if t.Failed() {
+			t.Logf("chatd %q (pid %d) stderr:\n%s", args, cmd.Process.Pid, p.stderr.String())
+		}
+	})
+	select {
+	case p.addr = <-addrCh:
+	case <-p.waitDone:
+		t.Fatalf("chatd %q exited before listening: %v", args, p.waitErr)
+	case <-time.After(15 * time.Second):
+		t.Fatalf("chatd %q: no \"chatd listening addr=...\" line on stderr within 15s", args)
+	}
+	return p
+}
+
+// exitStatus waits until the process is reaped and returns its exit
+// status. After within, it kills the process and fails.
+func (p *chatdProc) exitStatus(t *testing.T, within time.Duration) int {
 	t.Helper()
 	select {
-	case <-waitDone:
+	case <-p.waitDone:
 	case <-time.After(within):
-		cmd.Process.Kill()
-		<-waitDone
+		p.cmd.Process.Kill()
+		<-p.waitDone
 		t.Fatalf("chatd did not exit within %v", within)
 	}
-	if *waitErr == nil {
+	if p.waitErr == nil {
 		return 0
 	}
 	var ee *exec.ExitError
-	if errors.As(*waitErr, &ee) {
+	if errors.As(p.waitErr, &ee) {
 		return ee.ExitCode()
 	}
-	t.Fatalf("waiting for chatd: %v", *waitErr)
+	t.Fatalf("waiting for chatd: %v", p.waitErr)
 	return -1
 }
 
@@ -420,62 +512,8 @@ func TestChatdProcess(t *testing.T) {
 	bin := testutil.BuildInTempDir(t, ".", "chatd")
 
 	t.Run("SIGTERM", func(t *testing.T) {
-		cmd := exec.Command(bin, "-addr", "127.0.0.1:0")
-		cmd.Env = withoutChatdEnv(os.Environ())
-		stderrPipe, err := cmd.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("starting chatd: %v", err)
-		}
-		var stderr testutil.LockedBuffer
-		addrCh := make(chan string, 1)
-		readDone := make(chan struct{})
-		go func() {
-			defer close(readDone)
-			re := regexp.MustCompile(`msg="chatd listening".* addr=(\S+)`)
-			sc := bufio.NewScanner(stderrPipe)
-			for sc.Scan() {
-				line := sc.Text()
-				stderr.Write([]byte(line + "\n"))
-				if m := re.FindStringSubmatch(line); m != nil {
-					select {
-					case addrCh <- m[1]:
-					default:
-					}
-				}
-			}
-		}()
-		waitDone := make(chan struct{})
-		var waitErr error
-		go func() {
-			<-readDone // Wait must not close the pipe before it is read
-			waitErr = cmd.Wait()
-			close(waitDone)
-		}()
-		t.Cleanup(func() {
-			select {
-			case <-waitDone:
-			default:
-				cmd.Process.Kill()
-				<-waitDone
-			}
-		})
-		defer func() {
-			if t.Failed() {
-				t.Logf("chatd stderr:\n%s", stderr.String())
-			}
-		}()
-
-		var addr string
-		select {
-		case addr = <-addrCh:
-		case <-waitDone:
-			t.Fatalf("chatd exited before listening: %v", waitErr)
-		case <-time.After(15 * time.Second):
-			t.Fatal("no \"chatd listening addr=...\" line on stderr within 15s")
-		}
+		proc := startChatd(t, bin, "-addr", "127.0.0.1:0")
+		addr := proc.addr
 		if !regexp.MustCompile(`^127\.0\.0\.1:[1-9][0-9]*$`).MatchString(addr) {
 			t.Fatalf("listening addr = %q, want 127.0.0.1:PORT", addr)
 		}
@@ -527,7 +565,7 @@ func TestChatdProcess(t *testing.T) {
 		waitMessage(t, aCh, "client A", "hello from B")
 
 		start := time.Now()
-		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		if err := proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatalf("SIGTERM: %v", err)
 		}
 		if code := waitClose(t, aCh, "client A"); code != websocket.CloseGoingAway {
@@ -536,7 +574,7 @@ func TestChatdProcess(t *testing.T) {
 		if code := waitClose(t, bCh, "client B"); code != websocket.CloseGoingAway {
 			t.Errorf("client B: close code %d, want %d (going away)", code, websocket.CloseGoingAway)
 		}
-		status := exitStatus(t, cmd, waitDone, &waitErr, 8*time.Second)
+		status := proc.exitStatus(t, 8*time.Second)
 		if status != 0 {
 			t.Errorf("chatd exited with status %d after SIGTERM, want 0", status)
 		}

@@ -1,0 +1,40 @@
+package broker
+
+// Broker is what the engine needs from a cluster transport.
+type Broker interface {
+	// Interest counts a room's members on this node up (on) or down: while
+	// the count is above zero the node receives the room's messages from
+	// other nodes. Calls for one room may arrive in any order (the final
+	// count is what matters), so the engine need not hold a lock across
+	// its membership change and this call.
+	Interest(room string, on bool)
+	// Publish sends a message of a member of this node to the room's
+	// members on every other node. It does not wait: what the transport
+	// cannot take is counted in Stats.Lost.
+	Publish(room string, op byte, payload []byte)
+	// Stats returns the broker's counters.
+	Stats() Stats
+	// Close stops the broker; no Deliver call follows its return.
+	Close() error
+}
+
+// Stats are a broker's counters.
+type Stats struct {
+	Connected bool   // the transport is up (always true for Local)
+	Rooms     int    // rooms this node receives
+	Published uint64 // messages handed to the transport
+	Delivered uint64 // messages from other nodes handed to Deliver
+	Lost      uint64 // messages that could not be published or were dropped on receipt
+	Reconnect uint64 // times the transport reconnected
+}
+
+// Deliver receives a message another node published to room.
+type Deliver func(room string, op byte, payload []byte)
+
+// Local is the single-node broker: no other node exists.
+type Local struct{}
+
+func (Local) Interest(string, bool)        {}
+func (Local) Publish(string, byte, []byte) {}
+func (Local) Stats() Stats                 { return Stats{Connected: true} }
+func (Local) Close() error                 { return nil }

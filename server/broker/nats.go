@@ -1,0 +1,253 @@
+package broker
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// NATS defaults.
+const (
+	DefaultSubjectPrefix   = "chatd"
+	DefaultReconnectBuffer = 8 << 20
+	// natsReconnectWait is the pause between attempts to reach NATS, at
+	// start as after a loss.
+	natsReconnectWait = 500 * time.Millisecond
+	// natsInbox bounds the messages received but not yet delivered; past
+	// it NATS drops (a slow consumer on the NATS side, counted as Lost).
+	natsInbox = 1 << 16
+)
+
+// ErrNoURL is returned by NewNATS without a server URL.
+var ErrNoURL = errors.New("broker: no NATS server URL")
+
+// NATSConfig configures a NATS broker.
+type NATSConfig struct {
+	// URLs are the NATS servers (nats://host:port); at least one.
+	URLs []string
+	// NodeID names this node in logs and in its NATS connection name.
+	NodeID string
+	// SubjectPrefix starts every subject. Zero means "chatd".
+	SubjectPrefix string
+	// ReconnectBuffer bounds the bytes published while NATS is
+	// unreachable that are kept to be sent on reconnect; what does not fit
+	// is counted in Stats.Lost. Zero means 8 MiB.
+	ReconnectBuffer int
+	// Deliver receives the messages of other nodes. Required.
+	Deliver Deliver
+	// Logger receives connection events. Nil discards them.
+	Logger *slog.Logger
+}
+
+// NATS is a Broker on core NATS. Each room is one subject,
+// PREFIX.room.BASE64URL(room key) (room keys may hold '.', '*', '>' and
+// anything else NATS subjects cannot), subscribed while the room has
+// members on this node. A message is one NATS message: its opcode byte
+// followed by its payload.
+type NATS struct {
+	cfg    NATSConfig
+	log    *slog.Logger
+	nc     *nats.Conn
+	inbox  chan *nats.Msg
+	prefix string
+	stop   chan struct{}
+	done   chan struct{}
+
+	mu       sync.Mutex
+	rooms    map[string]*natsRoom // by room key
+	subjects map[string]string    // subject -> room key, for delivery
+	closed   bool
+
+	published, delivered, lost, reconnects atomic.Uint64
+}
+
+type natsRoom struct {
+	members int
+	subject string
+	sub     *nats.Subscription
+}
+
+// NewNATS connects to NATS. It does not wait for the servers: if none is
+// reachable it says so in the log and keeps trying every 500 ms, and
+// messages published meanwhile wait in the reconnect buffer.
+func NewNATS(cfg NATSConfig) (*NATS, error) {
+	if len(cfg.URLs) == 0 {
+		return nil, ErrNoURL
+	}
+	if cfg.Deliver == nil {
+		return nil, errors.New("broker: NATSConfig.Deliver is nil")
+	}
+	if cfg.SubjectPrefix == "" {
+		cfg.SubjectPrefix = DefaultSubjectPrefix
+	}
+	if cfg.ReconnectBuffer == 0 {
+		cfg.ReconnectBuffer = DefaultReconnectBuffer
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	b := &NATS{
+		cfg:      cfg,
+		log:      log,
+		inbox:    make(chan *nats.Msg, natsInbox),
+		prefix:   cfg.SubjectPrefix + ".room.",
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		rooms:    make(map[string]*natsRoom),
+		subjects: make(map[string]string),
+	}
+	nc, err := nats.Connect(strings.Join(cfg.URLs, ","),
+		nats.Name("chatd "+cfg.NodeID),
+		// A node delivers its own members' messages itself.
+		nats.NoEcho(),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(natsReconnectWait),
+		nats.ReconnectBufSize(cfg.ReconnectBuffer),
+		nats.ConnectHandler(func(*nats.Conn) { log.Info("connected to NATS", "node", cfg.NodeID) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("lost NATS; reconnecting", "node", cfg.NodeID, "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			b.reconnects.Add(1)
+			log.Info("reconnected to NATS", "node", cfg.NodeID, "url", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				b.lost.Add(1)
+				return
+			}
+			log.Warn("NATS error", "node", cfg.NodeID, "err", err)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("broker: NATS %s: %w", strings.Join(cfg.URLs, ","), err)
+	}
+	b.nc = nc
+	if !nc.IsConnected() {
+		log.Warn("NATS not reachable yet; retrying", "urls", strings.Join(cfg.URLs, ","), "every", natsReconnectWait,
+			"buffered meanwhile", cfg.ReconnectBuffer)
+	}
+	go b.deliverLoop()
+	return b, nil
+}
+
+func (b *NATS) subject(room string) string {
+	return b.prefix + base64.RawURLEncoding.EncodeToString([]byte(room))
+}
+
+// Interest implements Broker.
+func (b *NATS) Interest(room string, on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	r := b.rooms[room]
+	if r == nil {
+		r = &natsRoom{subject: b.subject(room)}
+		b.rooms[room] = r
+	}
+	if on {
+		r.members++
+	} else {
+		r.members--
+	}
+	switch {
+	case r.members > 0 && r.sub == nil:
+		sub, err := b.nc.ChanSubscribe(r.subject, b.inbox)
+		if err != nil {
+			b.log.Warn("NATS subscribe failed", "room", room, "err", err)
+			return
+		}
+		// The inbox channel bounds what waits; NATS's own limits must not
+		// drop earlier.
+		_ = sub.SetPendingLimits(-1, -1)
+		r.sub = sub
+		b.subjects[r.subject] = room
+	case r.members <= 0 && r.sub != nil:
+		_ = r.sub.Unsubscribe()
+		r.sub = nil
+		delete(b.subjects, r.subject)
+	}
+	if r.members == 0 && r.sub == nil {
+		delete(b.rooms, room)
+	}
+}
+
+// Publish implements Broker.
+func (b *NATS) Publish(room string, op byte, payload []byte) {
+	msg := make([]byte, 1+len(payload))
+	msg[0] = op
+	copy(msg[1:], payload)
+	if err := b.nc.Publish(b.subject(room), msg); err != nil {
+		b.lost.Add(1)
+		return
+	}
+	b.published.Add(1)
+}
+
+func (b *NATS) deliverLoop() {
+	defer close(b.done)
+	for {
+		var m *nats.Msg
+		select {
+		case m = <-b.inbox:
+		case <-b.stop:
+			return
+		}
+		if len(m.Data) == 0 {
+			continue
+		}
+		b.mu.Lock()
+		room, ok := b.subjects[m.Subject]
+		b.mu.Unlock()
+		if !ok {
+			continue // the room's last member left meanwhile
+		}
+		b.delivered.Add(1)
+		b.cfg.Deliver(room, m.Data[0], m.Data[1:])
+	}
+}
+
+// Stats implements Broker.
+func (b *NATS) Stats() Stats {
+	b.mu.Lock()
+	rooms := len(b.subjects)
+	b.mu.Unlock()
+	return Stats{
+		Connected: b.nc.IsConnected(),
+		Rooms:     rooms,
+		Published: b.published.Load(),
+		Delivered: b.delivered.Load(),
+		Lost:      b.lost.Load(),
+		Reconnect: b.reconnects.Load(),
+	}
+}
+
+// Close implements Broker: what was published is flushed (for up to a
+// second), then the connection closes.
+func (b *NATS) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	_ = b.nc.FlushTimeout(time.Second)
+	b.nc.Close()
+	// The inbox stays open: NATS's reader may still hold a message for it.
+	close(b.stop)
+	<-b.done
+	return nil
+}
