@@ -54,6 +54,7 @@ type member struct {
 	corrupt    atomic.Int64
 	reordered  atomic.Int64
 	stray      atomic.Int64
+	crossed    atomic.Int64 // received from a sender on another server instance
 	lastRecv   atomic.Int64
 	lastSync   atomic.Uint32 // highest room-join probe seen
 	tracks     []seqTracker

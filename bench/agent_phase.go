@@ -21,6 +21,9 @@ type phaseState struct {
 	local   []int         // global sender index of each local sender
 	talkers []*member     // the local senders: the first open members (raw mode)
 	base    phaseBase     // members' counters when the phase began
+	// senderInst is each sender's server instance (several instances),
+	// to count deliveries that crossed from one instance to another.
+	senderInst []int
 }
 
 // senderAcks counts, for a sender of this process, how many local members
@@ -82,6 +85,11 @@ func (g *group) onMessage(m *member, p []byte) {
 		m.reordered.Add(1)
 	}
 	m.received.Add(1)
+	if ps.senderInst != nil {
+		if _, k, _ := g.spec.pickAddr(m.id); k != ps.senderInst[pl.Sender] {
+			m.crossed.Add(1)
+		}
+	}
 	m.lastRecv.Store(now)
 	ps.hist.Record(m.index, now-pl.SentNs)
 	if a := ps.acks[pl.Sender]; a != nil && int(pl.Seq) < len(a.counts) {
@@ -111,8 +119,12 @@ type PrepareSpec struct {
 	Phase        uint16 `json:"phase"`
 	TotalSenders int    `json:"total_senders"`
 	SenderIDs    []int  `json:"sender_ids"` // global index of each local sender
-	Messages     int    `json:"messages"`
-	ClosedLoop   bool   `json:"closed_loop"`
+	// SenderInstances, with several server instances (OpenSpec.Addrs),
+	// is the instance of every sender, by global index: a local sender
+	// is an open member on its instance.
+	SenderInstances []int `json:"sender_instances,omitempty"`
+	Messages        int   `json:"messages"`
+	ClosedLoop      bool  `json:"closed_loop"`
 }
 
 // PrepareResult reports the members alive when the phase starts.
@@ -123,8 +135,9 @@ type PrepareResult struct {
 // phaseBase is the members' counters when the phase began, subtracted at
 // drain time.
 type phaseBase struct {
-	d     Deliveries
-	stray int64
+	d       Deliveries
+	stray   int64
+	crossed int64
 }
 
 func (a *Agent) prepare(s *PrepareSpec) (*PrepareResult, error) {
@@ -163,6 +176,12 @@ func (a *Agent) prepare(s *PrepareSpec) (*PrepareResult, error) {
 		}
 	}
 	ps.local = append([]int(nil), s.SenderIDs...)
+	if len(s.SenderInstances) > 0 {
+		if len(s.SenderInstances) != s.TotalSenders || len(g.spec.Addrs) < 2 {
+			return nil, fmt.Errorf("chatbench: %d sender instances for %d senders over %d server instances", len(s.SenderInstances), s.TotalSenders, len(g.spec.Addrs))
+		}
+		ps.senderInst = append([]int(nil), s.SenderInstances...)
+	}
 	if g.spec.Pusher != nil {
 		// Publishers are HTTP clients; no member sends.
 		d, stray, _ := g.tally()
@@ -170,18 +189,54 @@ func (a *Agent) prepare(s *PrepareSpec) (*PrepareResult, error) {
 		g.phase.Store(ps)
 		return &PrepareResult{Live: live}, nil
 	}
-	for _, m := range g.members {
-		if len(ps.talkers) < len(ps.local) && m.open() {
-			ps.talkers = append(ps.talkers, m)
+	if ps.senderInst != nil {
+		if err := g.pickTalkers(ps); err != nil {
+			return nil, err
+		}
+	} else {
+		for _, m := range g.members {
+			if len(ps.talkers) < len(ps.local) && m.open() {
+				ps.talkers = append(ps.talkers, m)
+			}
 		}
 	}
 	if len(ps.talkers) < len(ps.local) {
 		return nil, fmt.Errorf("chatbench: %d senders asked of %d open members", len(ps.local), len(ps.talkers))
 	}
 	d, stray, _ := g.tally()
-	ps.base = phaseBase{d: d, stray: stray}
+	ps.base = phaseBase{d: d, stray: stray, crossed: g.crossedTotal()}
 	g.phase.Store(ps)
 	return &PrepareResult{Live: live}, nil
+}
+
+// pickTalkers finds each local sender a member on its instance: the
+// first open one there not yet taken.
+func (g *group) pickTalkers(ps *phaseState) error {
+	taken := make(map[*member]bool, len(ps.local))
+	for _, id := range ps.local {
+		var pick *member
+		for _, m := range g.members {
+			if _, k, _ := g.spec.pickAddr(m.id); k == ps.senderInst[id] && m.open() && !taken[m] {
+				pick = m
+				break
+			}
+		}
+		if pick == nil {
+			return fmt.Errorf("chatbench: sender %d: no open member left on server instance %d", id, ps.senderInst[id]+1)
+		}
+		taken[pick] = true
+		ps.talkers = append(ps.talkers, pick)
+	}
+	return nil
+}
+
+// crossedTotal sums the members' deliveries from another instance.
+func (g *group) crossedTotal() int64 {
+	var n int64
+	for _, m := range g.members {
+		n += m.crossed.Load()
+	}
+	return n
 }
 
 // DrainSpec waits for a phase's deliveries to arrive.
@@ -201,6 +256,9 @@ type DrainResult struct {
 	Closed      int            `json:"closed"` // members the server closed
 	CloseHow    map[string]int `json:"close_how,omitempty"`
 	Waited      time.Duration  `json:"waited"`
+	// Crossed counts the deliveries to a member on another server
+	// instance than the sender's (several instances).
+	Crossed int64 `json:"crossed"`
 }
 
 func (a *Agent) drain(ctx context.Context, s *DrainSpec) (*DrainResult, error) {
@@ -250,6 +308,7 @@ func (a *Agent) drain(ctx context.Context, s *DrainSpec) (*DrainResult, error) {
 			Reordered:  d.Reordered - ps.base.d.Reordered,
 		},
 		Stray:   stray - ps.base.stray,
+		Crossed: g.crossedTotal() - ps.base.crossed,
 		Latency: ps.hist.Snapshot().Data(),
 		Waited:  time.Since(start),
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -33,8 +35,15 @@ type Config struct {
 	// Instances is how many server processes make up each side: a -server
 	// or -compare command is started that many times, each on its own
 	// port, and connections are spread over them round-robin. Zero means
-	// 1, or with URL the number of URLs. Density only when above 1.
+	// 1, or with URL the number of URLs. Density only when above 1, and
+	// broadcast with NATS.
 	Instances int `json:"instances"`
+	// NATS is the path of a nats-server binary: for each run, chatbench
+	// starts it on a free loopback port before the server instances and
+	// replaces {nats} in the -server and -compare commands with its URL,
+	// nats://127.0.0.1:PORT, so that the instances form one cluster (a
+	// room spans them). Its process counts among the server's.
+	NATS string `json:"nats,omitempty"`
 
 	// Client side.
 	Procs          int           `json:"procs"`           // worker processes; zero means one per 15,000 connections
@@ -195,8 +204,15 @@ func (c *Config) Validate() error {
 	if c.Size < PayloadHeaderSize {
 		return fmt.Errorf("chatbench: -size %d is below the %d-byte payload header", c.Size, PayloadHeaderSize)
 	}
-	if c.Instances > 1 && c.Scenario != "density" {
-		return fmt.Errorf("chatbench: %d server instances (-instances, or several -url): only the density scenario spreads over several instances; %s needs its members in one room, and a room lives in one server process (members on different instances would not hear each other). Use one instance (one -url) for %s", c.Instances, c.Scenario, c.Scenario)
+	if err := c.validateNATS(); err != nil {
+		return err
+	}
+	if c.Instances > 1 && c.Scenario != "density" && !(c.Scenario == "broadcast" && c.NATS != "") {
+		also := ""
+		if c.Scenario == "broadcast" {
+			also = ", or make the instances one cluster: -nats PATH-to-nats-server and {nats} in the -server command (chatd: -nats {nats})"
+		}
+		return fmt.Errorf("chatbench: %d server instances (-instances, or several -url): only the density scenario spreads over several instances, and broadcast over a cluster (-nats); %s needs its members in one room, and a room lives in one server process (members on different instances would not hear each other). Use one instance (one -url) for %s%s", c.Instances, c.Scenario, c.Scenario, also)
 	}
 	if c.Scenario != "density" && c.Rooms != 1 {
 		return errors.New("chatbench: -rooms is for the density scenario; the others use one room")
@@ -240,6 +256,50 @@ const (
 	minSoakAttackers = 5   // one of each hostile kind
 	maxChurnInFlight = 32
 )
+
+// validateNATS checks -nats and {nats} in the server commands.
+func (c *Config) validateNATS() error {
+	var with, without []string // commands with and without {nats}
+	for _, cmd := range []string{c.Server, c.Compare} {
+		switch {
+		case cmd == "":
+		case strings.Contains(cmd, natsPlaceholder):
+			with = append(with, cmd)
+		default:
+			without = append(without, cmd)
+		}
+	}
+	if c.NATS == "" {
+		if len(with) > 0 {
+			return fmt.Errorf("chatbench: server command %q has {nats} but no -nats PATH-to-nats-server was given: chatbench replaces {nats} with the URL of the nats-server it starts", with[0])
+		}
+		return nil
+	}
+	if c.Scenario != "broadcast" {
+		return fmt.Errorf("chatbench: -nats is for the broadcast scenario (one room over a cluster of -instances), not %s", c.Scenario)
+	}
+	if c.URL != "" {
+		return errors.New("chatbench: -nats starts a nats-server for the servers chatbench starts (-server 'CMD {addr} ... {nats}'); with -url the servers are yours, and so is their NATS")
+	}
+	if strings.Contains(c.Protocol, ProtocolPusher) {
+		return errors.New("chatbench: -nats is for -protocol raw: chatd's cluster carries raw rooms (/chat/{room}) between nodes, not Pusher channels")
+	}
+	if len(with) == 0 {
+		return fmt.Errorf("chatbench: -nats %q but no server command has {nats}: put it where the server takes its NATS URL (chatd: -nats {nats})", c.NATS)
+	}
+	if c.Instances > 1 && len(without) > 0 {
+		return fmt.Errorf("chatbench: -instances %d with -nats, but server command %q has no {nats}: its instances would not form a cluster, and members on different instances would not hear each other", c.Instances, without[0])
+	}
+	path, err := exec.LookPath(c.NATS)
+	if err != nil {
+		return fmt.Errorf("chatbench: -nats %q: not an executable nats-server (%v); build one with: go build -o nats-server github.com/nats-io/nats-server/v2", c.NATS, err)
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	c.NATS = path
+	return nil
+}
 
 // validateSoak checks the soak's own flags.
 func (c *Config) validateSoak() error {

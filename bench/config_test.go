@@ -1,7 +1,10 @@
 package bench
 
 import (
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -173,5 +176,92 @@ func TestSpreadOverInstances(t *testing.T) {
 	one := &OpenSpec{Addr: "a", Room: "r", Rooms: 3}
 	if addr, k, rank := one.pickAddr(5); addr != "a" || k != 0 || rank != 5 {
 		t.Errorf("one instance: %s %d %d", addr, k, rank)
+	}
+}
+
+func TestValidateNATS(t *testing.T) {
+	dir := t.TempDir()
+	natsBin := filepath.Join(dir, "nats-server")
+	plain := filepath.Join(dir, "not-executable")
+	for path, mode := range map[string]os.FileMode{natsBin: 0o755, plain: 0o644} {
+		if err := os.WriteFile(path, []byte("#!/bin/sh\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cluster := "./chatd -addr {addr} -nats {nats}"
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"{nats} without -nats", Config{Scenario: "broadcast", Server: cluster}, "no -nats"},
+		{"{nats} in -compare without -nats", Config{Scenario: "broadcast", Server: "x {addr}", Compare: cluster}, "no -nats"},
+		{"missing binary", Config{Scenario: "broadcast", Server: cluster, NATS: filepath.Join(dir, "nope")}, "not an executable nats-server"},
+		{"not executable", Config{Scenario: "broadcast", Server: cluster, NATS: plain}, "not an executable nats-server"},
+		{"directory", Config{Scenario: "broadcast", Server: cluster, NATS: dir}, "not an executable nats-server"},
+		{"density", Config{Scenario: "density", Server: cluster, NATS: natsBin}, "-nats is for the broadcast scenario"},
+		{"soak", Config{Scenario: "soak", Server: cluster, NATS: natsBin}, "-nats is for the broadcast scenario"},
+		{"no {nats}", Config{Scenario: "broadcast", Server: "x {addr}", NATS: natsBin}, "no server command has {nats}"},
+		{"-compare not clustered", Config{Scenario: "broadcast", Server: cluster, Compare: "y {addr}", NATS: natsBin, Instances: 2}, `"y {addr}" has no {nats}`},
+		{"-url", Config{Scenario: "broadcast", URL: "ws://127.0.0.1:1", NATS: natsBin}, "with -url"},
+		{"pusher", Config{Scenario: "broadcast", Server: cluster, NATS: natsBin, Protocol: "raw,pusher"}, "-protocol raw"},
+		{"broadcast over instances", Config{Scenario: "broadcast", Server: "x {addr}", Instances: 3}, "-nats PATH-to-nats-server"},
+	} {
+		err := c.cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error with %q", c.name, err, c.want)
+		}
+	}
+	c := Config{Scenario: "broadcast", Server: cluster, Compare: "y {addr} {nats}", NATS: natsBin, Instances: 3, Conns: 300}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Instances != 3 || c.NATS != natsBin {
+		t.Errorf("instances %d, nats %q", c.Instances, c.NATS)
+	}
+	// One instance: a command without {nats} (here A) is fine beside one
+	// with it.
+	one := Config{Scenario: "broadcast", Server: "x {addr}", Compare: cluster, NATS: natsBin}
+	if err := one.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPlaceSenders(t *testing.T) {
+	worker := func(perInstance ...int) *InspectResult {
+		in := &InspectResult{OpenPerAddr: perInstance}
+		for _, n := range perInstance {
+			in.Open += n
+		}
+		return in
+	}
+	for _, c := range []struct {
+		name       string
+		each       []*InspectResult
+		senders    int
+		instances  int
+		perWorker  string
+		senderInst []int
+		err        bool
+	}{
+		{"one instance", []*InspectResult{{Open: 2}, {Open: 5}}, 4, 1, "[[0 2] [1 3]]", nil, false},
+		{"one instance, too few", []*InspectResult{{Open: 1}, {Open: 1}}, 3, 1, "", nil, true},
+		{"round-robin", []*InspectResult{worker(5, 5, 5), worker(5, 5, 5)}, 5, 3, "[[0 2 4] [1 3]]", []int{0, 1, 2, 0, 1}, false},
+		// Worker 0 has no member on instance 1; worker 1 has them all.
+		{"instance only on one worker", []*InspectResult{worker(2, 0, 1), worker(1, 1, 1)}, 3, 3, "[[0 2] [1]]", []int{0, 1, 2}, false},
+		// No member on instance 2 at all: the next instance takes it.
+		{"instance empty", []*InspectResult{worker(3, 3, 0)}, 3, 3, "[[0 1 2]]", []int{0, 1, 0}, false},
+		{"too few", []*InspectResult{worker(1, 1, 0)}, 3, 3, "", nil, true},
+	} {
+		per, inst, err := placeSenders(c.each, c.senders, c.instances)
+		if c.err {
+			if err == nil {
+				t.Errorf("%s: placed %v %v, want an error", c.name, per, inst)
+			}
+			continue
+		}
+		if err != nil || fmt.Sprint(per) != c.perWorker || fmt.Sprint(inst) != fmt.Sprint(c.senderInst) {
+			t.Errorf("%s: got %v %v (%v), want %s %v", c.name, per, inst, err, c.perWorker, c.senderInst)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -511,5 +512,60 @@ func TestE2ESoak(t *testing.T) {
 	back := readReport(t, jsonPath)
 	if bs := back.Runs[0].Soak; bs == nil || len(bs.Checks) != len(s.Checks) || bs.Pass != s.Pass || back.Config.Round != 5*time.Second {
 		t.Errorf("json: %+v", back.Runs[0].Soak)
+	}
+}
+
+func TestE2EBroadcastCluster(t *testing.T) {
+	chatd := servers(t)["chatd"] + " -nats {nats}"
+	natsBin := testutil.BuildInTempDir(t, "github.com/nats-io/nats-server/v2", "nats-server")
+	// Three chatd instances per side joined by a nats-server chatbench
+	// starts; 300 members and 2 senders spread over them round-robin,
+	// over two client processes. B is the same cluster again, with a
+	// nats-server of its own.
+	rep, table := runBench(t, "broadcast", "-conns", "300", "-senders", "2", "-messages", "50", "-instances", "3", "-procs", "2",
+		"-nats", natsBin, "-server", chatd, "-compare", chatd)
+	if len(rep.Runs) != 2 {
+		t.Fatalf("%d runs", len(rep.Runs))
+	}
+	seen := map[string]bool{}
+	for _, run := range rep.Runs {
+		p := run.Broadcast
+		checkClean(t, run.Target, p)
+		if p.Members != 300 || p.Deliveries.Sent != 100 || p.Instances != 3 || fmt.Sprint(p.SenderInstances) != "[0 1]" {
+			t.Errorf("%s: members %d, sent %d, instances %d, sender instances %v", run.Target, p.Members, p.Deliveries.Sent, p.Instances, p.SenderInstances)
+		}
+		// Each message reaches the 200 members on the two instances
+		// other than its sender's.
+		if p.CrossInstance != 100*200 {
+			t.Errorf("%s: %d deliveries crossed instances, want %d", run.Target, p.CrossInstance, 100*200)
+		}
+		if run.Instances != 3 || len(run.PIDs) != 3 || run.NATSPID == 0 || !strings.HasPrefix(run.NATSURL, "nats://127.0.0.1:") || seen[run.NATSURL] {
+			t.Errorf("%s: instances %d, pids %v, nats %s pid %d (seen: %v)", run.Target, run.Instances, run.PIDs, run.NATSURL, run.NATSPID, seen)
+		}
+		seen[run.NATSURL] = true
+		// Server figures are sums over the 3 chatd processes and the
+		// nats-server.
+		if !run.HaveServer || len(p.Processes) != 4 || p.Processes[3].Name != "nats-server" || p.Processes[3].PID != run.NATSPID {
+			t.Fatalf("%s: processes %+v", run.Target, p.Processes)
+		}
+		var cpu float64
+		for _, x := range p.Processes {
+			cpu += x.CPU
+			if x.RSSAfter <= 0 {
+				t.Errorf("%s: %s RSS %d", run.Target, x.Name, x.RSSAfter)
+			}
+		}
+		if math.Abs(cpu-p.ServerCPU) > 1e-6 || p.RSSPeak < p.Processes[3].RSSAfter {
+			t.Errorf("%s: server CPU %v, processes' sum %v; RSS peak %d", run.Target, p.ServerCPU, cpu, p.RSSPeak)
+		}
+		// chatbench stopped its nats-server after the run.
+		if err := syscall.Kill(run.NATSPID, 0); err == nil {
+			t.Errorf("%s: nats-server pid %d still running", run.Target, run.NATSPID)
+		}
+	}
+	for _, want := range []string{"3 instance(s) + nats-server", "deliveries across instances", "nats-server CPU (s)", "3 x chatd + nats-server"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
 	}
 }

@@ -21,6 +21,10 @@ same scenario against a second server, alternating A, B, A, B over -repeat.
 and spreads the connections over them round-robin (a server process holds at
 most ~19,900 connections here); -url takes a comma-separated list instead
 (-pid then one PID per URL). Server figures are sums over the instances.
+-nats PATH (broadcast) starts that nats-server on a free loopback port for
+each run and puts its URL where -server has {nats}: the instances form one
+cluster, so broadcast spreads its room's members and senders over them too;
+the nats-server counts among the server's processes.
 
 -protocol pusher (broadcast): members subscribe over Pusher Channels protocol 7
 and senders publish through the signed HTTP API; -protocol raw,pusher runs both
@@ -35,6 +39,7 @@ Examples:
   chatbench density -conns 38000 -instances 2 -server './chatd -addr {addr}' -compare './baseline -addr {addr}'
   chatbench broadcast -conns 1000 -senders 10 -messages 1000 -size 128 -url ws://127.0.0.1:8080
   chatbench broadcast -conns 9000 -senders 10 -messages 200 -protocol raw,pusher -repeat 3 -server './chatd -addr {addr} -log-level error'
+  chatbench broadcast -conns 45000 -senders 10 -size 64 -instances 3 -nats ./nats-server -procs 3 -server './chatd -addr {addr} -log-level error -nats {nats}'
   chatbench soak -duration 10m -server './chatd -addr {addr} -log-level error' -json soak.json
 `
 
@@ -55,7 +60,8 @@ func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.CompareName, "compare-name", "", "label of the -compare server")
 	fs.DurationVar(&cfg.ServerTimeout, "server-timeout", 0, "how long a started server may take to listen (0: 60s)")
 	fs.IntVar(&cfg.Repeat, "repeat", 0, "runs per server, alternating A and B (0: 1)")
-	fs.IntVar(&cfg.Instances, "instances", 0, "density: start -server (and -compare) this many times, each on its own port, and spread connections over them round-robin (0: 1, or one per -url)")
+	fs.IntVar(&cfg.Instances, "instances", 0, "density, and broadcast with -nats: start -server (and -compare) this many times, each on its own port, and spread connections over them round-robin (0: 1, or one per -url)")
+	fs.StringVar(&cfg.NATS, "nats", "", "broadcast: path of a nats-server binary that chatbench starts on a free loopback port before the servers of each run; {nats} in -server/-compare becomes its URL, nats://127.0.0.1:PORT, so that the -instances form one cluster; its CPU and RSS count among the server's")
 	fs.IntVar(&cfg.Procs, "procs", 0, "client worker processes (0: one per 15,000 connections, fewer per process if the open-file limit is lower)")
 	fs.IntVar(&cfg.SourceIPs, "source-ips", 0, "spread connections over 127.0.0.1..N (0: one per 20,000 connections)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 0, "connection attempts in flight per process (0: 256)")

@@ -97,7 +97,9 @@ type RunResult struct {
 	URL                 string              `json:"url"` // comma-separated with several instances
 	PID                 int                 `json:"pid,omitempty"`
 	Instances           int                 `json:"instances"`
-	PIDs                []int               `json:"pids,omitempty"` // per instance
+	PIDs                []int               `json:"pids,omitempty"`     // per instance
+	NATSURL             string              `json:"nats_url,omitempty"` // -nats: the nats-server started for the run
+	NATSPID             int                 `json:"nats_pid,omitempty"`
 	HaveServer          bool                `json:"have_server_stats"`
 	ServerOpenFileLimit int                 `json:"server_open_file_limit,omitempty"`
 	Started             time.Time           `json:"started"`
@@ -193,7 +195,15 @@ func (run *RunResult) metrics() []Metric {
 			}
 		}
 	case run.Broadcast != nil:
-		phase("", run.Broadcast)
+		p := run.Broadcast
+		phase("", p)
+		if p.Instances > 1 {
+			add("server instances", "", float64(p.Instances))
+			add("deliveries across instances", "", float64(p.CrossInstance))
+		}
+		for _, x := range p.Processes {
+			srv(x.Name+" CPU", "s", x.CPU)
+		}
 	case run.Churn != nil:
 		c := run.Churn
 		add("connections", "", float64(c.Initial.Requested))
@@ -325,7 +335,10 @@ func (r *Report) describe() string {
 			c.ChurnRate, c.ChurnClose, c.churnInFlight(), c.Attackers, strings.Join(kinds, ", "))
 	}
 	servers := ""
-	if c.Instances > 1 {
+	switch {
+	case c.NATS != "":
+		servers = fmt.Sprintf("; servers: %d instance(s) + nats-server per server (a cluster through NATS; members and senders spread round-robin over the instances), server figures summed over all %d processes", c.Instances, c.Instances+1)
+	case c.Instances > 1:
 		servers = fmt.Sprintf("; %d server instances per server, connections spread round-robin, server figures summed over them", c.Instances)
 	}
 	return fmt.Sprintf("chatbench %s: %s%s; %d client process(es), %d source address(es); %d cores, %.1f GiB, open files %d",
@@ -387,6 +400,15 @@ func (r *Report) WriteTable(w io.Writer) {
 			fmt.Fprintf(w, "  %s#%d %s: %s\n", run.Target, run.Repeat, run.Name, d)
 		}
 	}
+}
+
+// senderInstances lists each sender's instance, counted from 1.
+func senderInstances(inst []int) string {
+	parts := make([]string, len(inst))
+	for i, k := range inst {
+		parts[i] = strconv.Itoa(k + 1)
+	}
+	return strings.Join(parts, ",")
 }
 
 func formatValue(v float64) string {
@@ -465,7 +487,15 @@ func (run *RunResult) details() []string {
 			out = append(out, line)
 		}
 	case run.Broadcast != nil:
-		phase("broadcast", run.Broadcast)
+		p := run.Broadcast
+		phase("broadcast", p)
+		if p.Instances > 1 {
+			out = append(out, fmt.Sprintf("members and senders spread round-robin over %d instances; senders on instances %s; %d of %d deliveries crossed from the sender's instance to another",
+				p.Instances, senderInstances(p.SenderInstances), p.CrossInstance, p.Deliveries.Received))
+		}
+		for _, x := range p.Processes {
+			out = append(out, fmt.Sprintf("%s (pid %d): CPU %.2fs, RSS after %.1f MiB", x.Name, x.PID, x.CPU, float64(x.RSSAfter)/mib))
+		}
 	case run.Churn != nil:
 		open("initial connect", run.Churn.Initial)
 		for _, w := range run.Churn.Waves {

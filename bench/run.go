@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -31,6 +32,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		t.Instances = cfg.Instances
 		if t.Command == "" {
 			t.PIDs = cfg.PIDs
+		}
+		if strings.Contains(t.Command, natsPlaceholder) {
+			t.NATS = cfg.NATS
 		}
 		named := t.Name != ""
 		if !named {
@@ -114,6 +118,11 @@ func (r *runner) runOnce(ctx context.Context, t *target, repeat int) (*RunResult
 	}
 	if len(run.PIDs) == 1 {
 		run.PID = run.PIDs[0]
+	}
+	if t.nats != nil {
+		run.NATSURL, run.NATSPID = t.nats.url, t.nats.pid
+		run.Notes = append(run.Notes, fmt.Sprintf("servers: %d x %s + nats-server (%s, pid %d); server CPU, CPU per delivery and RSS are sums over the %d processes",
+			len(t.inst), nameOf(t.Command), t.nats.url, t.nats.pid, len(t.inst)+1))
 	}
 	if _, ok := t.sample(); ok {
 		run.HaveServer = true

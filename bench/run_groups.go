@@ -141,20 +141,23 @@ func (r *runner) closeGroup(ctx context.Context, group, mode string) (time.Durat
 	return d, err
 }
 
-// inspectGroup sums the open/closed state of a group over the workers.
-func (r *runner) inspectGroup(ctx context.Context, group string) (*InspectResult, []int, error) {
+// inspectGroup sums the open/closed state of a group over the workers,
+// and returns each worker's too (an empty one for a worker without a
+// share).
+func (r *runner) inspectGroup(ctx context.Context, group string) (*InspectResult, []*InspectResult, error) {
 	resps, err := r.fl.all(ctx, func(int) *Request { return &Request{Op: "inspect", Group: group} })
 	if err != nil {
 		return nil, nil, err
 	}
 	out := &InspectResult{}
-	open := make([]int, len(resps))
+	each := make([]*InspectResult, len(resps))
 	for i, resp := range resps {
 		in := resp.Inspect
 		if in == nil {
+			each[i] = &InspectResult{}
 			continue
 		}
-		open[i] = in.Open
+		each[i] = in
 		out.Total += in.Total
 		out.Open += in.Open
 		for k, n := range in.OpenPerAddr {
@@ -167,5 +170,5 @@ func (r *runner) inspectGroup(ctx context.Context, group string) (*InspectResult
 		out.CloseAfter = append(out.CloseAfter, in.CloseAfter...)
 	}
 	sort.Float64s(out.CloseAfter)
-	return out, open, nil
+	return out, each, nil
 }

@@ -40,6 +40,14 @@ type PhaseResult struct {
 	FirstSendError    string         `json:"first_send_error,omitempty"`
 	AckTimeouts       int64          `json:"ack_timeouts"`
 	NotJoined         int            `json:"members_not_seen_in_room"`
+	// With several server instances: how many, each sender's instance
+	// (by sender index), the deliveries to a member on another instance
+	// than the sender's, and each process's CPU and RSS (the instances,
+	// then the nats-server).
+	Instances       int             `json:"instances,omitempty"`
+	SenderInstances []int           `json:"sender_instances,omitempty"`
+	CrossInstance   int64           `json:"deliveries_cross_instance,omitempty"`
+	Processes       []ServerProcess `json:"server_processes,omitempty"`
 }
 
 // broadcastPhase runs one measured phase on an open group: senders
@@ -84,15 +92,16 @@ type phaseLoad struct {
 // senders run wherever a SendSpec from sendSpec reaches (a "send" request,
 // or inside a soak).
 type phaseRun struct {
-	cfg     *Config
-	group   string
-	load    phaseLoad
-	tag     uint16
-	res     *PhaseResult
-	live    []int // members alive per worker at prepare time
-	samp    *sampler
-	cpu0    time.Duration
-	client0 time.Duration
+	cfg      *Config
+	group    string
+	load     phaseLoad
+	tag      uint16
+	res      *PhaseResult
+	live     []int // members alive per worker at prepare time
+	samp     *sampler
+	cpu0     time.Duration
+	cpu0Each []time.Duration // per server process, in target.pids order
+	client0  time.Duration
 }
 
 // startPhase waits until every member of group is in the room, gives each
@@ -106,39 +115,34 @@ func (r *runner) startPhase(ctx context.Context, group string, load phaseLoad) (
 	if err != nil {
 		return nil, err
 	}
-	_, open, err := r.inspectGroup(ctx, group)
+	_, each, err := r.inspectGroup(ctx, group)
 	if err != nil {
 		return nil, err
 	}
-	perWorker := make([][]int, len(open))
-	next := 0
-	for next < load.senders {
-		placed := false
-		for w := range open {
-			if next < load.senders && len(perWorker[w]) < open[w] {
-				perWorker[w] = append(perWorker[w], next)
-				next++
-				placed = true
-			}
-		}
-		if !placed {
-			return nil, fmt.Errorf("only %d members alive for %d senders", next, load.senders)
-		}
+	perWorker, senderInst, err := placeSenders(each, load.senders, len(r.t.inst))
+	if err != nil {
+		return nil, err
 	}
 	r.phase++
 	closedLoop := load.rate == 0
 	pr := &phaseRun{cfg: cfg, group: group, load: load, tag: r.phase}
-	pr.res = &PhaseResult{Senders: load.senders, MessagesPerSender: load.messages, Size: load.size, NotJoined: notJoined, Protocol: r.t.Protocol}
+	pr.res = &PhaseResult{Senders: load.senders, MessagesPerSender: load.messages, Size: load.size, NotJoined: notJoined, Protocol: r.t.Protocol, SenderInstances: senderInst}
+	if len(r.t.inst) > 1 {
+		pr.res.Instances = len(r.t.inst)
+	}
 	if closedLoop {
 		pr.res.Mode = fmt.Sprintf("closed loop, window %d", cfg.Window)
 	} else {
 		pr.res.Mode = fmt.Sprintf("open loop, %.0f msg/s", load.rate)
 	}
 	pr.samp = startSampler(r.t.pids(), nil)
-	pr.cpu0, _ = r.t.cpu()
+	pr.cpu0Each, _ = r.t.cpuEach()
+	for _, x := range pr.cpu0Each {
+		pr.cpu0 += x
+	}
 	pr.client0 = r.fl.clientCPU()
 	resps, err := r.fl.all(ctx, func(i int) *Request {
-		return &Request{Op: "prepare", Prepare: &PrepareSpec{Group: group, Phase: pr.tag, TotalSenders: load.senders, SenderIDs: perWorker[i], Messages: load.messages, ClosedLoop: closedLoop}}
+		return &Request{Op: "prepare", Prepare: &PrepareSpec{Group: group, Phase: pr.tag, TotalSenders: load.senders, SenderIDs: perWorker[i], SenderInstances: senderInst, Messages: load.messages, ClosedLoop: closedLoop}}
 	})
 	if err != nil {
 		pr.samp.stop()
@@ -203,7 +207,11 @@ func (r *runner) finishPhase(ctx context.Context, pr *phaseRun, sends []*SendRes
 		return &Request{Op: "drain", Drain: &DrainSpec{Group: pr.group, Expected: res.Deliveries.Sent*int64(pr.live[i]) - own,
 			Idle: cfg.DrainTimeout, Max: pr.load.duration + cfg.DrainTimeout}}
 	})
-	cpu1, _ := r.t.cpu()
+	cpu1Each, _ := r.t.cpuEach()
+	var cpu1 time.Duration
+	for _, x := range cpu1Each {
+		cpu1 += x
+	}
 	res.ClientCPU = (r.fl.clientCPU() - pr.client0).Seconds()
 	peak, _ := pr.samp.stop()
 	if err != nil {
@@ -222,6 +230,7 @@ func (r *runner) finishPhase(ctx context.Context, pr *phaseRun, sends []*SendRes
 		if dr.LastReceive.After(lastRecv) {
 			lastRecv = dr.LastReceive
 		}
+		res.CrossInstance += dr.Crossed
 		res.MembersClosed += dr.Closed
 		res.CloseHow = addCounts(res.CloseHow, dr.CloseHow)
 	}
@@ -239,8 +248,78 @@ func (r *runner) finishPhase(ctx context.Context, pr *phaseRun, sends []*SendRes
 		res.RSSBefore = pr.samp.first
 		res.RSSPeak = peak
 		res.RSSAfter, _ = r.t.rss()
+		if procs := r.t.procs(); len(procs) > 1 && len(cpu1Each) == len(procs) && len(pr.cpu0Each) == len(procs) {
+			for i, in := range procs {
+				p := ServerProcess{Name: r.t.procName(i), PID: in.pid, CPU: (cpu1Each[i] - pr.cpu0Each[i]).Seconds()}
+				p.RSSAfter, _ = ReadProcRSS(in.pid)
+				res.Processes = append(res.Processes, p)
+			}
+		}
 	}
 	return res, nil
+}
+
+// ServerProcess is one process's share of a phase's server figures, with
+// several instances (and a nats-server).
+type ServerProcess struct {
+	Name     string  `json:"name"` // instance N, or nats-server
+	PID      int     `json:"pid"`
+	CPU      float64 `json:"cpu_seconds"`
+	RSSAfter int64   `json:"rss_after"`
+}
+
+// placeSenders gives each worker its senders (global sender indices),
+// taking the workers in turn, each up to its open members (each: the
+// workers' inspect results). With several server instances, sender s is
+// a member on instance s mod instances where one is open, else on the
+// next instance that has one, so that messages cross instances as the
+// members do; senderInst is then each sender's instance, nil otherwise.
+func placeSenders(each []*InspectResult, senders, instances int) (perWorker [][]int, senderInst []int, err error) {
+	perWorker = make([][]int, len(each))
+	if instances <= 1 {
+		next := 0
+		for next < senders {
+			placed := false
+			for w, in := range each {
+				if next < senders && len(perWorker[w]) < in.Open {
+					perWorker[w] = append(perWorker[w], next)
+					next++
+					placed = true
+				}
+			}
+			if !placed {
+				return nil, nil, fmt.Errorf("only %d members alive for %d senders", next, senders)
+			}
+		}
+		return perWorker, nil, nil
+	}
+	avail := make([][]int, len(each))
+	for w, in := range each {
+		avail[w] = append([]int(nil), in.OpenPerAddr...)
+	}
+	senderInst = make([]int, senders)
+	cursor := 0
+	for s := range senders {
+		found := false
+		for dk := 0; dk < instances && !found; dk++ {
+			k := (s + dk) % instances
+			for dw := range len(each) {
+				w := (cursor + dw) % len(each)
+				if k < len(avail[w]) && avail[w][k] > 0 {
+					avail[w][k]--
+					perWorker[w] = append(perWorker[w], s)
+					senderInst[s] = k
+					cursor = w + 1
+					found = true
+					break
+				}
+			}
+		}
+		if !found {
+			return nil, nil, fmt.Errorf("only %d members alive for %d senders", s, senders)
+		}
+	}
+	return perWorker, senderInst, nil
 }
 
 // expected is how many deliveries sent messages make in a room of

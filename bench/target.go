@@ -36,9 +36,18 @@ type target struct {
 	// PIDs (with -url): the process to sample per URL; 0 means whoever
 	// listens on its port.
 	PIDs []int `json:"-"`
+	// NATS is the nats-server binary chatbench starts for each run
+	// before the instances, when Command has {nats}; its URL replaces
+	// {nats}. Its process counts among the server's (CPU, RSS).
+	NATS string `json:"nats,omitempty"`
 
 	inst []*instance // this run's instances
+	nats *instance   // this run's nats-server, or nil
 }
+
+// natsPlaceholder is what chatbench replaces with the URL of the
+// nats-server it started (-nats) in a server command.
+const natsPlaceholder = "{nats}"
 
 // An instance is one server process of a target.
 type instance struct {
@@ -125,11 +134,12 @@ func freeLoopbackPort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// start makes the target ready for one run: starts the command's
-// instances, one after the other (each listens before the next picks its
-// port), or checks that every -url server answers.
+// start makes the target ready for one run: starts its nats-server (if
+// any) and then the command's instances, one after the other (each
+// listens before the next picks its port), or checks that every -url
+// server answers.
 func (t *target) start(ctx context.Context, timeout time.Duration) error {
-	t.inst = nil
+	t.inst, t.nats = nil, nil
 	if t.Command == "" {
 		urls := splitList(t.URL)
 		for i, u := range urls {
@@ -156,10 +166,19 @@ func (t *target) start(ctx context.Context, timeout time.Duration) error {
 		}
 		return nil
 	}
+	command := t.Command
+	if t.NATS != "" {
+		ns, err := startNATS(ctx, t.NATS, timeout)
+		if err != nil {
+			return err
+		}
+		t.nats = ns
+		command = strings.ReplaceAll(command, natsPlaceholder, ns.url)
+	}
 	n := max(1, t.Instances)
 	var urls []string
 	for i := 0; i < n; i++ {
-		in, err := startInstance(ctx, t.Command, timeout)
+		in, err := startInstance(ctx, command, timeout)
 		if err != nil {
 			t.stop()
 			if n > 1 {
@@ -177,13 +196,41 @@ func (t *target) start(ctx context.Context, timeout time.Duration) error {
 // startInstance starts one copy of command on a free loopback port and
 // waits until it listens.
 func startInstance(ctx context.Context, command string, timeout time.Duration) (*instance, error) {
+	return startListener(ctx, "server", "ws", func(addr string, _ int) string {
+		return strings.ReplaceAll(command, "{addr}", addr)
+	}, timeout)
+}
+
+// startNATS starts the nats-server binary bin on a free loopback port and
+// waits until it listens; its url is nats://127.0.0.1:PORT.
+func startNATS(ctx context.Context, bin string, timeout time.Duration) (*instance, error) {
+	return startListener(ctx, "nats-server (-nats)", "nats", func(_ string, port int) string {
+		return fmt.Sprintf("exec %s -a 127.0.0.1 -p %d", shellQuote(bin), port)
+	}, timeout)
+}
+
+// shellQuote quotes s as one word for sh.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// startListener picks a free loopback port, starts the command line
+// gives for it with sh -c, in a process group of its own, and waits until
+// it listens there. What names the process in errors; scheme begins its
+// url.
+func startListener(ctx context.Context, what, scheme string, line func(addr string, port int) string, timeout time.Duration) (*instance, error) {
 	port, err := freeLoopbackPort()
 	if err != nil {
 		return nil, err
 	}
 	in := &instance{addr: "127.0.0.1:" + strconv.Itoa(port)}
-	in.url = "ws://" + in.addr
-	line := strings.ReplaceAll(command, "{addr}", in.addr)
+	in.url = scheme + "://" + in.addr
+	if err := in.start(ctx, what, line(in.addr, port), port, timeout); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// start runs line for startListener.
+func (in *instance) start(ctx context.Context, what, line string, port int, timeout time.Duration) error {
 	in.output = &tailBuffer{max: 8 << 10}
 	in.cmd = exec.Command("sh", "-c", line)
 	in.cmd.Stdout = in.output
@@ -192,7 +239,7 @@ func startInstance(ctx context.Context, command string, timeout time.Duration) (
 	// `sh -c` or `go run` started below it.
 	in.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := in.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("chatbench: starting %q: %w", line, err)
+		return fmt.Errorf("chatbench: starting %q: %w", line, err)
 	}
 	in.exited = make(chan struct{})
 	go func() { _ = in.cmd.Wait(); close(in.exited) }()
@@ -200,10 +247,10 @@ func startInstance(ctx context.Context, command string, timeout time.Duration) (
 	for {
 		select {
 		case <-in.exited:
-			return nil, fmt.Errorf("chatbench: server %q exited before listening on %s; its output:\n%s", line, in.addr, in.output.String())
+			return fmt.Errorf("chatbench: %s %q exited before listening on %s; its output:\n%s", what, line, in.addr, in.output.String())
 		case <-ctx.Done():
 			in.stop()
-			return nil, ctx.Err()
+			return ctx.Err()
 		default:
 		}
 		conn, err := net.DialTimeout("tcp", in.addr, 200*time.Millisecond)
@@ -213,7 +260,7 @@ func startInstance(ctx context.Context, command string, timeout time.Duration) (
 		}
 		if time.Now().After(deadline) {
 			in.stop()
-			return nil, fmt.Errorf("chatbench: server %q did not listen on %s within %v (-server-timeout); its output:\n%s", line, in.addr, timeout, in.output.String())
+			return fmt.Errorf("chatbench: %s %q did not listen on %s within %v (-server-timeout); its output:\n%s", what, line, in.addr, timeout, in.output.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -229,10 +276,11 @@ func startInstance(ctx context.Context, command string, timeout time.Duration) (
 	if in.pid == 0 {
 		in.pid = in.cmd.Process.Pid
 	}
-	return in, nil
+	return nil
 }
 
-// stop ends the started instances, all at once.
+// stop ends the started instances, all at once, and then their
+// nats-server.
 func (t *target) stop() {
 	var wg sync.WaitGroup
 	for _, in := range t.inst {
@@ -240,6 +288,10 @@ func (t *target) stop() {
 		go func() { defer wg.Done(); in.stop() }()
 	}
 	wg.Wait()
+	if t.nats != nil {
+		t.nats.stop()
+		t.nats = nil
+	}
 }
 
 // stop ends a started server: SIGTERM to its process group, SIGKILL after
@@ -270,20 +322,39 @@ func (t *target) addrs() []string {
 	return out
 }
 
-// pids lists the instances' processes, or nil unless every one is known
-// (a sum over some of them would mislead).
+// pids lists the server's processes, the instances' in instance order
+// and then the nats-server's, or nil unless every one is known (a sum
+// over some of them would mislead).
 func (t *target) pids() []int {
-	if len(t.inst) == 0 {
+	procs := t.procs()
+	if len(procs) == 0 {
 		return nil
 	}
-	out := make([]int, len(t.inst))
-	for i, in := range t.inst {
+	out := make([]int, len(procs))
+	for i, in := range procs {
 		if in.pid == 0 {
 			return nil
 		}
 		out[i] = in.pid
 	}
 	return out
+}
+
+// procs lists the processes whose figures are the server's: the
+// instances, and the nats-server that joins them.
+func (t *target) procs() []*instance {
+	if t.nats == nil {
+		return t.inst
+	}
+	return append(append([]*instance(nil), t.inst...), t.nats)
+}
+
+// procName names process i of procs in the report.
+func (t *target) procName(i int) string {
+	if i >= len(t.inst) {
+		return "nats-server"
+	}
+	return fmt.Sprintf("instance %d", i+1)
 }
 
 // sample reads every instance and sums them (CPU, RSS, fds, threads); ok
@@ -317,20 +388,30 @@ func (t *target) sampleEach() (sum ProcSample, each []ProcSample, ok bool) {
 	return sum, each, true
 }
 
-// cpu is the CPU time of every instance together.
+// cpu is the CPU time of every process of the server together.
 func (t *target) cpu() (time.Duration, error) {
 	var d time.Duration
+	each, err := t.cpuEach()
+	for _, x := range each {
+		d += x
+	}
+	return d, err
+}
+
+// cpuEach is the CPU time of each process of the server, in pids order.
+func (t *target) cpuEach() ([]time.Duration, error) {
+	var out []time.Duration
 	for _, pid := range t.pids() {
 		x, err := ReadProcCPU(pid)
 		if err != nil {
-			return d, err
+			return out, err
 		}
-		d += x
+		out = append(out, x)
 	}
-	return d, nil
+	return out, nil
 }
 
-// rss is the resident set of every instance together.
+// rss is the resident set of every process of the server together.
 func (t *target) rss() (int64, error) { return sumRSS(t.pids()) }
 
 func sumRSS(pids []int) (int64, error) {
@@ -357,6 +438,9 @@ func (t *target) serverOutput() string {
 			out = fmt.Sprintf("[instance %d, %s]\n%s", i+1, in.addr, out)
 		}
 		parts = append(parts, out)
+	}
+	if t.nats != nil && t.nats.output != nil {
+		parts = append(parts, fmt.Sprintf("[nats-server, %s]\n%s", t.nats.url, t.nats.output.String()))
 	}
 	return strings.Join(parts, "\n")
 }
