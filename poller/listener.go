@@ -135,12 +135,21 @@ func (l *Listener) onEvent(ev netpoll.EpollEvent) {
 		return
 	}
 	for i := 0; i < acceptBatch; i++ {
+		// Under mu, so that Close (on another goroutine) never closes the
+		// listening fd while accept4 runs on it: the number could already
+		// belong to another socket.
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return
+		}
 		fd, _, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 		if err == nil {
-			l.Accepted.Add(1)
-			l.mu.Lock()
 			l.backoff = 0
-			l.mu.Unlock()
+		}
+		l.mu.Unlock()
+		if err == nil {
+			l.Accepted.Add(1)
 			l.accept(fd)
 			continue
 		}

@@ -41,6 +41,7 @@ type Room struct {
 	seq      uint64 // counts joins; a message is for members who joined by then
 	pending  *batch
 	flushing bool
+	flushJob func(*poller.Worker) // flush, as a pool job made once (flushLater)
 
 	// Backpressure (paced rooms: raw chat, where every message comes from
 	// a member's socket that can be read more slowly).
@@ -107,6 +108,7 @@ func (h *Hub) join(name string, c *Conn, paced bool) (r *Room, first bool) {
 	r = h.rooms[name]
 	if r == nil {
 		r = &Room{hub: h, name: name, index: make(map[*Conn]int32), paced: paced}
+		r.flushJob = func(*poller.Worker) { r.flush() }
 		h.rooms[name] = r
 	}
 	r.mu.Lock()
@@ -218,7 +220,7 @@ func (r *Room) publish(op ws.OpCode, payload []byte, except *Conn) (mustFlush bo
 }
 
 // flushLater runs flush on the pool.
-func (r *Room) flushLater() { r.hub.s.poller.Submit(func(*poller.Worker) { r.flush() }) }
+func (r *Room) flushLater() { r.hub.s.poller.Submit(r.flushJob) }
 
 // flush delivers pending batches until there are none. Small rooms are
 // served inline; large ones are split into jobs on the worker pool, and the
