@@ -36,7 +36,7 @@ func (a *Agent) Counters() Counters {
 	c := Counters{Connected: a.connected.Load(), Failed: a.failed.Load(), Sent: a.sent.Load()}
 	a.mu.Lock()
 	for _, g := range a.groups {
-		c.Received += g.receivedTotal()
+		c.Received += g.sum(func(m *member) *atomic.Int64 { return &m.received })
 	}
 	a.mu.Unlock()
 	return c

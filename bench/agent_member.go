@@ -168,10 +168,11 @@ func (g *group) readLoop(m *member) {
 	}
 }
 
-func (g *group) receivedTotal() int64 {
+// sum adds up one counter of every member of the group.
+func (g *group) sum(counter func(m *member) *atomic.Int64) int64 {
 	var n int64
 	for _, m := range g.members {
-		n += m.received.Load()
+		n += counter(m).Load()
 	}
 	return n
 }

@@ -204,7 +204,7 @@ func (a *Agent) prepare(s *PrepareSpec) (*PrepareResult, error) {
 		return nil, fmt.Errorf("chatbench: %d senders asked of %d open members", len(ps.local), len(ps.talkers))
 	}
 	d, stray, _ := g.tally()
-	ps.base = phaseBase{d: d, stray: stray, crossed: g.crossedTotal()}
+	ps.base = phaseBase{d: d, stray: stray, crossed: g.sum(func(m *member) *atomic.Int64 { return &m.crossed })}
 	g.phase.Store(ps)
 	return &PrepareResult{Live: live}, nil
 }
@@ -228,15 +228,6 @@ func (g *group) pickTalkers(ps *phaseState) error {
 		ps.talkers = append(ps.talkers, pick)
 	}
 	return nil
-}
-
-// crossedTotal sums the members' deliveries from another instance.
-func (g *group) crossedTotal() int64 {
-	var n int64
-	for _, m := range g.members {
-		n += m.crossed.Load()
-	}
-	return n
 }
 
 // DrainSpec waits for a phase's deliveries to arrive.
@@ -308,7 +299,7 @@ func (a *Agent) drain(ctx context.Context, s *DrainSpec) (*DrainResult, error) {
 			Reordered:  d.Reordered - ps.base.d.Reordered,
 		},
 		Stray:   stray - ps.base.stray,
-		Crossed: g.crossedTotal() - ps.base.crossed,
+		Crossed: g.sum(func(m *member) *atomic.Int64 { return &m.crossed }) - ps.base.crossed,
 		Latency: ps.hist.Snapshot().Data(),
 		Waited:  time.Since(start),
 	}
