@@ -1,9 +1,11 @@
 package server
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"time"
 
 	"chatd/server/broker"
 
@@ -17,20 +19,28 @@ type ClusterConfig struct {
 	// (nats://host:4222). Empty: a single node.
 	NATS []string
 	// NodeID names this node in logs and in its NATS connection. Zero
-	// means a random ID, logged at start.
+	// means a random ID, logged at start. Two live nodes must not share
+	// an ID.
 	NodeID string
+	// NodeTimeout is how long a node may go unheard (killed without a
+	// word, or cut off from NATS) before the cluster takes its Pusher
+	// presence away. Zero means broker.DefaultNodeTimeout (10 s).
+	NodeTimeout time.Duration
 }
 
 // newBroker returns the broker cfg.Cluster asks for: broker.Local without
 // NATS URLs, else a NATS broker that delivers other nodes' messages to
 // this node's members.
 //
-// What crosses nodes today: raw /chat rooms. A message a member sends is
+// What crosses nodes: raw /chat rooms and Pusher channels. A message is
 // delivered to the room's members on its own node as before (encode once,
 // batched) and published once to NATS; every other node with members in
 // the room (interest follows its first and last member, Hub.join and
-// Hub.Leave) hands it to them through Hub.Publish. Pusher channels stay
-// within their node.
+// Hub.Leave) hands it to them through Hub.Publish. A Pusher event carries
+// the socket_id it must not reach, resolved on each node. Pusher presence,
+// cache channels, terminate_connections and the HTTP API's counts go
+// through the broker's shared state (broker.NATS.EnableShared, package
+// pusher's Cluster).
 func (s *Server) newBroker() (broker.Broker, error) {
 	cc := &s.cfg.Cluster
 	if len(cc.NATS) == 0 {
@@ -51,12 +61,46 @@ func (s *Server) newBroker() (broker.Broker, error) {
 		return nil, fmt.Errorf("server: cluster: %w", err)
 	}
 	s.log.Info("chatd node joining the cluster", "node", cc.NodeID, "nats", cc.NATS)
+	s.pusher.SetCluster(pusherCluster{b})
+	b.EnableShared(s.pusher, cc.NodeTimeout)
 	return b, nil
 }
+
+// opPusher marks a broker message as a Pusher event: the payload is the
+// socket_id to leave out (appendExcept), then the event.
+const opPusher = 0x80
 
 // deliverRemote hands a message another node published to this node's
 // members of room (on the broker's goroutine; the fan-out runs on the
 // pool).
 func (s *Server) deliverRemote(room string, op byte, payload []byte) {
+	if op == opPusher {
+		if len(payload) < 1 || len(payload) < 1+int(payload[0]) {
+			return
+		}
+		n := 1 + int(payload[0])
+		// The fan-out keeps the message: it must not alias the broker's
+		// buffer.
+		s.pusher.DeliverRemote(room, bytes.Clone(payload[n:]), string(payload[1:n]))
+		return
+	}
 	s.hub.Publish(room, ws.OpCode(op), payload, nil)
+}
+
+// pusherCluster is package pusher's Cluster on the NATS broker.
+type pusherCluster struct{ *broker.NATS }
+
+func (pc pusherCluster) NodeID() string { return pc.NATS.NodeID() }
+
+// Publish sends a Pusher event to the room's subscribers on the other
+// nodes, but the connection with socket_id except.
+func (pc pusherCluster) Publish(room string, msg []byte, except string) {
+	if len(except) > 255 {
+		except = "" // not a socket_id: the HTTP API checks them
+	}
+	b := make([]byte, 0, 1+len(except)+len(msg))
+	b = append(b, byte(len(except)))
+	b = append(b, except...)
+	b = append(b, msg...)
+	pc.NATS.Publish(room, opPusher, b)
 }

@@ -136,6 +136,9 @@ func (c Config) Validate() error {
 			return &ConfigError{"AllowedOrigins", fmt.Sprintf("entry %q is not an origin", o)}
 		}
 	}
+	if c.Cluster.NodeTimeout < 0 || c.Cluster.NodeTimeout > 0 && c.Cluster.NodeTimeout < 2*time.Second {
+		return &ConfigError{"Cluster.NodeTimeout", "must be at least 2s (nodes say they are alive every second), or 0 for the default"}
+	}
 	for _, u := range c.Cluster.NATS {
 		if p, err := url.Parse(u); u == "" || err != nil || p.Host == "" {
 			return &ConfigError{"Cluster.NATS", fmt.Sprintf("entry %q is not a NATS URL like nats://host:4222", u)}

@@ -121,10 +121,9 @@ func (h *Hub) join(name string, c *Conn, paced bool) (r *Room, first bool) {
 	}
 	r.mu.Unlock()
 	h.mu.Unlock()
-	if first && paced {
+	if first {
 		// The cluster's interest hook: this node now wants the room's
-		// messages from other nodes. (Pusher channels do not cross nodes
-		// yet.)
+		// messages from other nodes.
 		h.s.broker.Interest(name, true)
 	}
 	return r, first
@@ -149,13 +148,13 @@ func (h *Hub) Leave(name string, c *Conn) (last bool) {
 			delete(r.index, c)
 			last = len(r.members) == 0
 		}
-		empty, paced := len(r.members) == 0, r.paced
+		empty := len(r.members) == 0
 		r.mu.Unlock()
 		if empty {
 			delete(h.rooms, name)
 		}
 		h.mu.Unlock()
-		if last && paced {
+		if last {
 			h.s.broker.Interest(name, false)
 		}
 		return last

@@ -247,6 +247,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// upgraded, then gets the close below (the loop repeats until the
 		// drain ends), rather than a reset or a 503.
 		s.ln.Close()
+		// A cluster node's Pusher presence goes now, not as its
+		// connections close one by one: the other nodes' subscribers see
+		// member_removed within a second.
+		if nb, ok := s.broker.(*broker.NATS); ok {
+			go nb.Withdraw()
+		}
 		// net/http closes its idle keep-alive connections now and lets the
 		// requests under way finish (each bounded by its timeouts), while
 		// the WebSocket connections drain.

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"chatd/server"
+	"chatd/server/broker"
 	"chatd/server/pusher"
 )
 
@@ -104,6 +105,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	fs.StringVar(&o.appsFile, "apps-file", "", "JSON file of several Pusher apps (instead of the -app-* flags)")
 	fs.Var(commaList{&c.Cluster.NATS}, "nats", "comma-separated NATS URLs (nats://host:4222): join the chatd cluster that meets there (empty: one node)")
 	fs.StringVar(&c.Cluster.NodeID, "node-id", "", "this node's name in logs and in NATS (empty: random, logged at start)")
+	fs.DurationVar(&c.Cluster.NodeTimeout, "node-timeout", broker.DefaultNodeTimeout, "with -nats: how long a node may go unheard (killed) before the cluster removes its Pusher presence")
 
 	usage := func() {
 		fmt.Fprintf(stderr, "Usage: chatd [flags]\n\nA WebSocket chat server: ws://HOST/chat is the lobby, ws://HOST/chat/{room} a room,\nws://HOST/app/{key}?protocol=7 speaks Pusher Channels (default app: id chatd, key chatd-key,\nsecret chatd-secret, client events on).\nEvery flag can also be set as CHATD_<NAME> (e.g. CHATD_MAX_MESSAGE); flags win.\n\nFlags:\n")
@@ -155,7 +157,7 @@ var configFlags = map[string]string{
 	"PingInterval": "ping-interval", "IdleTimeout": "idle-timeout",
 	"HandshakeTimeout": "handshake-timeout", "DrainTimeout": "drain-timeout",
 	"MaxConns": "max-conns", "MaxHTTPConns": "max-http-conns", "AllowedOrigins": "allowed-origins",
-	"Cluster.NATS": "nats",
+	"Cluster.NATS": "nats", "Cluster.NodeTimeout": "node-timeout",
 }
 
 // validate checks c with server.Config.Validate, the one set of rules, and

@@ -21,11 +21,17 @@ type Broker interface {
 // Stats are a broker's counters.
 type Stats struct {
 	Connected bool   // the transport is up (always true for Local)
+	SharedUp  bool   // the Pusher layer's shared state works (always true for Local)
 	Rooms     int    // rooms this node receives
 	Published uint64 // messages handed to the transport
 	Delivered uint64 // messages from other nodes handed to Deliver
 	Lost      uint64 // messages that could not be published or were dropped on receipt
 	Reconnect uint64 // times the transport reconnected
+
+	Nodes           int    // nodes alive, this one included (heard from within the node timeout)
+	PresenceEntries int    // presence entries (user, channel, node) in the cluster
+	PendingWrites   int    // this node's presence changes not yet stored
+	Purged          uint64 // presence entries of silent nodes this node removed
 }
 
 // Deliver receives a message another node published to room.
@@ -36,5 +42,5 @@ type Local struct{}
 
 func (Local) Interest(string, bool)        {}
 func (Local) Publish(string, byte, []byte) {}
-func (Local) Stats() Stats                 { return Stats{Connected: true} }
+func (Local) Stats() Stats                 { return Stats{Connected: true, SharedUp: true} }
 func (Local) Close() error                 { return nil }

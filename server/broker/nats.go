@@ -65,6 +65,7 @@ type NATS struct {
 	rooms    map[string]*natsRoom // by room key
 	subjects map[string]string    // subject -> room key, for delivery
 	closed   bool
+	shared   *shared // the Pusher layer's shared state (EnableShared); nil if not asked for
 
 	published, delivered, lost, reconnects atomic.Uint64
 }
@@ -113,13 +114,17 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(natsReconnectWait),
 		nats.ReconnectBufSize(cfg.ReconnectBuffer),
-		nats.ConnectHandler(func(*nats.Conn) { log.Info("connected to NATS", "node", cfg.NodeID) }),
+		nats.ConnectHandler(func(*nats.Conn) {
+			log.Info("connected to NATS", "node", cfg.NodeID)
+			b.kickShared()
+		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("lost NATS; reconnecting", "node", cfg.NodeID, "err", err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			b.reconnects.Add(1)
 			log.Info("reconnected to NATS", "node", cfg.NodeID, "url", nc.ConnectedUrlRedacted())
+			b.kickShared()
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
@@ -139,6 +144,19 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 	}
 	go b.deliverLoop()
 	return b, nil
+}
+
+// NodeID returns the node's ID.
+func (b *NATS) NodeID() string { return b.cfg.NodeID }
+
+// kickShared has the shared state established again (NATS is back).
+func (b *NATS) kickShared() {
+	if sh := b.getShared(); sh != nil {
+		select {
+		case sh.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (b *NATS) subject(room string) string {
@@ -223,15 +241,21 @@ func (b *NATS) deliverLoop() {
 func (b *NATS) Stats() Stats {
 	b.mu.Lock()
 	rooms := len(b.subjects)
+	sh := b.shared
 	b.mu.Unlock()
-	return Stats{
+	st := Stats{
 		Connected: b.nc.IsConnected(),
+		SharedUp:  true,
 		Rooms:     rooms,
 		Published: b.published.Load(),
 		Delivered: b.delivered.Load(),
 		Lost:      b.lost.Load(),
 		Reconnect: b.reconnects.Load(),
 	}
+	if sh != nil {
+		sh.stats(&st)
+	}
+	return st
 }
 
 // Close implements Broker: what was published is flushed (for up to a
@@ -243,7 +267,11 @@ func (b *NATS) Close() error {
 		return nil
 	}
 	b.closed = true
+	sh := b.shared
 	b.mu.Unlock()
+	if sh != nil {
+		sh.close()
+	}
 	_ = b.nc.FlushTimeout(time.Second)
 	b.nc.Close()
 	// The inbox stays open: NATS's reader may still hold a message for it.

@@ -319,7 +319,7 @@ func (p *Protocol) publishEvent(st *appState, ev event) {
 		except = st.conn(ev.except)
 	}
 	for _, c := range ev.channels {
-		st.deliver(c, encodeEvent(ev.name, c, ev.data, ""), ev.data, except)
+		st.deliver(c, encodeEvent(ev.name, c, ev.data, ""), ev.data, except, ev.except)
 	}
 }
 
@@ -466,10 +466,9 @@ func (p *Protocol) apiTerminate(req *apiRequest) (any, *apiError) {
 	if !validUserID(id, req.st.app.MaxPresenceIDLen) {
 		return nil, badRequest("invalid user_id %q", id)
 	}
-	const reason = "Connection terminated by the application"
-	for _, c := range req.st.userConns(id) {
-		c.Send(encodeError(CodeUnauthorized, reason))
-		c.Close(CodeUnauthorized, reason)
+	req.st.terminate(id)
+	if p.cluster != nil {
+		p.cluster.Terminate(req.st.app.ID, id)
 	}
 	return struct{}{}, nil
 }

@@ -47,6 +47,9 @@ type Protocol struct {
 	epoch  time.Time
 	states map[string]*appState // by app ID
 	demo   demoLimiter          // the demo endpoints' rate limit
+
+	cluster Cluster // nil: a single node (SetCluster)
+	node    string  // this node's ID in the cluster
 }
 
 // New returns a Protocol for cfg.

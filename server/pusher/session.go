@@ -268,7 +268,7 @@ func (s *Session) unsubscribe(raw json.RawMessage) {
 	}
 	sub := s.subs[i]
 	s.subs = slices.Delete(s.subs, i, i+1)
-	s.app.unsubscribe(s.conn, sub)
+	s.app.unsubscribe(s, sub)
 }
 
 // clientEvent relays a client-* event to the other subscribers of a
@@ -313,7 +313,7 @@ func (s *Session) clientEvent(m clientMessage) {
 	}
 	// On presence channels the recipients learn who sent it.
 	msg := encodeEvent(m.Event, m.Channel, data, s.subs[i].userID)
-	s.app.deliver(m.Channel, msg, data, s.conn)
+	s.app.deliver(m.Channel, msg, data, s.conn, s.socketID)
 }
 
 // allowClientEvent limits client events to perSecond per second, with

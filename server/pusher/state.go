@@ -2,6 +2,8 @@ package pusher
 
 import (
 	"encoding/json"
+
+	"chatd/server/broker"
 	"maps"
 	"slices"
 	"strconv"
@@ -33,6 +35,11 @@ type appState struct {
 	channels map[string]*channelState // occupied channels (user channels are not listed)
 	users    map[string][]*Session    // signed-in user ID -> its connections
 	cache    eventCache               // cache channel -> last event
+
+	// In a cluster (cluster.go): presence channels as the cluster knows
+	// them, and this node's connections in them by channel NUL user.
+	presence map[string]*presenceState
+	local    map[string]*localPresence
 
 	sockMu  sync.RWMutex
 	sockets map[string]*Session // socket_id -> connection
@@ -68,6 +75,8 @@ func newAppState(p *Protocol, app *App) *appState {
 		channels: make(map[string]*channelState),
 		users:    make(map[string][]*Session),
 		sockets:  make(map[string]*Session),
+		presence: make(map[string]*presenceState),
+		local:    make(map[string]*localPresence),
 	}
 }
 
@@ -79,6 +88,9 @@ func (a *appState) room(channel string) string { return RoomKey(a.app.ID, channe
 // cache channels. again means s is already subscribed: only the replies are
 // sent again.
 func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage, again bool) *subscribeError {
+	if sub.kind&kindPresence != 0 && a.p.cluster != nil {
+		return a.subscribePresenceClustered(s, sub, info, again)
+	}
 	room := a.room(sub.channel)
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -142,16 +154,21 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 	return nil
 }
 
-// unsubscribe removes c from sub.channel.
-func (a *appState) unsubscribe(c Conn, sub subscription) {
+// unsubscribe removes s from sub.channel.
+func (a *appState) unsubscribe(s *Session, sub subscription) {
 	a.mu.Lock()
-	a.unsubscribeLocked(c, sub)
+	a.unsubscribeLocked(s, sub)
 	a.mu.Unlock()
 }
 
-// unsubscribeLocked removes c from sub.channel and announces
-// member_removed when c was the last connection of its presence member.
-func (a *appState) unsubscribeLocked(c Conn, sub subscription) {
+// unsubscribeLocked removes s from sub.channel and announces
+// member_removed when s was the last connection of its presence member.
+func (a *appState) unsubscribeLocked(s *Session, sub subscription) {
+	c := s.conn
+	if sub.kind&kindPresence != 0 && a.p.cluster != nil {
+		a.unsubscribePresenceClustered(c, s, sub)
+		return
+	}
 	room := a.room(sub.channel)
 	a.rooms.Unsubscribe(room, c)
 	if sub.kind&kindUser != 0 {
@@ -179,22 +196,31 @@ func (a *appState) unsubscribeLocked(c Conn, sub subscription) {
 
 // deliver hands an event already encoded for channel (msg; data is its
 // data, for the HTTP API's info=cache) to the channel's room, for every
-// subscriber but `except`. On a cache channel it first stores the event in
+// subscriber but `except` (the connection with socket_id exceptID, which
+// may be on another node). On a cache channel it first stores the event in
 // the cache, subscribed or not, as Pusher does; it does both under a.mu, so
 // that a connection subscribing meanwhile gets the event exactly once: live
 // if it joined first, from the cache if after. Other channels need no lock.
-func (a *appState) deliver(channel string, msg []byte, data string, except Conn) {
+// In a cluster the event also goes, once, to the other nodes.
+func (a *appState) deliver(channel string, msg []byte, data string, except Conn, exceptID string) {
 	room := a.room(channel)
+	cl := a.p.cluster
 	if classify(channel)&kindCache == 0 {
 		a.rooms.Publish(room, msg, except)
+		if cl != nil {
+			cl.Publish(room, msg, exceptID)
+		}
 		return
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	now := a.p.now()
 	a.cache.expire(now)
 	a.cache.store(channel, msg, data, now.Add(CacheTTL), a.app.MaxCacheChannels, a.app.MaxCacheBytes)
 	a.rooms.Publish(room, msg, except)
+	a.mu.Unlock()
+	if cl != nil {
+		cl.PutCache(broker.CacheEntry{App: a.app.ID, Channel: channel, Node: a.p.node, Except: exceptID, Data: data, Msg: msg})
+	}
 }
 
 // close forgets a closed connection: its subscriptions (announcing
@@ -203,7 +229,7 @@ func (a *appState) deliver(channel string, msg []byte, data string, except Conn)
 func (a *appState) close(s *Session) {
 	a.mu.Lock()
 	for _, sub := range s.subs {
-		a.unsubscribeLocked(s.conn, sub)
+		a.unsubscribeLocked(s, sub)
 	}
 	if s.userID != "" {
 		a.removeUserLocked(s.userID, s)
@@ -259,6 +285,16 @@ func (a *appState) removeUserLocked(id string, s *Session) {
 	}
 }
 
+// terminate closes every connection of this node signed in as user id,
+// with CodeUnauthorized so that pusher-js does not reconnect on its own.
+func (a *appState) terminate(id string) {
+	const reason = "Connection terminated by the application"
+	for _, c := range a.userConns(id) {
+		c.Send(encodeError(CodeUnauthorized, reason))
+		c.Close(CodeUnauthorized, reason)
+	}
+}
+
 // userConns returns the connections signed in as user id.
 func (a *appState) userConns(id string) []Conn {
 	a.mu.Lock()
@@ -279,8 +315,11 @@ type channelInfo struct {
 }
 
 // occupied returns the occupied channels whose name starts with prefix,
-// sorted by name.
+// sorted by name (in a cluster: on any node).
 func (a *appState) occupied(prefix string) []channelInfo {
+	if a.p.cluster != nil {
+		return a.clusterOccupied(prefix)
+	}
 	a.mu.Lock()
 	list := make([]channelInfo, 0, len(a.channels))
 	for name, ch := range a.channels {
@@ -293,8 +332,12 @@ func (a *appState) occupied(prefix string) []channelInfo {
 	return list
 }
 
-// channel returns a snapshot of one channel; zero counts if unoccupied.
+// channel returns a snapshot of one channel; zero counts if unoccupied
+// (in a cluster: summed over the nodes).
 func (a *appState) channel(name string) channelInfo {
+	if a.p.cluster != nil {
+		return a.clusterChannel(name)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	info := channelInfo{name: name}
@@ -306,6 +349,9 @@ func (a *appState) channel(name string) channelInfo {
 
 // members returns the user IDs of a presence channel, sorted.
 func (a *appState) members(name string) []string {
+	if a.p.cluster != nil {
+		return a.clusterMembers(name)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if ch := a.channels[name]; ch != nil {
