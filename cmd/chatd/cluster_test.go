@@ -24,9 +24,11 @@ type natsProc struct {
 	port int
 }
 
-func startNATSProc(t *testing.T, bin string, port int) *natsProc {
+// startNATSProc runs nats-server on port with JetStream stored in dir (a
+// restart on the same dir keeps what JetStream stored).
+func startNATSProc(t *testing.T, bin string, port int, dir string) *natsProc {
 	t.Helper()
-	cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port))
+	cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", dir)
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting nats-server: %v", err)
@@ -130,7 +132,8 @@ func TestChatdClusterProcesses(t *testing.T) {
 	bin := testutil.BuildInTempDir(t, ".", "chatd")
 	natsBin := testutil.BuildInTempDir(t, "github.com/nats-io/nats-server/v2", "nats-server")
 	port := freePort(t)
-	ns := startNATSProc(t, natsBin, port)
+	store := t.TempDir()
+	ns := startNATSProc(t, natsBin, port, store)
 	url := "nats://127.0.0.1:" + strconv.Itoa(port)
 
 	a := startChatd(t, bin, "-addr", "127.0.0.1:0", "-nats", url, "-node-id", "a")
@@ -191,7 +194,7 @@ func TestChatdClusterProcesses(t *testing.T) {
 
 	// NATS back on its port: b and c reconnect, re-subscribe, and carry
 	// each other's messages again.
-	startNATSProc(t, natsBin, port)
+	startNATSProc(t, natsBin, port, store)
 	testutil.CheckFor(t, 15*time.Second, func() error {
 		if metric(t, b.addr, "chatd_broker_connected") != 1 || metric(t, c.addr, "chatd_broker_connected") != 1 {
 			return fmt.Errorf("b or c not reconnected")
