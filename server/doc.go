@@ -53,7 +53,8 @@
 //	poller overflowMu        tasks that found the worker queue full
 //
 // Leaves, taken alone or last: pusher appState.sockMu (socket_id index),
-// the Pusher demo rate limiter's lock, poller.Listener.mu and Poller.mu.
+// the Pusher webhook queues' and subscription counts' locks, the Pusher
+// demo rate limiter's lock, poller.Listener.mu and Poller.mu.
 // The Pusher layer calls Hub (through pusher.Rooms) and Conn.Send with its
 // locks held, which is why the engine never calls back into package pusher
 // from there; Session.Closed is called from the connection's own teardown,

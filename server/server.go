@@ -305,6 +305,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				time.Sleep(10 * time.Millisecond)
 			}
 		}
+		// The connections are gone, their channel_vacated and
+		// member_removed queued: pending webhooks get a drain timeout more.
+		wctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
+		s.pusher.Shutdown(wctx)
+		cancel()
 		s.wheel.close()
 		<-httpDone
 		s.broker.Close()

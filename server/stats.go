@@ -97,6 +97,12 @@ func (s *Server) writeMetrics(w io.Writer) {
 	counter("pusher_cache_evictions", ps.CacheEvictions)
 	counter("pusher_cache_expirations", ps.CacheExpirations)
 	counter("pusher_demo_rate_limited", ps.DemoRateLimited)
+	counter("pusher_webhook_posts", ps.WebhookPosts)
+	counter("pusher_webhook_events_sent", ps.WebhookEventsSent)
+	counter("pusher_webhook_retries", ps.WebhookRetries)
+	counter("pusher_webhook_events_dropped", ps.WebhookEventsDropped)
+	counter("pusher_webhook_queue_overflow", ps.WebhookQueueOverflow)
+	fmt.Fprintf(w, "# TYPE chatd_pusher_webhook_queued gauge\nchatd_pusher_webhook_queued %d\n", ps.WebhookQueued)
 	fmt.Fprintf(w, "# TYPE chatd_closed_total counter\n")
 	for i := range st.Closed {
 		fmt.Fprintf(w, "chatd_closed_total{reason=%q} %d\n", CloseReason(i).String(), st.Closed[i].Load())

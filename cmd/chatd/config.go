@@ -70,10 +70,11 @@ func (o commaList) Set(s string) error {
 }
 
 type options struct {
-	cfg      server.Config
-	logLevel string
-	app      pusher.App
-	appsFile string
+	cfg        server.Config
+	logLevel   string
+	app        pusher.App
+	appsFile   string
+	webhookURL string
 }
 
 // parseConfig turns flags and CHATD_* environment variables into a
@@ -102,6 +103,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	fs.StringVar(&o.app.Key, "app-key", "", "Pusher app key (clients connect to /app/{key})")
 	fs.StringVar(&o.app.Secret, "app-secret", "", "Pusher app secret (signs channel auth and HTTP API requests)")
 	fs.BoolVar(&o.app.ClientEvents, "app-client-events", false, "let the -app-id app's private/presence subscribers send client-* events")
+	fs.StringVar(&o.webhookURL, "app-webhook-url", "", "post the Pusher app's webhook events (all types) to this URL, signed with its secret (the -app-id app, else the default app)")
 	fs.StringVar(&o.appsFile, "apps-file", "", "JSON file of several Pusher apps (instead of the -app-* flags)")
 	fs.Var(commaList{&c.Cluster.NATS}, "nats", "comma-separated NATS URLs (nats://host:4222): join the chatd cluster that meets there (empty: one node)")
 	fs.StringVar(&c.Cluster.NodeID, "node-id", "", "this node's name in logs and in NATS (empty: random, logged at start)")
@@ -143,9 +145,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	if err := validate(c); err != nil {
 		return *c, err
 	}
+	if o.webhookURL != "" {
+		o.app.Webhooks = []pusher.Webhook{{URL: o.webhookURL}}
+	}
 	apps, err := pusher.LoadApps(o.appsFile, o.app)
 	if err != nil {
-		return *c, fmt.Errorf("invalid Pusher app (flags -app-id, -app-key, -app-secret, -apps-file): %v", err)
+		return *c, fmt.Errorf("invalid Pusher app (flags -app-id, -app-key, -app-secret, -app-webhook-url, -apps-file): %v", err)
 	}
 	c.Apps = apps
 	return *c, nil

@@ -57,6 +57,22 @@ type App struct {
 	// MaxCacheBytes.
 	MaxCacheChannels int // cache channels remembered; zero means 1000
 	MaxCacheBytes    int // bytes of remembered events (channel, data and encoded message); zero means 16 MiB
+
+	// SubscriptionCount sends the subscribers of non-presence channels
+	// pusher_internal:subscription_count when the channel's count of
+	// subscriptions changes (at most once a second per channel), and
+	// enables the subscription_count webhook.
+	SubscriptionCount bool
+
+	// Webhooks are the URLs the app's events are posted to (see Webhook),
+	// with the delivery settings below shared by all of them.
+	Webhooks           []Webhook
+	WebhookBatch       time.Duration // events within this window go in one POST; zero means 50 ms
+	WebhookTimeout     time.Duration // one POST, answer included; zero means 5 s
+	WebhookBackoff     time.Duration // wait before the first retry, doubled each time up to 1 min; zero means 1 s
+	WebhookRetryFor    time.Duration // how long a batch is retried before it is dropped; zero means 5 min
+	WebhookQueueEvents int           // events waiting per webhook, over it new ones are dropped; zero means 10000
+	WebhookQueueBytes  int           // their encoded size; zero means 4 MiB
 }
 
 // DefaultApp returns the default app (ID chatd, key chatd-key, secret
@@ -79,6 +95,7 @@ func (a *App) setDefaults() {
 	}
 	setDefault(&a.MaxCacheChannels, DefaultMaxCacheChannels)
 	setDefault(&a.MaxCacheBytes, DefaultMaxCacheBytes)
+	a.setWebhookDefaults()
 }
 
 func setDefault(v *int, def int) {
@@ -113,6 +130,8 @@ func (a *App) Validate() error {
 		{"client_events_per_second", a.ClientEventsPerSecond},
 		{"max_cache_channels", a.MaxCacheChannels},
 		{"max_cache_bytes", a.MaxCacheBytes},
+		{"webhook_queue_events", a.WebhookQueueEvents},
+		{"webhook_queue_bytes", a.WebhookQueueBytes},
 	}
 	for _, l := range limits {
 		if l.v < 0 {
@@ -122,7 +141,7 @@ func (a *App) Validate() error {
 	if a.ActivityTimeout < 0 || a.ActivityTimeout%time.Second != 0 {
 		return fmt.Errorf("%w: app %q: activity timeout %v is not a whole, positive number of seconds", ErrInvalidApp, a.ID, a.ActivityTimeout)
 	}
-	return nil
+	return a.validateWebhooks()
 }
 
 // MaxMessageBytes is the largest frame this app's connections need: room
@@ -203,6 +222,15 @@ type appFile struct {
 	ActivityTimeout       int    `json:"activity_timeout"`
 	MaxCacheChannels      int    `json:"max_cache_channels"`
 	MaxCacheBytes         int    `json:"max_cache_bytes"`
+	SubscriptionCount     bool   `json:"subscription_count"`
+
+	Webhooks            []webhookFile `json:"webhooks"`
+	WebhookBatchMS      int           `json:"webhook_batch_ms"`
+	WebhookTimeoutMS    int           `json:"webhook_timeout_ms"`
+	WebhookBackoffMS    int           `json:"webhook_backoff_ms"`
+	WebhookRetrySeconds int           `json:"webhook_retry_seconds"`
+	WebhookQueueEvents  int           `json:"webhook_queue_events"`
+	WebhookQueueBytes   int           `json:"webhook_queue_bytes"`
 }
 
 // LoadAppsFile reads apps from a JSON file, either {"apps": [...]} or a bare
@@ -210,8 +238,12 @@ type appFile struct {
 // client_events, and optionally the limits max_presence_members,
 // max_user_info_bytes, max_presence_id_len, max_event_bytes,
 // max_channels_per_conn, client_events_per_second, activity_timeout
-// (seconds), max_cache_channels and max_cache_bytes; a missing or zero
-// limit means its default. Unknown fields are an error, so a misspelt
+// (seconds), max_cache_channels and max_cache_bytes; the switch
+// subscription_count; webhooks (a list of {"url", "event_types", "filter":
+// {"channel_name_starts_with", "channel_name_ends_with"}, "headers"}) and
+// their settings webhook_batch_ms, webhook_timeout_ms, webhook_backoff_ms,
+// webhook_retry_seconds, webhook_queue_events and webhook_queue_bytes. A
+// missing or zero limit means its default. Unknown fields are an error, so a misspelt
 // limit is not silently ignored.
 func LoadAppsFile(path string) (*Apps, error) {
 	b, err := os.ReadFile(path)
@@ -249,6 +281,14 @@ func LoadAppsFile(path string) (*Apps, error) {
 			ActivityTimeout:       time.Duration(f.ActivityTimeout) * time.Second,
 			MaxCacheChannels:      f.MaxCacheChannels,
 			MaxCacheBytes:         f.MaxCacheBytes,
+			SubscriptionCount:     f.SubscriptionCount,
+			Webhooks:              webhooksFromFile(f.Webhooks),
+			WebhookBatch:          time.Duration(f.WebhookBatchMS) * time.Millisecond,
+			WebhookTimeout:        time.Duration(f.WebhookTimeoutMS) * time.Millisecond,
+			WebhookBackoff:        time.Duration(f.WebhookBackoffMS) * time.Millisecond,
+			WebhookRetryFor:       time.Duration(f.WebhookRetrySeconds) * time.Second,
+			WebhookQueueEvents:    f.WebhookQueueEvents,
+			WebhookQueueBytes:     f.WebhookQueueBytes,
 		}
 	}
 	r, err := NewApps(apps...)
@@ -260,16 +300,21 @@ func LoadAppsFile(path string) (*Apps, error) {
 
 // LoadApps is what a command line needs: the apps of file when it is set,
 // else the single app given by flags when any of its ID, key or secret is
-// set, else the default app.
+// set, else the default app. The single app's Webhooks apply to the default
+// app too when only they are set.
 func LoadApps(file string, single App) (*Apps, error) {
 	flagsSet := single.ID != "" || single.Key != "" || single.Secret != ""
 	switch {
-	case file != "" && flagsSet:
-		return nil, fmt.Errorf("%w: give either an apps file or one app's id, key and secret, not both", ErrInvalidApp)
+	case file != "" && (flagsSet || len(single.Webhooks) > 0):
+		return nil, fmt.Errorf("%w: give either an apps file or one app's id, key, secret and webhook URL, not both", ErrInvalidApp)
 	case file != "":
 		return LoadAppsFile(file)
 	case flagsSet:
 		return NewApps(single)
+	case len(single.Webhooks) > 0:
+		app := DefaultApp()
+		app.Webhooks = single.Webhooks
+		return NewApps(app)
 	default:
 		return NewApps()
 	}

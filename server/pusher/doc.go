@@ -19,7 +19,11 @@
 //   - a demo auth and publish endpoint for the default app
 //     (Protocol.DemoHandler, mounted at /pusher/), rate limited as a whole
 //     (DemoRequestsPerSecond, DemoBurst) because it signs for anybody;
-//   - the app registry (App, Apps, NewApps, LoadAppsFile, LoadApps).
+//   - the app registry (App, Apps, NewApps, LoadAppsFile, LoadApps);
+//   - the app's backend told what happens (webhook.go): webhooks posted
+//     from the state transitions, batched, filtered, signed and retried;
+//     pusher_internal:subscription_count (subcount.go) and watchlist
+//     online/offline events for signed-in users (watchlist.go).
 //
 // # Usage
 //
@@ -71,6 +75,13 @@
 // Messages given to Conn.Send and Rooms.Publish are never modified afterwards
 // (cache channels keep the last one and Send it again to new subscribers).
 //
+// New starts the package's own goroutines, a constant number: two senders
+// per configured webhook, which do the HTTP, and, if an app counts
+// subscriptions, one sweep that sends the changed counts once a second.
+// Protocol.Shutdown ends them. The protocol's callbacks only append an
+// encoded event to a webhook's bounded queue (or count it as overflow):
+// nothing on a worker waits for a webhook.
+//
 // # Locks
 //
 // There are four. Three of them nest, always taken in this order:
@@ -89,6 +100,10 @@
 //
 // The fourth, demoLimiter.mu, guards the demo endpoints' shared rate
 // limiter and is only ever taken alone.
+//
+// Two more are leaves taken after appState.mu (or alone):
+// webhookTarget.mu, one webhook's queue, and subscriptionCounts.mu, an
+// app's changed counts. Nothing is called while either is held.
 //
 // Conn.Send and the Rooms methods may be called with Session.mu,
 // appState.mu or both held, so the engine's own locks come after these,

@@ -48,6 +48,8 @@ type Protocol struct {
 	states map[string]*appState // by app ID
 	demo   demoLimiter          // the demo endpoints' rate limit
 
+	webhooks *webhookRuntime // webhook senders and the subscription count sweep
+
 	cluster Cluster // nil: a single node (SetCluster)
 	node    string  // this node's ID in the cluster
 }
@@ -73,9 +75,15 @@ func New(cfg Config) (*Protocol, error) {
 	}
 	p.epoch = p.now()
 	p.states = make(map[string]*appState, len(p.apps.list))
+	p.webhooks = newWebhookRuntime()
 	for _, app := range p.apps.list {
-		p.states[app.ID] = newAppState(p, app)
+		st := newAppState(p, app)
+		if st.hooks = newAppHooks(st, p.webhooks); st.hooks != nil {
+			p.webhooks.hooks = append(p.webhooks.hooks, st.hooks)
+		}
+		p.states[app.ID] = st
 	}
+	p.webhooks.start()
 	return p, nil
 }
 
@@ -86,6 +94,13 @@ type Stats struct {
 	CacheEvictions   uint64 // remembered events dropped to stay within MaxCacheChannels and MaxCacheBytes
 	CacheExpirations uint64 // remembered events dropped after CacheTTL
 	DemoRateLimited  uint64 // demo endpoint requests refused with 429
+
+	WebhookPosts         uint64 // webhook POSTs answered 2xx
+	WebhookEventsSent    uint64 // events in them
+	WebhookRetries       uint64 // failed POSTs (error, timeout, not 2xx) tried again
+	WebhookEventsDropped uint64 // events given up on: retried for App.WebhookRetryFor, or pending when Shutdown ended
+	WebhookQueueOverflow uint64 // events not queued because their webhook's queue was full
+	WebhookQueued        int    // events waiting in the queues now
 }
 
 // Stats returns the current counters. Safe to call from any goroutine; it
@@ -94,6 +109,7 @@ func (p *Protocol) Stats() Stats {
 	var st Stats
 	for _, a := range p.states {
 		a.cacheStats(&st)
+		a.hooks.stats(&st)
 	}
 	st.DemoRateLimited = p.demo.limited.Load()
 	return st

@@ -27,6 +27,8 @@ type Session struct {
 	subs   []subscription // at most App.MaxChannelsPerConn
 	userID string         // set by pusher:signin
 	events gcra           // client event rate limit
+
+	watchlist []string // the signed-in user's watchlist (watchlist.go)
 }
 
 // subscription is one channel a connection is subscribed to.
@@ -314,6 +316,7 @@ func (s *Session) clientEvent(m clientMessage) {
 	// On presence channels the recipients learn who sent it.
 	msg := encodeEvent(m.Event, m.Channel, data, s.subs[i].userID)
 	s.app.deliver(m.Channel, msg, data, s.conn, s.socketID)
+	s.app.hooks.clientEvent(m.Channel, m.Event, data, s.socketID, s.subs[i].userID)
 }
 
 // allowClientEvent limits client events to perSecond per second, with
@@ -346,7 +349,8 @@ func (s *Session) signin(raw json.RawMessage) {
 		return
 	}
 	var user struct {
-		ID json.RawMessage `json:"id"`
+		ID        json.RawMessage `json:"id"`
+		Watchlist json.RawMessage `json:"watchlist"`
 	}
 	var id string
 	if err := json.Unmarshal([]byte(d.UserData), &user); err != nil || json.Unmarshal(user.ID, &id) != nil ||
@@ -359,10 +363,19 @@ func (s *Session) signin(raw json.RawMessage) {
 		s.sendError(CodeUnauthorized, "connection is already signed in as another user")
 		return
 	}
-	if s.userID == "" {
-		s.userID = id
+	watchlist, err := parseWatchlist(app, user.Watchlist)
+	if err != nil {
+		s.sendError(CodeUnauthorized, "invalid user_data: "+err.Error())
+		return
+	}
+	first := s.userID == ""
+	if first {
+		s.userID, s.watchlist = id, watchlist
 		s.app.addUser(id, s)
 	}
 	obj := appendQuoted([]byte(`{"user_data":`), d.UserData)
 	s.conn.Send(encodeObjectEvent("pusher:signin_success", "", append(obj, '}')))
+	if first {
+		s.app.watch(s)
+	}
 }

@@ -35,6 +35,8 @@ type appState struct {
 	channels map[string]*channelState // occupied channels (user channels are not listed)
 	users    map[string][]*Session    // signed-in user ID -> its connections
 	cache    eventCache               // cache channel -> last event
+	watchers map[string][]*Session    // watched user ID -> connections watching it (watchlist.go)
+	hooks    *appHooks                // webhooks and subscription counts (webhook.go); nil if none
 
 	// In a cluster (cluster.go): presence channels as the cluster knows
 	// them, and this node's connections in them by channel NUL user.
@@ -122,6 +124,7 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 			if ch == nil {
 				ch = &channelState{}
 				a.channels[sub.channel] = ch
+				a.hooks.channelOccupied(sub.channel)
 			}
 			if ch.members == nil {
 				ch.members = make(map[string]*member)
@@ -130,8 +133,10 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 		} else if ch == nil {
 			ch = &channelState{}
 			a.channels[sub.channel] = ch
+			a.hooks.channelOccupied(sub.channel)
 		}
 		ch.subs++
+		a.hooks.subscriptionCount(sub.channel, ch.subs)
 		a.rooms.Subscribe(room, s.conn)
 	}
 
@@ -143,12 +148,14 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 	if added != nil {
 		a.rooms.Publish(room, encodeEvent("pusher_internal:member_added", sub.channel,
 			string(appendMember(nil, sub.userID, added.info)), ""), s.conn)
+		a.hooks.memberAdded(sub.channel, sub.userID)
 	}
 	if sub.kind&kindCache != 0 {
 		if e := a.cache.get(sub.channel, a.p.now()); e != nil {
 			s.conn.Send(e.msg)
 		} else {
 			s.conn.Send(encodeCacheMiss(sub.channel))
+			a.hooks.cacheMiss(sub.channel)
 		}
 	}
 	return nil
@@ -185,12 +192,15 @@ func (a *appState) unsubscribeLocked(s *Session, sub subscription) {
 				delete(ch.members, sub.userID)
 				a.rooms.Publish(room, encodeEvent("pusher_internal:member_removed", sub.channel,
 					string(appendMember(nil, sub.userID, nil)), ""), nil)
+				a.hooks.memberRemoved(sub.channel, sub.userID)
 			}
 		}
 	}
 	ch.subs--
+	a.hooks.subscriptionCount(sub.channel, ch.subs)
 	if ch.subs <= 0 {
 		delete(a.channels, sub.channel)
+		a.hooks.channelVacated(sub.channel)
 	}
 }
 
@@ -268,10 +278,14 @@ func (a *appState) conn(socketID string) Conn {
 func (a *appState) addUser(id string, s *Session) {
 	a.mu.Lock()
 	a.users[id] = append(a.users[id], s)
+	if len(a.users[id]) == 1 {
+		a.userOnline(id)
+	}
 	a.mu.Unlock()
 }
 
 func (a *appState) removeUserLocked(id string, s *Session) {
+	a.unwatch(s)
 	list := a.users[id]
 	if i := slices.Index(list, s); i >= 0 {
 		list[i] = list[len(list)-1]
@@ -280,6 +294,7 @@ func (a *appState) removeUserLocked(id string, s *Session) {
 	}
 	if len(list) == 0 {
 		delete(a.users, id)
+		a.userOffline(id)
 	} else {
 		a.users[id] = list
 	}

@@ -7,6 +7,7 @@
 //   CHATD_APP_KEY     app key     (default chatd-key)
 //   CHATD_APP_SECRET  app secret  (default chatd-secret)
 //   CHATD_CLIENT_EVENTS  "0" if the app has client events off (default on)
+//   CHATD_SUBSCRIPTION_COUNT  "1" if the app has subscription_count on (default off)
 
 import Pusher from 'pusher-js';
 import Echo from 'laravel-echo';
@@ -18,6 +19,7 @@ export const appId = process.env.CHATD_APP_ID || 'chatd';
 export const key = process.env.CHATD_APP_KEY || 'chatd-key';
 export const secret = process.env.CHATD_APP_SECRET || 'chatd-secret';
 export const clientEvents = process.env.CHATD_CLIENT_EVENTS !== '0';
+export const subscriptionCount = process.env.CHATD_SUBSCRIPTION_COUNT === '1';
 export const port = url ? Number(url.port || 80) : 0;
 
 // server returns the server SDK, signing HTTP API calls with secret.
@@ -33,7 +35,8 @@ export function unique(prefix) {
 
 // client returns a pusher-js client whose channel authorization is done in
 // process by the server SDK's authorizeChannel, as an app server would.
-// user is {id, info} for presence channels and signin; signWith is the
+// user is {id, info} for presence channels and signin, with an optional
+// watchlist (user IDs) for signin; signWith is the
 // SDK used to sign (one with a wrong secret for refusal tests).
 export function client({ user, signWith } = {}) {
   const sdk = signWith || server();
@@ -56,7 +59,9 @@ export function client({ user, signWith } = {}) {
     userAuthentication: {
       customHandler: ({ socketId }, callback) => {
         try {
-          callback(null, sdk.authenticateUser(socketId, { id: user.id, user_info: user.info }));
+          const userData = { id: user.id, user_info: user.info };
+          if (user.watchlist) userData.watchlist = user.watchlist;
+          callback(null, sdk.authenticateUser(socketId, userData));
         } catch (err) {
           callback(err, null);
         }
