@@ -614,3 +614,53 @@ func TestClusterPusherMembersLimit(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterWebhooksOnce: in a cluster each webhook transition is posted
+// once, by one node: a user with tabs on two nodes gives one member_added
+// and, when both are gone, one member_removed; a channel subscribed on two
+// nodes one channel_occupied and one channel_vacated; a node killed (its
+// entries removed by the node with the smallest ID) no duplicates either.
+func TestClusterWebhooksOnce(t *testing.T) {
+	r := newHookReceiver(t, nil)
+	app := hookApp(pusher.Webhook{URL: r.URL, EventTypes: []string{"channel_occupied", "channel_vacated", "member_added", "member_removed"}})
+	apps, err := pusher.NewApps(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := newPusherCluster(t, 3, apps)
+	const ch = "presence-hooks"
+	var tabs []*pclient
+	for i := 0; i < 2; i++ { // one user, a tab on nodes 0 and 1
+		pc := pdial(t, nodes[i], &app)
+		pc.subscribe(ch, "ann")
+		pc.wait("subscribed", isEvent("pusher_internal:subscription_succeeded", ch))
+		tabs = append(tabs, pc)
+	}
+	pub := []*pclient{pdial(t, nodes[1], &app), pdial(t, nodes[2], &app)}
+	for _, pc := range pub {
+		pc.subscribe("lobby", "")
+		pc.wait("subscribed", isEvent("pusher_internal:subscription_succeeded", "lobby"))
+	}
+	r.waitEvents(t, 10*time.Second, []string{
+		"channel_occupied " + ch, "member_added " + ch + " user=ann", "channel_occupied lobby"})
+	for _, pc := range append(tabs, pub...) {
+		pc.c.Close()
+	}
+	r.waitEvents(t, 10*time.Second, []string{
+		"channel_occupied " + ch, "member_added " + ch + " user=ann", "channel_occupied lobby",
+		"channel_vacated " + ch, "member_removed " + ch + " user=ann", "channel_vacated lobby"})
+	// Node 2 dies with a member: node 0 (the smallest ID alive) posts its
+	// member_removed and channel_vacated, node 1 does not.
+	pc := pdial(t, nodes[2], &app)
+	pc.subscribe(ch, "bo")
+	pc.wait("subscribed", isEvent("pusher_internal:subscription_succeeded", ch))
+	waitFor := []string{
+		"channel_occupied " + ch, "member_added " + ch + " user=ann", "channel_occupied lobby",
+		"channel_vacated " + ch, "member_removed " + ch + " user=ann", "channel_vacated lobby",
+		"channel_occupied " + ch, "member_added " + ch + " user=bo"}
+	r.waitEvents(t, 10*time.Second, waitFor)
+	nodes[2].broker.(interface{ Abandon() }).Abandon()
+	r.waitEvents(t, 20*time.Second, append(waitFor, "channel_vacated "+ch, "member_removed "+ch+" user=bo"))
+	time.Sleep(time.Second)
+	r.waitEvents(t, time.Second, append(waitFor, "channel_vacated "+ch, "member_removed "+ch+" user=bo"))
+}

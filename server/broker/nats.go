@@ -146,6 +146,11 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 	return b, nil
 }
 
+// Abandon drops the NATS connection at once, without withdrawing
+// presence or saying goodbye: what a node killed with SIGKILL does. For
+// tests of the cluster's fault handling; Close still releases the rest.
+func (b *NATS) Abandon() { b.nc.Close() }
+
 // NodeID returns the node's ID.
 func (b *NATS) NodeID() string { return b.cfg.NodeID }
 

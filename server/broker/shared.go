@@ -45,6 +45,9 @@ type PresenceEntry struct {
 	App, Channel, User, Node string
 	Info                     []byte // user_info of the node's first connection; nil if none
 	Deleted                  bool   // the node has no connection of the user there any more
+	// Occupancy: not a member but the node's occupancy of the channel
+	// (it has subscribers there; User is empty).
+	Occupancy bool
 }
 
 // CacheEntry is the last event of a cache channel, as a node published it.
@@ -163,8 +166,19 @@ func presenceKey(app, channel, user, node string) string {
 	return enc(app) + "." + enc(channel) + "." + enc(user) + "." + node
 }
 
+func occupancyKey(app, channel, node string) string {
+	return enc(app) + "." + enc(channel) + "." + node
+}
+
 func parsePresenceKey(key string) (app, channel, user, node string, ok bool) {
 	t := strings.Split(key, ".")
+	if len(t) == 3 { // an occupancy entry
+		var ok1, ok2, ok3 bool
+		app, ok1 = dec(t[0])
+		channel, ok2 = dec(t[1])
+		node, ok3 = dec(t[2])
+		return app, channel, "", node, ok1 && ok2 && ok3
+	}
 	if len(t) != 4 {
 		return "", "", "", "", false
 	}
@@ -187,6 +201,44 @@ func (b *NATS) SetPresence(app, channel, user string, info []byte) {
 		}
 		sh.set(presenceKey(app, channel, user, sh.node), info)
 	})
+}
+
+// SetOccupied records whether this node has subscribers in a channel;
+// the change reaches every node through SharedHandler.PresenceUpdate as an
+// entry with Occupancy set.
+func (b *NATS) SetOccupied(app, channel string, on bool) {
+	b.withShared(func(sh *shared) {
+		var v []byte
+		if on {
+			v = []byte("1")
+		}
+		sh.set(occupancyKey(app, channel, sh.node), v)
+	})
+}
+
+// Owns reports whether this node speaks for changes of node: its own, and
+// a silent node's when this is the alive node with the smallest ID (the
+// one that removes the silent node's entries).
+func (b *NATS) Owns(node string) bool {
+	if node == b.cfg.NodeID {
+		return true
+	}
+	sh := b.getShared()
+	if sh == nil {
+		return false
+	}
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	now := time.Now()
+	if t, ok := sh.lastSeen[node]; ok && now.Sub(t) <= sh.timeout {
+		return false
+	}
+	for n, t := range sh.lastSeen {
+		if n < b.cfg.NodeID && n != node && now.Sub(t) <= sh.timeout {
+			return false
+		}
+	}
+	return true
 }
 
 // DeletePresence records that this node has no connection of user in the
@@ -509,7 +561,7 @@ func presenceEntry(e jetstream.KeyValueEntry) (PresenceEntry, bool) {
 	if !ok {
 		return PresenceEntry{}, false
 	}
-	pe := PresenceEntry{App: app, Channel: channel, User: user, Node: node}
+	pe := PresenceEntry{App: app, Channel: channel, User: user, Node: node, Occupancy: user == ""}
 	if e.Operation() != jetstream.KeyValuePut {
 		pe.Deleted = true
 	} else if v := e.Value(); string(v) != "null" {

@@ -40,6 +40,63 @@ type Cluster interface {
 	DeletePresence(app, channel, user string)
 	Terminate(app, user string)
 	Gather(app string, query []byte) [][]byte
+	// SetOccupied records whether this node has subscribers in a channel
+	// (only for apps with occupancy webhooks); the change comes back
+	// through PresenceUpdate as an entry with Occupancy set.
+	SetOccupied(app, channel string, on bool)
+	// Owns reports whether this node speaks for node's changes: its own,
+	// and those of a node gone silent when this is the alive node with
+	// the smallest ID (the one that removes its entries). A cluster-wide
+	// transition's webhook is posted by the node that owns it, so once.
+	Owns(node string) bool
+}
+
+// occupiedLocked is called when a channel gets its first (on) or loses
+// its last subscriber on this node. On a single node that is the
+// channel_occupied/vacated transition; in a cluster the node's share is
+// recorded, and the cluster-wide transition comes from PresenceUpdate.
+func (a *appState) occupiedLocked(channel string, on bool) {
+	if a.p.cluster == nil {
+		if on {
+			a.hooks.channelOccupied(channel)
+		} else {
+			a.hooks.channelVacated(channel)
+		}
+		return
+	}
+	if a.hooks.wantsOccupancy() {
+		a.p.cluster.SetOccupied(a.app.ID, channel, on)
+	}
+}
+
+// applyOccupancyLocked applies a node's occupancy entry; the webhook of a
+// cluster-wide transition is posted by the node that owns the change.
+func (a *appState) applyOccupancyLocked(e broker.PresenceEntry) {
+	nodes := a.occupancy[e.Channel]
+	if e.Deleted {
+		if _, ok := nodes[e.Node]; !ok {
+			return
+		}
+		delete(nodes, e.Node)
+		if len(nodes) == 0 {
+			delete(a.occupancy, e.Channel)
+			if a.p.cluster.Owns(e.Node) {
+				a.hooks.channelVacated(e.Channel)
+			}
+		}
+		return
+	}
+	if nodes == nil {
+		nodes = make(map[string]struct{})
+		a.occupancy[e.Channel] = nodes
+	}
+	if _, ok := nodes[e.Node]; ok {
+		return
+	}
+	nodes[e.Node] = struct{}{}
+	if len(nodes) == 1 && a.p.cluster.Owns(e.Node) {
+		a.hooks.channelOccupied(e.Channel)
+	}
 }
 
 // SetCluster joins the protocol to a cluster. Call it before the first
@@ -145,6 +202,7 @@ func (a *appState) unsubscribePresenceClustered(c Conn, s *Session, sub subscrip
 			ch.subs--
 			if ch.subs <= 0 {
 				delete(a.channels, sub.channel)
+				a.occupiedLocked(sub.channel, false)
 			}
 		}
 	}
@@ -179,8 +237,10 @@ func (a *appState) completeLocked(channel, user string, cu *clusterUser) {
 		if ch == nil {
 			ch = &channelState{}
 			a.channels[channel] = ch
+			a.occupiedLocked(channel, true)
 		}
 		ch.subs++
+		a.hooks.subscriptionCount(channel, ch.subs)
 		a.rooms.Subscribe(a.room(channel), s.conn)
 		a.sendPresenceSucceeded(s, channel)
 		if classify(channel)&kindCache != 0 {
@@ -188,6 +248,7 @@ func (a *appState) completeLocked(channel, user string, cu *clusterUser) {
 				s.conn.Send(e.msg)
 			} else {
 				s.conn.Send(encodeCacheMiss(channel))
+				a.hooks.cacheMiss(channel)
 			}
 		}
 	}
@@ -291,17 +352,28 @@ func (a *appState) announceLocked(channel, user string, delta int, info json.Raw
 // this node's connections waiting for their own entry are answered.
 func (p *Protocol) PresenceUpdate(e broker.PresenceEntry) {
 	a := p.states[e.App]
-	if a == nil || classify(e.Channel)&kindPresence == 0 {
+	if a == nil || !e.Occupancy && classify(e.Channel)&kindPresence == 0 {
 		return
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if e.Occupancy {
+		a.applyOccupancyLocked(e)
+		return
+	}
 	delta, cu := a.applyLocked(e)
 	var info json.RawMessage
 	if cu != nil {
 		info = cu.info
 	}
 	a.announceLocked(e.Channel, e.User, delta, info)
+	if delta != 0 && a.p.cluster.Owns(e.Node) {
+		if delta > 0 {
+			a.hooks.memberAdded(e.Channel, e.User)
+		} else {
+			a.hooks.memberRemoved(e.Channel, e.User)
+		}
+	}
 	if !e.Deleted && e.Node == p.node {
 		a.completeLocked(e.Channel, e.User, cu)
 	}
@@ -318,8 +390,12 @@ func (p *Protocol) PresenceReset(entries []broker.PresenceEntry) {
 		a.mu.Lock()
 		old := a.presence
 		a.presence = make(map[string]*presenceState)
+		a.occupancy = make(map[string]map[string]struct{})
 		for _, e := range byApp[id] {
-			if classify(e.Channel)&kindPresence != 0 {
+			switch {
+			case e.Occupancy:
+				a.applyOccupancyLocked(e)
+			case classify(e.Channel)&kindPresence != 0:
 				a.applyLocked(e)
 			}
 		}

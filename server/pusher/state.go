@@ -40,8 +40,9 @@ type appState struct {
 
 	// In a cluster (cluster.go): presence channels as the cluster knows
 	// them, and this node's connections in them by channel NUL user.
-	presence map[string]*presenceState
-	local    map[string]*localPresence
+	presence  map[string]*presenceState
+	local     map[string]*localPresence
+	occupancy map[string]map[string]struct{} // channel -> nodes with subscribers (occupancy webhooks only)
 
 	sockMu  sync.RWMutex
 	sockets map[string]*Session // socket_id -> connection
@@ -74,11 +75,12 @@ type subscribeError struct {
 func newAppState(p *Protocol, app *App) *appState {
 	return &appState{
 		p: p, app: app, rooms: p.rooms,
-		channels: make(map[string]*channelState),
-		users:    make(map[string][]*Session),
-		sockets:  make(map[string]*Session),
-		presence: make(map[string]*presenceState),
-		local:    make(map[string]*localPresence),
+		channels:  make(map[string]*channelState),
+		users:     make(map[string][]*Session),
+		sockets:   make(map[string]*Session),
+		presence:  make(map[string]*presenceState),
+		local:     make(map[string]*localPresence),
+		occupancy: make(map[string]map[string]struct{}),
 	}
 }
 
@@ -124,7 +126,7 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 			if ch == nil {
 				ch = &channelState{}
 				a.channels[sub.channel] = ch
-				a.hooks.channelOccupied(sub.channel)
+				a.occupiedLocked(sub.channel, true)
 			}
 			if ch.members == nil {
 				ch.members = make(map[string]*member)
@@ -133,7 +135,7 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 		} else if ch == nil {
 			ch = &channelState{}
 			a.channels[sub.channel] = ch
-			a.hooks.channelOccupied(sub.channel)
+			a.occupiedLocked(sub.channel, true)
 		}
 		ch.subs++
 		a.hooks.subscriptionCount(sub.channel, ch.subs)
@@ -200,7 +202,7 @@ func (a *appState) unsubscribeLocked(s *Session, sub subscription) {
 	a.hooks.subscriptionCount(sub.channel, ch.subs)
 	if ch.subs <= 0 {
 		delete(a.channels, sub.channel)
-		a.hooks.channelVacated(sub.channel)
+		a.occupiedLocked(sub.channel, false)
 	}
 }
 

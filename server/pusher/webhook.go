@@ -243,6 +243,12 @@ func newAppHooks(a *appState, rt *webhookRuntime) *appHooks {
 }
 
 // channelOccupied: the channel got its first subscriber.
+// wantsOccupancy reports whether a webhook wants channel_occupied or
+// channel_vacated.
+func (h *appHooks) wantsOccupancy() bool {
+	return h != nil && h.types&(1<<evChannelOccupied|1<<evChannelVacated) != 0
+}
+
 func (h *appHooks) channelOccupied(channel string) {
 	if h == nil || h.types&(1<<evChannelOccupied) == 0 {
 		return
