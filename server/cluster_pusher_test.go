@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
 	"slices"
 	"sort"
 	"strconv"
@@ -663,4 +665,28 @@ func TestClusterWebhooksOnce(t *testing.T) {
 	r.waitEvents(t, 20*time.Second, append(waitFor, "channel_vacated "+ch, "member_removed "+ch+" user=bo"))
 	time.Sleep(time.Second)
 	r.waitEvents(t, time.Second, append(waitFor, "channel_vacated "+ch, "member_removed "+ch+" user=bo"))
+}
+
+// TestClusterPusherJSClients runs pusher/jstest/cluster.mjs — laravel-echo
+// and pusher-js on different nodes, the npm pusher SDK publishing to and
+// querying another node — against a three-node cluster.
+func TestClusterPusherJSClients(t *testing.T) {
+	node, dir := jstestDir(t)
+	nodes := newPusherCluster(t, 3, nil)
+	var urls []string
+	for _, s := range nodes {
+		urls = append(urls, "http://"+s.Addr().String())
+	}
+	cmd := exec.Command(node, "--test", "--test-force-exit", "--test-concurrency=1", "cluster.mjs")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CHATD_URLS="+strings.Join(urls, ","))
+	cmd.WaitDelay = 5 * time.Second
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node tests failed: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "# pass 3") {
+		t.Fatalf("expected 3 passing node tests:\n%s", out)
+	}
+	t.Logf("node --test cluster.mjs:\n%s", out)
 }
