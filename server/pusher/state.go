@@ -36,6 +36,8 @@ type appState struct {
 
 	sockMu  sync.RWMutex
 	sockets map[string]*Session // socket_id -> connection
+
+	counters appCounters
 }
 
 // channelState is an occupied channel.
@@ -105,6 +107,7 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 				}
 				m = &member{info: info}
 				added = m
+				a.counters.members.Add(1)
 			}
 			m.conns++
 			if ch == nil {
@@ -120,6 +123,7 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 			a.channels[sub.channel] = ch
 		}
 		ch.subs++
+		a.counters.subs.Add(1)
 		a.rooms.Subscribe(room, s.conn)
 	}
 
@@ -166,12 +170,14 @@ func (a *appState) unsubscribeLocked(c Conn, sub subscription) {
 			m.conns--
 			if m.conns <= 0 {
 				delete(ch.members, sub.userID)
+				a.counters.members.Add(-1)
 				a.rooms.Publish(room, encodeEvent("pusher_internal:member_removed", sub.channel,
 					string(appendMember(nil, sub.userID, nil)), ""), nil)
 			}
 		}
 	}
 	ch.subs--
+	a.counters.subs.Add(-1)
 	if ch.subs <= 0 {
 		delete(a.channels, sub.channel)
 	}
