@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -642,6 +643,83 @@ func TestChatdProcess(t *testing.T) {
 			t.Errorf("chatd exited with status %d after SIGTERM, want 0", status)
 		}
 		t.Logf("chatd exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	})
+
+	// On SIGTERM /readyz (admin port) answers 503 before the first close
+	// frame reaches a client: with -shutdown-delay the load balancer has
+	// that long to stop sending new clients.
+	t.Run("ReadyzBeforeCloseFrame", func(t *testing.T) {
+		proc := startChatd(t, bin, "-addr", "127.0.0.1:0", "-shutdown-delay", "1s")
+		if !regexp.MustCompile(`^127\.0\.0\.1:[1-9][0-9]*$`).MatchString(proc.admin) {
+			t.Fatalf("admin addr = %q, want 127.0.0.1:PORT (logged at start)", proc.admin)
+		}
+		probe := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		get := func(path string) int {
+			resp, err := probe.Get("http://" + proc.admin + path)
+			if err != nil {
+				return 0
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		if code := get("/readyz"); code != 200 {
+			t.Fatalf("/readyz %d before SIGTERM, want 200", code)
+		}
+		c, resp, err := websocket.DefaultDialer.Dial("ws://"+proc.addr+"/chat", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		defer c.Close()
+		type closed struct {
+			at  time.Time
+			err error
+		}
+		closeCh := make(chan closed, 1)
+		go func() {
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					closeCh <- closed{time.Now(), err}
+					return
+				}
+			}
+		}()
+		var first503 time.Time
+		stop, probed := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(probed)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if get("/readyz") == http.StatusServiceUnavailable {
+					first503 = time.Now()
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		if err := proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		cl := <-closeCh
+		close(stop)
+		<-probed
+		var ce *websocket.CloseError
+		if !errors.As(cl.err, &ce) || ce.Code != websocket.CloseGoingAway {
+			t.Fatalf("client: %v, want close 1001", cl.err)
+		}
+		if first503.IsZero() || !first503.Before(cl.at) {
+			t.Fatalf("/readyz: first 503 at %v, close frame at %v: want the 503 first", first503, cl.at)
+		}
+		t.Logf("/readyz 503 %v before the close frame", cl.at.Sub(first503).Round(time.Millisecond))
+		if status := proc.exitStatus(t, 10*time.Second); status != 0 {
+			t.Errorf("exit status %d after SIGTERM", status)
+		}
 	})
 
 	t.Run("BadFlag", func(t *testing.T) {
