@@ -70,8 +70,8 @@ http {
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_set_header X-Real-IP $remote_addr;
             proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_read_timeout 120s;
-            proxy_send_timeout 120s;
+            proxy_read_timeout 180s;
+            proxy_send_timeout 180s;
             proxy_buffering off;
         }
     }
