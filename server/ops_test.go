@@ -103,7 +103,7 @@ func waitMetric(t testing.TB, s *Server, series string, want float64) {
 func dialFrom(src, u string, h http.Header) (*gorilla.Conn, *http.Response, error) {
 	d := gorilla.Dialer{
 		HandshakeTimeout: 10 * time.Second,
-		NetDialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}).DialContext,
+		NetDialContext:   (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 10 * time.Second}).DialContext,
 	}
 	return d.Dial(u, h)
 }
