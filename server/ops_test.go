@@ -658,3 +658,35 @@ func TestRateLimitAllocatesNothing(t *testing.T) {
 		t.Fatalf("a bucket of 3 allowed %d", n)
 	}
 }
+
+// BenchmarkFanoutMetrics: what a fan-out batch pays for metrics, its
+// start time taken at publish and, once written, its deliveries counted
+// and its time observed.
+func BenchmarkFanoutMetrics(b *testing.B) {
+	s, err := New(Config{Addr: "127.0.0.1:0"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := s.since()
+		s.stats.Deliveries.Add(100)
+		s.observeFanout(start, 100)
+	}
+}
+
+// BenchmarkRateLimit: the token bucket, per message.
+func BenchmarkRateLimit(b *testing.B) {
+	s, err := New(Config{Addr: "127.0.0.1:0", MaxMessageRate: 1_000_000, MaxMessageBurst: 1_000_000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := &Conn{srv: s}
+	c.rlTokens = 1_000_000 * 1000
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.rawProto.allowMessage(c)
+	}
+}
