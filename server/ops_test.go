@@ -410,6 +410,9 @@ func TestAdminAddrInUse(t *testing.T) {
 		s.Shutdown(context.Background())
 		t.Fatalf("Start with a taken admin address: %v, want an error naming the admin listener", err)
 	}
+	if err := s.Shutdown(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Shutdown after a failed Start: %v, want ErrClosed", err)
+	}
 }
 
 // ---- limits ----

@@ -123,7 +123,8 @@ func (s *Server) Start() error {
 			err = fmt.Errorf("admin listener on %s: %w", s.cfg.AdminAddr, err)
 			s.ln.Close()
 			s.poller.Close()
-			s.ln = nil
+			// Never started: Shutdown has nothing to stop (ErrClosed).
+			s.ln, s.poller = nil, nil
 			return
 		}
 		go s.wheel.run(s.onTimer)
