@@ -117,6 +117,7 @@ func (s *Server) Start() error {
 		s.ln, err = s.poller.Listen(s.cfg.Addr, s.accept, poller.ReusePort(s.cfg.ReusePort))
 		if err != nil {
 			s.poller.Close()
+			s.ln, s.poller = nil, nil
 			return
 		}
 		if err = s.startAdmin(); err != nil {
