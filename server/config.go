@@ -40,6 +40,8 @@ const (
 var (
 	ErrBadConfig = errors.New("server: invalid config")
 	ErrClosed    = errors.New("server: closed")
+	// ErrAdminListen wraps the error of opening Config.AdminAddr.
+	ErrAdminListen = errors.New("server: admin listener")
 )
 
 // Config configures a Server. The zero value is a working server on :8080:

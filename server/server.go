@@ -121,7 +121,7 @@ func (s *Server) Start() error {
 			return
 		}
 		if err = s.startAdmin(); err != nil {
-			err = fmt.Errorf("admin listener on %s: %w", s.cfg.AdminAddr, err)
+			err = fmt.Errorf("%w on %s: %w", ErrAdminListen, s.cfg.AdminAddr, err)
 			s.ln.Close()
 			s.poller.Close()
 			// Never started: Shutdown has nothing to stop (ErrClosed).
@@ -363,6 +363,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if err := s.Start(); err != nil {
+		if errors.Is(err, ErrAdminListen) {
+			return err
+		}
 		return fmt.Errorf("server: listen on %s: %w", s.cfg.Addr, err)
 	}
 	<-ctx.Done()

@@ -222,6 +222,9 @@ func validate(c *server.Config) error {
 
 func runServer(ctx context.Context, cfg server.Config) error {
 	err := server.Run(ctx, cfg)
+	if errors.Is(err, server.ErrAdminListen) && errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w (another process, perhaps another chatd, has -admin-addr's port: give each chatd its own -admin-addr, or -admin-addr off)", err)
+	}
 	if errors.Is(err, syscall.EADDRINUSE) {
 		// The kernel shares an address only among sockets that all set
 		// SO_REUSEPORT (and belong to one user): say which side is missing.

@@ -722,6 +722,24 @@ func TestChatdProcess(t *testing.T) {
 		}
 	})
 
+	// A taken admin address: exit status 1 and a line that names
+	// -admin-addr (not the public address).
+	t.Run("AdminAddrInUse", func(t *testing.T) {
+		first := startChatd(t, bin, "-addr", "127.0.0.1:0")
+		cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-admin-addr", first.admin)
+		cmd.Env = withoutChatdEnv(os.Environ())
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("second chatd on admin %s: %v, want exit status 1\n%s", first.admin, err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "-admin-addr") || !strings.Contains(stderr.String(), first.admin) {
+			t.Errorf("stderr does not name -admin-addr and %s: %q", first.admin, stderr.String())
+		}
+	})
+
 	t.Run("BadFlag", func(t *testing.T) {
 		cmd := exec.Command(bin, "-max-message", "abc")
 		cmd.Env = withoutChatdEnv(os.Environ())
