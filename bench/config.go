@@ -24,8 +24,12 @@ type Config struct {
 	// a comma-separated list of instances), or Server, a shell command
 	// with {addr} that chatbench starts Instances times. Compare is a
 	// second command run the same way for side-by-side figures.
-	URL           string        `json:"url,omitempty"`
-	PIDs          []int         `json:"pids,omitempty"` // with URL: one per URL; 0 or none: the listener's owner
+	URL  string `json:"url,omitempty"`
+	PIDs []int  `json:"pids,omitempty"` // with URL: one per URL; 0 or none: the listener's owner
+	// MetricsAddr (with URL) is host:port of the server's Prometheus
+	// /metrics (chatd: its -admin-addr); empty: the URL's own host:port.
+	// A Server command gets one by {admin}.
+	MetricsAddr   string        `json:"metrics_addr,omitempty"`
 	Server        string        `json:"server,omitempty"`
 	Compare       string        `json:"compare,omitempty"`
 	ServerName    string        `json:"server_name,omitempty"`

@@ -62,7 +62,7 @@ func servers(t *testing.T) map[string]string {
 	}
 	return map[string]string{
 		"baseline": filepath.Join(binDir, "baseline") + " -addr {addr}",
-		"chatd":    filepath.Join(binDir, "chatd") + " -addr {addr} -log-level error",
+		"chatd":    filepath.Join(binDir, "chatd") + " -addr {addr} -admin-addr {admin} -log-level error",
 	}
 }
 

@@ -14,8 +14,10 @@ const Usage = `chatbench SCENARIO [flags]
 
 Scenarios: density, broadcast, churn, slowloris, slowconsumer, soak (see bench/README.md).
 
-Server under test: -url ws://127.0.0.1:PORT [-pid PID], or -server 'CMD {addr}'
-(started on a free loopback port per run); -compare 'OTHER CMD {addr}' runs the
+Server under test: -url ws://127.0.0.1:PORT [-pid PID] [-metrics-addr HOST:PORT],
+or -server 'CMD {addr}' (started on a free loopback port per run; {admin}, if
+present, becomes a second free port, where chatbench scrapes /metrics: chatd
+serves them on -admin-addr, so give it -admin-addr {admin}); -compare 'OTHER CMD {addr}' runs the
 same scenario against a second server, alternating A, B, A, B over -repeat.
 -instances N (density) starts N copies of each command, each on its own port,
 and spreads the connections over them round-robin (a server process holds at
@@ -35,12 +37,12 @@ once for -duration (default 10m) against one server and compares the server's
 RSS, fds, sockets and threads before and after: PASS or FAIL (exit status 1).
 
 Examples:
-  chatbench density -conns 19000 -server './chatd -addr {addr}' -compare './baseline -addr {addr}'
-  chatbench density -conns 38000 -instances 2 -server './chatd -addr {addr}' -compare './baseline -addr {addr}'
+  chatbench density -conns 19000 -server './chatd -addr {addr} -admin-addr {admin}' -compare './baseline -addr {addr}'
+  chatbench density -conns 38000 -instances 2 -server './chatd -addr {addr} -admin-addr {admin}' -compare './baseline -addr {addr}'
   chatbench broadcast -conns 1000 -senders 10 -messages 1000 -size 128 -url ws://127.0.0.1:8080
-  chatbench broadcast -conns 9000 -senders 10 -messages 200 -protocol raw,pusher -repeat 3 -server './chatd -addr {addr} -log-level error'
-  chatbench broadcast -conns 45000 -senders 10 -size 64 -instances 3 -nats ./nats-server -procs 3 -server './chatd -addr {addr} -log-level error -nats {nats}'
-  chatbench soak -duration 10m -server './chatd -addr {addr} -log-level error' -json soak.json
+  chatbench broadcast -conns 9000 -senders 10 -messages 200 -protocol raw,pusher -repeat 3 -server './chatd -addr {addr} -admin-addr {admin} -log-level error'
+  chatbench broadcast -conns 45000 -senders 10 -size 64 -instances 3 -nats ./nats-server -procs 3 -server './chatd -addr {addr} -admin-addr {admin} -log-level error -nats {nats}'
+  chatbench soak -duration 10m -server './chatd -addr {addr} -admin-addr {admin} -log-level error' -json soak.json
 `
 
 // FlagSet builds the flag set for cfg; ParseArgs uses it.
@@ -54,7 +56,8 @@ func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario (or give it as the first argument)")
 	fs.StringVar(&cfg.URL, "url", "", "running server to load, ws://HOST:PORT on loopback; a comma-separated list for several instances (density)")
 	fs.Var((*intList)(&cfg.PIDs), "pid", "with -url: server process to sample, one per URL, comma-separated (default: whoever listens on each port)")
-	fs.StringVar(&cfg.Server, "server", "", "command starting the server under test; {addr} becomes 127.0.0.1:PORT")
+	fs.StringVar(&cfg.Server, "server", "", "command starting the server under test; {addr} becomes 127.0.0.1:PORT, {admin} another free 127.0.0.1:PORT whose /metrics chatbench scrapes (chatd: -admin-addr {admin})")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "with -url: HOST:PORT serving the server's /metrics (chatd: its -admin-addr; default: the -url's own)")
 	fs.StringVar(&cfg.Compare, "compare", "", "command starting a second server to compare with, as -server")
 	fs.StringVar(&cfg.ServerName, "server-name", "", "label of the server under test (default: from the command)")
 	fs.StringVar(&cfg.CompareName, "compare-name", "", "label of the -compare server")

@@ -32,6 +32,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		t.Instances = cfg.Instances
 		if t.Command == "" {
 			t.PIDs = cfg.PIDs
+			t.MetricsAddr = cfg.MetricsAddr
 		}
 		if strings.Contains(t.Command, natsPlaceholder) {
 			t.NATS = cfg.NATS

@@ -361,7 +361,7 @@ func (r *runner) soakSample(client *http.Client, t0 time.Time) (*SoakSample, boo
 	if !t0.IsZero() {
 		s.Seconds = time.Since(t0).Seconds()
 	}
-	all := scrapeMetrics(client, r.t.addrs()[0])
+	all := scrapeMetrics(client, r.t.metricsAddr())
 	for k, v := range all {
 		name, _, _ := strings.Cut(k, "{")
 		switch {

@@ -36,6 +36,9 @@ type target struct {
 	// PIDs (with -url): the process to sample per URL; 0 means whoever
 	// listens on its port.
 	PIDs []int `json:"-"`
+	// MetricsAddr (with URL): where the first server serves /metrics;
+	// empty means its own address.
+	MetricsAddr string `json:"metrics_addr,omitempty"`
 	// NATS is the nats-server binary chatbench starts for each run
 	// before the instances, when Command has {nats}; its URL replaces
 	// {nats}. Its process counts among the server's (CPU, RSS).
@@ -51,9 +54,10 @@ const natsPlaceholder = "{nats}"
 
 // An instance is one server process of a target.
 type instance struct {
-	addr string // host:port to dial
-	url  string
-	pid  int // process to sample; 0 if unknown
+	addr    string // host:port to dial
+	url     string
+	metrics string // host:port of its /metrics: {admin}, -metrics-addr, or addr
+	pid     int    // process to sample; 0 if unknown
 
 	cmd    *exec.Cmd
 	output *tailBuffer
@@ -152,7 +156,10 @@ func (t *target) start(ctx context.Context, timeout time.Duration) error {
 				return fmt.Errorf("chatbench: cannot reach %s (%v): is the server running there? Start it, or let chatbench start it with -server 'CMD {addr}'", u, err)
 			}
 			conn.Close()
-			in := &instance{addr: addr, url: u}
+			in := &instance{addr: addr, url: u, metrics: addr}
+			if i == 0 && t.MetricsAddr != "" {
+				in.metrics = t.MetricsAddr
+			}
 			if i < len(t.PIDs) {
 				in.pid = t.PIDs[i]
 			}
@@ -193,12 +200,34 @@ func (t *target) start(ctx context.Context, timeout time.Duration) error {
 	return nil
 }
 
-// startInstance starts one copy of command on a free loopback port and
-// waits until it listens.
+// adminPlaceholder is what chatbench replaces with a second free loopback
+// address in a server command, where it then scrapes /metrics (chatd's
+// -admin-addr).
+const adminPlaceholder = "{admin}"
+
+// startInstance starts one copy of command on a free loopback port (and
+// one more for {admin}) and waits until it listens.
 func startInstance(ctx context.Context, command string, timeout time.Duration) (*instance, error) {
-	return startListener(ctx, "server", "ws", func(addr string, _ int) string {
+	admin := ""
+	if strings.Contains(command, adminPlaceholder) {
+		port, err := freeLoopbackPort()
+		if err != nil {
+			return nil, err
+		}
+		admin = "127.0.0.1:" + strconv.Itoa(port)
+		command = strings.ReplaceAll(command, adminPlaceholder, admin)
+	}
+	in, err := startListener(ctx, "server", "ws", func(addr string, _ int) string {
 		return strings.ReplaceAll(command, "{addr}", addr)
 	}, timeout)
+	if err != nil {
+		return nil, err
+	}
+	in.metrics = in.addr
+	if admin != "" {
+		in.metrics = admin
+	}
+	return in, nil
 }
 
 // startNATS starts the nats-server binary bin on a free loopback port and
@@ -311,6 +340,17 @@ func (in *instance) stop() {
 	// Whatever the group left behind (a `go run` child) goes too.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	in.cmd = nil
+}
+
+// metricsAddr is where the first instance serves /metrics.
+func (t *target) metricsAddr() string {
+	if len(t.inst) == 0 {
+		return ""
+	}
+	if m := t.inst[0].metrics; m != "" {
+		return m
+	}
+	return t.inst[0].addr
 }
 
 // addrs lists the instances' host:port, in instance order.

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -28,12 +30,18 @@ const (
 	fdReserve = 100
 	// maxHeaderBytes caps an HTTP request head (request line + headers).
 	maxHeaderBytes = 8 << 10
+	// maxMessageRate and maxMessageBurst bound the rate limit so that its
+	// token bucket (thousandths of a token) fits in a uint32.
+	maxMessageRate  = 1_000_000
+	maxMessageBurst = 1_000_000
 )
 
 // Errors returned by New and Config.Validate.
 var (
 	ErrBadConfig = errors.New("server: invalid config")
 	ErrClosed    = errors.New("server: closed")
+	// ErrAdminListen wraps the error of opening Config.AdminAddr.
+	ErrAdminListen = errors.New("server: admin listener")
 )
 
 // Config configures a Server. The zero value is a working server on :8080:
@@ -88,6 +96,37 @@ type Config struct {
 	// /apps/{id}/...; nil means pusher's documented default app.
 	Apps *pusher.Apps
 
+	// AdminAddr is the TCP address of the admin listener: /metrics
+	// (Prometheus), /debug/pprof/, /healthz and /readyz, for operators
+	// only. Empty means no admin listener (cmd/chatd's default is
+	// 127.0.0.1:9090).
+	AdminAddr string
+	// ShutdownDelay is how long Shutdown keeps serving with /readyz
+	// answering 503 before it closes the listener and sends the close
+	// frames, so a load balancer stops sending new clients first. Zero
+	// means none.
+	ShutdownDelay time.Duration
+	// MaxConnsPerIP caps the WebSocket connections from one client
+	// address (see TrustedProxies); handshakes over it get HTTP 429.
+	// Zero means no cap: many users can share one NAT address, and load
+	// tests come from loopback.
+	MaxConnsPerIP int
+	// MaxMessageRate caps the messages per second one raw /chat
+	// connection may send, as a token bucket of MaxMessageBurst tokens
+	// refilled at this rate; a connection over it is closed with 1008
+	// "rate limit". Zero means no cap.
+	MaxMessageRate int
+	// MaxMessageBurst is the token bucket's size. Zero means
+	// MaxMessageRate (one second's worth).
+	MaxMessageBurst int
+	// TrustedProxies are the networks of reverse proxies (nginx, a load
+	// balancer) whose X-Forwarded-For / X-Real-IP headers name the
+	// client: for a connection from one of them, the client address (in
+	// logs and for MaxConnsPerIP) is the right-most X-Forwarded-For entry
+	// that is not itself a trusted proxy, else X-Real-IP. From any other
+	// peer those headers are ignored. Empty trusts nobody.
+	TrustedProxies []netip.Prefix
+
 	// testHookMessage, when set, is called for each raw message (tests
 	// use it to inject a panic).
 	testHookMessage func(payload []byte)
@@ -130,6 +169,23 @@ func (c Config) Validate() error {
 		return bad("MaxConns", c.MaxConns)
 	case c.MaxHTTPConns < 0:
 		return bad("MaxHTTPConns", c.MaxHTTPConns)
+	case c.ShutdownDelay < 0:
+		return bad("ShutdownDelay", c.ShutdownDelay)
+	case c.MaxConnsPerIP < 0:
+		return bad("MaxConnsPerIP", c.MaxConnsPerIP)
+	case c.MaxMessageRate < 0:
+		return bad("MaxMessageRate", c.MaxMessageRate)
+	case c.MaxMessageBurst < 0:
+		return bad("MaxMessageBurst", c.MaxMessageBurst)
+	case c.MaxMessageRate > maxMessageRate:
+		return &ConfigError{"MaxMessageRate", fmt.Sprintf("must be at most %d per second (got %d)", maxMessageRate, c.MaxMessageRate)}
+	case c.MaxMessageBurst > maxMessageBurst:
+		return &ConfigError{"MaxMessageBurst", fmt.Sprintf("must be at most %d (got %d)", maxMessageBurst, c.MaxMessageBurst)}
+	}
+	for _, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			return &ConfigError{"TrustedProxies", "entry is not a network (want CIDRs like 10.0.0.0/8)"}
+		}
 	}
 	for _, o := range c.AllowedOrigins {
 		if o == "" || strings.ContainsAny(o, " \t\r\n,") {
@@ -181,6 +237,14 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxHTTPConns == 0 {
 		c.MaxHTTPConns = DefaultMaxHTTPConns
+	}
+	if c.MaxMessageRate > 0 && c.MaxMessageBurst == 0 {
+		c.MaxMessageBurst = c.MaxMessageRate
+	}
+	// Masked copies: the caller's slice stays as it was.
+	c.TrustedProxies = slices.Clone(c.TrustedProxies)
+	for i, p := range c.TrustedProxies {
+		c.TrustedProxies[i] = p.Masked()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -31,6 +31,11 @@ type Conn struct {
 	srv   *Server
 	d     *poller.Desc
 	state atomic.Uint32
+	// rlTokens and rlAt are the raw protocol's message rate limit
+	// (Config.MaxMessageRate): the token bucket in thousandths of a
+	// message, and the millisecond (Server.since, mod 2^32) it was last
+	// filled. Read side only. Placed in padding: Conn does not grow.
+	rlTokens uint32
 
 	// Set by the handshake, read-only afterwards.
 	proto  connProtocol
@@ -41,11 +46,15 @@ type Conn struct {
 	dec        wsframe.Decoder
 	peerClosed bool // the peer sent close or hung up
 	shutWr     bool // we sent FIN
+	rlAt       uint32
 
 	// Timer side.
 	lastRead atomic.Int64 // wheel tick of the last byte read
 	deadline atomic.Int64 // handshake or linger deadline (ticks)
-	pingAt   int64        // wheel goroutine only
+	// pingAt: in the open state the tick of the last ping sent (wheel
+	// goroutine only); before it, when the handshake began (Server.since,
+	// for the handshake histogram; read side only).
+	pingAt int64
 
 	// Write side, guarded by wmu.
 	wmu      sync.Mutex
@@ -59,6 +68,10 @@ type Conn struct {
 	room    *Room
 	publish publishState
 	cong    atomic.Uint32
+
+	// ip is this connection's count among its client address's
+	// (Config.MaxConnsPerIP), given back when it closes; nil when off.
+	ip *ipCount
 
 	// Wheel links, guarded by wheel.mu.
 	wnext, wprev *Conn

@@ -113,6 +113,12 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 	s := c.srv
 	var rt route
 	counted := false
+	var ca clientAddr
+	perIP := s.cfg.MaxConnsPerIP > 0
+	if perIP || len(s.cfg.TrustedProxies) > 0 {
+		ca.peer = peerAddr(c.d.Fd())
+		ca.viaProxy = len(s.cfg.TrustedProxies) > 0 && s.trusted(ca.peer)
+	}
 	u := ws.Upgrader{
 		OnRequest: func(uri []byte) error {
 			var err error
@@ -123,6 +129,7 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 			if len(s.cfg.AllowedOrigins) > 0 && bytes.EqualFold(k, []byte("Origin")) && !s.originAllowed(string(v)) {
 				return reject(http.StatusForbidden, "origin not allowed")
 			}
+			ca.header(s, k, v)
 			return nil
 		},
 		OnBeforeUpgrade: func() (ws.HandshakeHeader, error) {
@@ -138,6 +145,15 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 				return nil, reject(http.StatusServiceUnavailable, "too many connections")
 			}
 			counted = true
+			if perIP {
+				ip, ok := s.perIP.acquire(ca.addr(), s.cfg.MaxConnsPerIP)
+				if !ok {
+					s.stats.RejectedPerIP.Add(1)
+					s.logLimited("handshake refused: too many connections from one address", "client", ca.addr(), "peer", ca.peer, "max_conns_per_ip", s.cfg.MaxConnsPerIP)
+					return nil, reject(http.StatusTooManyRequests, "too many connections from this address")
+				}
+				c.ip = ip
+			}
 			return nil, nil
 		},
 	}
@@ -147,6 +163,10 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 	if err != nil {
 		if counted {
 			s.open.Add(-1)
+		}
+		if c.ip != nil {
+			s.perIP.release(c.ip)
+			c.ip = nil
 		}
 		s.stats.HandshakesRejected.Add(1)
 		c.rejectHTTP(hio.out, ReasonHandshakeRejected)
@@ -160,6 +180,9 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 	c.pusher = rt.pusher
 	c.dec.MaxMessage = s.cfg.MaxMessage
 	s.stats.Upgraded.Add(1)
+	s.observeHandshake(c.pingAt)
+	// From here on pingAt is the wheel goroutine's (stateOpen).
+	c.pingAt = 0
 	// Join before the 101 is written, so a client that has its 101 is in
 	// the room; anything fanned out meanwhile queues behind the response,
 	// and it all goes out in one write below.

@@ -16,7 +16,8 @@
 // in a small pooled buffer as bytes arrive (capped at 8 KiB and by
 // Config.HandshakeTimeout). A WebSocket upgrade for /chat, /chat/{room} (or
 // /app/{key} when Pusher is enabled) is parsed by gobwas/ws's Upgrader from
-// that buffer; GET /healthz is answered on the spot; any other request is
+// that buffer; GET /healthz is answered on the spot (the public port has
+// no /metrics: that is the admin listener's); any other request is
 // handed to a net/http server through an in-memory listener with the bytes
 // already read put back in front (conn_handshake.go, http.go).
 //
@@ -30,6 +31,21 @@
 // is not read until it can (Room.holdBack). Everything outside a room's own
 // members publishes through Hub.Publish; Hub.Join and Hub.Leave say when a
 // room gets its first or loses its last member on this node.
+//
+// # Operations
+//
+// Config.AdminAddr opens a second, plain net/http listener for operators
+// (admin.go): /metrics from a prometheus.Registry of the server's own
+// (metrics.go), /debug/pprof/, /healthz and /readyz, which answers 503
+// from the moment Shutdown begins (Config.ShutdownDelay keeps serving that
+// long before the close frames) and while the broker is disconnected. The
+// metrics read the server's atomic counters at scrape time; the delivery
+// path adds nothing but one counter add per fan-out chunk and one
+// histogram observation per batch. Abuse limits: Config.MaxConnsPerIP
+// (HTTP 429, per client address as clientaddr.go works it out from the
+// peer and, for Config.TrustedProxies, X-Forwarded-For / X-Real-IP) and
+// Config.MaxMessageRate (a token bucket in two uint32 fields of Conn,
+// raw protocol only; 1008 "rate limit").
 //
 // # Goroutines
 //
@@ -54,7 +70,9 @@
 //
 // Leaves, taken alone or last: pusher appState.sockMu (socket_id index),
 // the Pusher webhook queues' and subscription counts' locks, the Pusher
-// demo rate limiter's lock, poller.Listener.mu and Poller.mu.
+// demo rate limiter's lock, pusher apiCounters.mu (HTTP API request
+// counts), ipLimiter.mu (connections per client address),
+// poller.Listener.mu and Poller.mu.
 // The Pusher layer calls Hub (through pusher.Rooms) and Conn.Send with its
 // locks held, which is why the engine never calls back into package pusher
 // from there; Session.Closed is called from the connection's own teardown,

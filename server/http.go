@@ -172,10 +172,6 @@ func (s *Server) httpHandler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, healthzBody)
 	})
-	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		s.writeMetrics(w)
-	})
 	upgradeRequired := func(w http.ResponseWriter, r *http.Request) {
 		if s.upgradeKeptAlive(w, r) {
 			return

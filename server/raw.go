@@ -12,13 +12,27 @@ type rawProto struct{ s *Server }
 
 func rawRoomKey(name string) string { return "chat/" + name }
 
-func (p *rawProto) onOpen(c *Conn, rt route) { c.room, _ = p.s.hub.join(rt.room, c, true) }
+func (p *rawProto) onOpen(c *Conn, rt route) {
+	if p.s.cfg.MaxMessageRate > 0 {
+		c.rlTokens = uint32(p.s.cfg.MaxMessageBurst) * 1000
+		c.rlAt = uint32(p.s.since() / 1e6)
+	}
+	c.room, _ = p.s.hub.join(rt.room, c, true)
+}
 
 func (p *rawProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
 	if h := p.s.cfg.testHookMessage; h != nil {
 		h(payload)
 	}
 	p.s.stats.MessagesIn.Add(1)
+	if p.s.cfg.MaxMessageRate > 0 && !p.allowMessage(c) {
+		// Dropped, not published: the point of the limit is that one
+		// client cannot make a large room cost a write per member per
+		// message without bound.
+		p.s.stats.RateLimited.Add(1)
+		c.closeWith(ws.StatusPolicyViolation, "rate limit", ReasonRateLimited)
+		return
+	}
 	// Other nodes' members get it through the broker (nothing leaves the
 	// process without a cluster); this node's, from the room's batch.
 	p.s.broker.Publish(c.room.name, byte(op), payload)
@@ -27,6 +41,25 @@ func (p *rawProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
 	} else if c.publish == publishedNone {
 		c.publish = publishedJoined
 	}
+}
+
+// allowMessage takes one token from c's bucket (Config.MaxMessageRate,
+// MaxMessageBurst), refilled by the milliseconds since it was last looked
+// at: rate tokens a second are rate thousandths a millisecond. It reads
+// the clock once and allocates nothing.
+func (p *rawProto) allowMessage(c *Conn) bool {
+	now := uint32(p.s.since() / 1e6)
+	full := uint64(p.s.cfg.MaxMessageBurst) * 1000
+	// uint32 arithmetic wraps correctly across the 49-day roll-over.
+	t := uint64(c.rlTokens) + uint64(now-c.rlAt)*uint64(p.s.cfg.MaxMessageRate)
+	c.rlAt = now
+	t = min(t, full)
+	if t < 1000 {
+		c.rlTokens = uint32(t)
+		return false
+	}
+	c.rlTokens = uint32(t - 1000)
+	return true
 }
 
 func (p *rawProto) onClose(c *Conn) {

@@ -199,6 +199,7 @@ func (r *Room) publish(op ws.OpCode, payload []byte, except *Conn) (mustFlush bo
 	b := r.pending
 	if b == nil {
 		b = getBatch()
+		b.start = r.hub.s.since()
 		r.pending = b
 	}
 	start := len(b.buf)
@@ -244,8 +245,10 @@ func (r *Room) flush() {
 		r.mu.Unlock()
 
 		n := len(b.members)
+		s := r.hub.s
 		if n <= fanoutChunk {
-			r.congest(b.deliver(0, n))
+			r.congest(b.deliver(s, 0, n))
+			s.observeFanout(b.start, n)
 			putBatch(b)
 			continue
 		}
@@ -254,17 +257,19 @@ func (r *Room) flush() {
 		for lo := fanoutChunk; lo < n; lo += fanoutChunk {
 			hi := min(lo+fanoutChunk, n)
 			p.Submit(func(*poller.Worker) {
-				r.congest(b.deliver(lo, hi))
+				r.congest(b.deliver(s, lo, hi))
 				if b.left.Add(-1) == 0 {
+					s.observeFanout(b.start, n)
 					putBatch(b)
 					r.flush()
 				}
 			})
 		}
-		r.congest(b.deliver(0, fanoutChunk))
+		r.congest(b.deliver(s, 0, fanoutChunk))
 		if b.left.Add(-1) != 0 {
 			return // the last chunk job continues the loop
 		}
+		s.observeFanout(b.start, n)
 		putBatch(b)
 	}
 }
@@ -392,6 +397,7 @@ type batch struct {
 	joined   []uint64
 	left     atomic.Int32
 	retained atomic.Bool // some member queued a reference to buf
+	start    int64       // Server.since when its first message was published
 }
 
 type senderRange struct {
@@ -441,9 +447,10 @@ func (b *batch) addSender(c *Conn, from, to int) {
 // found behind (see Room.congest). It allocates nothing per member unless a
 // member's socket is full and its queue must grow; the rare member that
 // sent some of the frames or joined after some were published gets the
-// rest as a vector.
-func (b *batch) deliver(lo, hi int) (behind []*Conn) {
+// rest as a vector. The deliveries are counted in s.stats once per call.
+func (b *batch) deliver(s *Server, lo, hi int) (behind []*Conn) {
 	retained := false
+	sent := 0
 	first := b.marks[0].seq
 	for i, m := range b.members[lo:hi] {
 		joined := b.joined[lo+i]
@@ -457,6 +464,7 @@ func (b *batch) deliver(lo, hi int) (behind []*Conn) {
 		} else {
 			kept, late = m.sendShared(b.buf)
 		}
+		sent++
 		retained = retained || kept
 		if late {
 			behind = append(behind, m)
@@ -465,6 +473,7 @@ func (b *batch) deliver(lo, hi int) (behind []*Conn) {
 	if retained {
 		b.retained.Store(true)
 	}
+	s.stats.Deliveries.Add(uint64(sent))
 	return behind
 }
 

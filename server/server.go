@@ -38,6 +38,16 @@ type Server struct {
 	httpSrv *http.Server
 	httpLn  *memListener
 
+	// The admin listener (admin.go), when Config.AdminAddr is set, and
+	// the metrics it serves (metrics.go).
+	adminSrv *http.Server
+	adminLn  net.Listener
+	metrics  metrics
+	epoch    time.Time   // Server.since counts from here
+	draining atomic.Bool // Shutdown has begun: /readyz answers 503
+
+	perIP ipLimiter // connections per client address (Config.MaxConnsPerIP)
+
 	open      atomic.Int64 // upgraded WebSocket connections
 	live      atomic.Int64 // sockets owned (handshaking, open, closing, or plain HTTP in net/http)
 	httpConns atomic.Int64 // plain HTTP connections in net/http
@@ -56,7 +66,8 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s := &Server{cfg: cfg, log: cfg.Logger, epoch: time.Now()}
+	s.newMetrics()
 	s.hub = newHub(s)
 	s.rawProto = &rawProto{s: s}
 	pp, err := pusher.New(pusher.Config{Apps: cfg.Apps, Rooms: pusherRooms{s.hub}, Logger: cfg.Logger})
@@ -106,11 +117,24 @@ func (s *Server) Start() error {
 		s.ln, err = s.poller.Listen(s.cfg.Addr, s.accept, poller.ReusePort(s.cfg.ReusePort))
 		if err != nil {
 			s.poller.Close()
+			s.ln, s.poller = nil, nil
+			return
+		}
+		if err = s.startAdmin(); err != nil {
+			err = fmt.Errorf("%w on %s: %w", ErrAdminListen, s.cfg.AdminAddr, err)
+			s.ln.Close()
+			s.poller.Close()
+			// Never started: Shutdown has nothing to stop (ErrClosed).
+			s.ln, s.poller = nil, nil
 			return
 		}
 		go s.wheel.run(s.onTimer)
 		go s.httpSrv.Serve(s.httpLn)
-		s.log.Info("chatd listening", "addr", s.ln.Addr().String(), "workers", s.poller.Workers(), "max_conns", s.cfg.MaxConns)
+		admin := "off"
+		if a := s.AdminAddr(); a != nil {
+			admin = a.String()
+		}
+		s.log.Info("chatd listening", "addr", s.ln.Addr().String(), "admin", admin, "workers", s.poller.Workers(), "max_conns", s.cfg.MaxConns)
 	})
 	return err
 }
@@ -148,6 +172,7 @@ func (s *Server) accept(fd int) {
 	}
 	// Safe: events for fd are dispatched on this same goroutine, later.
 	c.d = d
+	c.pingAt = s.since() // the handshake's start (Conn.pingAt)
 	s.live.Add(1)
 	now := s.wheel.now.Load()
 	c.lastRead.Store(now)
@@ -162,6 +187,7 @@ func (s *Server) adopt(fd int, buf []byte) {
 	hb := hbufPool.Get().(*[]byte)
 	*hb = append((*hb)[:0], buf...)
 	c.hbuf = hb
+	c.pingAt = s.since()
 	s.live.Add(1)
 	now := s.wheel.now.Load()
 	c.lastRead.Store(now)
@@ -217,6 +243,10 @@ func (s *Server) connClosed(c *Conn, why CloseReason) {
 	if c.proto != nil {
 		s.open.Add(-1)
 	}
+	if c.ip != nil {
+		s.perIP.release(c.ip)
+		c.ip = nil
+	}
 	s.stats.Closed[why].Add(1)
 }
 
@@ -241,6 +271,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := ErrClosed
 	s.stopOnce.Do(func() {
 		err = nil
+		// Not ready from now on (/readyz: 503), before anything else, so a
+		// load balancer stops sending new clients; during ShutdownDelay
+		// the server still serves as before, for the load balancer to
+		// notice.
+		s.draining.Store(true)
+		if d := s.cfg.ShutdownDelay; d > 0 {
+			s.log.Info("not ready; closing connections after the shutdown delay", "delay", d)
+			t := time.NewTimer(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
 		// The listener goes first, so the kernel sends new connections to
 		// the other processes on the port (-reuse-port). A connection that
 		// was accepted, or is in its handshake, is served to its end: it is
@@ -314,6 +358,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-httpDone
 		s.broker.Close()
 		s.poller.Close()
+		if s.adminSrv != nil {
+			// Last: /readyz answered 503 until the end.
+			s.adminSrv.Close()
+		}
 	})
 	return err
 }
@@ -326,6 +374,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	if err := s.Start(); err != nil {
+		if errors.Is(err, ErrAdminListen) {
+			return err
+		}
 		return fmt.Errorf("server: listen on %s: %w", s.cfg.Addr, err)
 	}
 	<-ctx.Done()

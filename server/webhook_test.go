@@ -511,7 +511,7 @@ func TestWebhookReceiverNeverAnswers(t *testing.T) {
 	app.WebhookBackoff = 10 * time.Millisecond
 	app.WebhookRetryFor = 300 * time.Millisecond
 	app.WebhookQueueEvents = 20
-	s := hookServer(t, app, Config{DrainTimeout: 500 * time.Millisecond})
+	s := hookServer(t, app, Config{DrainTimeout: 500 * time.Millisecond, AdminAddr: "127.0.0.1:0"})
 
 	c, id := limitsDial(t, s, app.Key)
 	const cycles = 300
@@ -544,7 +544,7 @@ func TestWebhookReceiverNeverAnswers(t *testing.T) {
 	if rcv.attempts.Load() == 0 {
 		t.Error("the receiver was never tried")
 	}
-	_, metrics := httpGet(t, s, "/metrics")
+	_, metrics := adminGet(t, s, "/metrics")
 	for _, name := range []string{"chatd_pusher_webhook_events_dropped_total", "chatd_pusher_webhook_queue_overflow_total", "chatd_pusher_webhook_retries_total"} {
 		if !strings.Contains(metrics, name+" ") || strings.Contains(metrics, name+" 0\n") {
 			t.Errorf("/metrics has no non-zero %s", name)

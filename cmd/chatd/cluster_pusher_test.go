@@ -262,7 +262,7 @@ func TestChatdClusterPusherFaults(t *testing.T) {
 	want := []string{"killed", "late", "observer"}
 	for _, n := range []*chatdProc{c, d} {
 		testutil.CheckFor(t, 20*time.Second, func() error {
-			if got := metric(t, n.addr, "chatd_broker_connected"); got != 1 {
+			if got := metric(t, n.admin, "chatd_broker_connected"); got != 1 {
 				return fmt.Errorf("%s not reconnected", n.addr)
 			}
 			if got := usersOn(t, n.addr, ch); !slices.Equal(got, want) {

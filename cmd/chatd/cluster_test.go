@@ -104,9 +104,21 @@ func reach(t *testing.T, from, to member, who string) {
 	waitMessage(t, to.ch, who, msg)
 }
 
-func metric(t *testing.T, addr, name string) int {
+// readyz returns the status of a chatd's /readyz.
+func readyz(t *testing.T, admin string) int {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	resp, err := http.Get("http://" + admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// metric scrapes a chatd's admin listener.
+func metric(t *testing.T, admin, name string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,8 +197,11 @@ func TestChatdClusterProcesses(t *testing.T) {
 		}
 		return nil
 	})
-	if got := metric(t, c.addr, "chatd_broker_connected"); got != 0 {
+	if got := metric(t, c.admin, "chatd_broker_connected"); got != 0 {
 		t.Fatalf("c: chatd_broker_connected %d while NATS is down", got)
+	}
+	if code := readyz(t, c.admin); code != http.StatusServiceUnavailable {
+		t.Fatalf("c: /readyz %d while NATS is down, want 503", code)
 	}
 	onC := join(t, c.addr, "fault")
 	onC2 := join(t, c.addr, "fault")
@@ -196,14 +211,17 @@ func TestChatdClusterProcesses(t *testing.T) {
 	// each other's messages again.
 	startNATSProc(t, natsBin, port, store)
 	testutil.CheckFor(t, 15*time.Second, func() error {
-		if metric(t, b.addr, "chatd_broker_connected") != 1 || metric(t, c.addr, "chatd_broker_connected") != 1 {
+		if metric(t, b.admin, "chatd_broker_connected") != 1 || metric(t, c.admin, "chatd_broker_connected") != 1 {
 			return fmt.Errorf("b or c not reconnected")
 		}
 		return nil
 	})
+	if code := readyz(t, c.admin); code != http.StatusOK {
+		t.Fatalf("c: /readyz %d once NATS is back, want 200", code)
+	}
 	reach(t, onC, onB, "b's member, from c after the NATS restart")
 	reach(t, onB, onC, "c's member, from b after the NATS restart")
-	if got := metric(t, b.addr, "chatd_broker_reconnects_total"); got < 1 {
+	if got := metric(t, b.admin, "chatd_broker_reconnects_total"); got < 1 {
 		t.Fatalf("b: chatd_broker_reconnects_total %d after a NATS restart", got)
 	}
 }

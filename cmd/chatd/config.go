@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net/netip"
 	"strconv"
 	"strings"
 	"syscall"
@@ -69,6 +70,44 @@ func (o commaList) Set(s string) error {
 	return nil
 }
 
+// prefixList is a comma-separated list of networks (CIDRs; a bare address
+// is a network of one).
+type prefixList struct{ p *[]netip.Prefix }
+
+func (o prefixList) String() string {
+	if o.p == nil {
+		return ""
+	}
+	var s []string
+	for _, p := range *o.p {
+		s = append(s, p.String())
+	}
+	return strings.Join(s, ",")
+}
+
+func (o prefixList) Set(s string) error {
+	*o.p = nil
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, aerr := netip.ParseAddr(v)
+			if aerr != nil {
+				return fmt.Errorf("%q is not a CIDR like 10.0.0.0/8 or an address", v)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		*o.p = append(*o.p, p.Masked())
+	}
+	return nil
+}
+
+// DefaultAdminAddr is where the admin listener (metrics, pprof, health and
+// readiness) listens unless -admin-addr says otherwise: loopback only.
+const DefaultAdminAddr = "127.0.0.1:9090"
+
 type options struct {
 	cfg        server.Config
 	logLevel   string
@@ -108,6 +147,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	fs.Var(commaList{&c.Cluster.NATS}, "nats", "comma-separated NATS URLs (nats://host:4222): join the chatd cluster that meets there (empty: one node)")
 	fs.StringVar(&c.Cluster.NodeID, "node-id", "", "this node's name in logs and in NATS (empty: random, logged at start)")
 	fs.DurationVar(&c.Cluster.NodeTimeout, "node-timeout", broker.DefaultNodeTimeout, "with -nats: how long a node may go unheard (killed) before the cluster removes its Pusher presence")
+	fs.StringVar(&c.AdminAddr, "admin-addr", DefaultAdminAddr, "admin listener for operators: /metrics, /debug/pprof/, /healthz, /readyz (empty or \"off\": none; port 0: any free port, logged at start)")
+	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "on SIGTERM, keep serving this long with /readyz answering 503 before closing connections, so a load balancer stops sending first")
+	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 0, "WebSocket connections allowed from one client address; over it HTTP 429 (0: no cap)")
+	fs.IntVar(&c.MaxMessageRate, "max-message-rate", 0, "messages per second one raw /chat connection may send on average; over it the connection is closed with 1008 \"rate limit\" (0: no cap)")
+	fs.IntVar(&c.MaxMessageBurst, "max-message-burst", 0, "messages a raw /chat connection may send at once above -max-message-rate (0: one second's worth)")
+	fs.Var(prefixList{&c.TrustedProxies}, "trusted-proxies", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For / X-Real-IP name the client (logs, -max-conns-per-ip); empty: trust none")
 
 	usage := func() {
 		fmt.Fprintf(stderr, "Usage: chatd [flags]\n\nA WebSocket chat server: ws://HOST/chat is the lobby, ws://HOST/chat/{room} a room,\nws://HOST/app/{key}?protocol=7 speaks Pusher Channels (default app: id chatd, key chatd-key,\nsecret chatd-secret, client events on).\nEvery flag can also be set as CHATD_<NAME> (e.g. CHATD_MAX_MESSAGE); flags win.\n\nFlags:\n")
@@ -141,6 +186,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return *c, fmt.Errorf("invalid value %q for flag -log-level: want debug, info, warn or error", o.logLevel)
 	}
+	if c.AdminAddr == "off" {
+		c.AdminAddr = ""
+	}
 	c.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if err := validate(c); err != nil {
 		return *c, err
@@ -162,7 +210,8 @@ var configFlags = map[string]string{
 	"PingInterval": "ping-interval", "IdleTimeout": "idle-timeout",
 	"HandshakeTimeout": "handshake-timeout", "DrainTimeout": "drain-timeout",
 	"MaxConns": "max-conns", "MaxHTTPConns": "max-http-conns", "AllowedOrigins": "allowed-origins",
-	"Cluster.NATS": "nats", "Cluster.NodeTimeout": "node-timeout",
+	"Cluster.NATS": "nats", "Cluster.NodeTimeout": "node-timeout", "ShutdownDelay": "shutdown-delay", "MaxConnsPerIP": "max-conns-per-ip",
+	"MaxMessageRate": "max-message-rate", "MaxMessageBurst": "max-message-burst", "TrustedProxies": "trusted-proxies",
 }
 
 // validate checks c with server.Config.Validate, the one set of rules, and
@@ -180,6 +229,9 @@ func validate(c *server.Config) error {
 
 func runServer(ctx context.Context, cfg server.Config) error {
 	err := server.Run(ctx, cfg)
+	if errors.Is(err, server.ErrAdminListen) && errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w (another process, perhaps another chatd, has -admin-addr's port: give each chatd its own -admin-addr, or -admin-addr off)", err)
+	}
 	if errors.Is(err, syscall.EADDRINUSE) {
 		// The kernel shares an address only among sockets that all set
 		// SO_REUSEPORT (and belong to one user): say which side is missing.

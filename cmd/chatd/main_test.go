@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -26,7 +28,8 @@ import (
 var allFlags = []string{
 	"addr", "reuse-port", "workers", "max-message", "write-queue", "ping-interval",
 	"idle-timeout", "handshake-timeout", "drain-timeout", "max-conns", "max-http-conns",
-	"allowed-origins", "log-level", "nats", "node-id",
+	"allowed-origins", "log-level", "nats", "node-id", "admin-addr", "shutdown-delay",
+	"max-conns-per-ip", "max-message-rate", "max-message-burst", "trusted-proxies",
 }
 
 // envMap returns a getenv func backed by m.
@@ -80,6 +83,13 @@ func TestChatdParseConfigDefaults(t *testing.T) {
 	if len(cfg.AllowedOrigins) != 0 {
 		t.Errorf("AllowedOrigins = %q, want none", cfg.AllowedOrigins)
 	}
+	if cfg.AdminAddr != "127.0.0.1:9090" {
+		t.Errorf("AdminAddr = %q, want 127.0.0.1:9090", cfg.AdminAddr)
+	}
+	if cfg.ShutdownDelay != 0 || cfg.MaxConnsPerIP != 0 || cfg.MaxMessageRate != 0 || cfg.MaxMessageBurst != 0 || len(cfg.TrustedProxies) != 0 {
+		t.Errorf("limits on by default: ShutdownDelay %v MaxConnsPerIP %d MaxMessageRate %d MaxMessageBurst %d TrustedProxies %v",
+			cfg.ShutdownDelay, cfg.MaxConnsPerIP, cfg.MaxMessageRate, cfg.MaxMessageBurst, cfg.TrustedProxies)
+	}
 	if cfg.Logger == nil {
 		t.Fatal("Logger is nil")
 	}
@@ -106,6 +116,12 @@ func TestChatdParseConfigEveryFlag(t *testing.T) {
 		"-max-conns", "100",
 		"-allowed-origins", "http://a.example, http://b.example",
 		"-log-level", "debug",
+		"-admin-addr", "127.0.0.1:9191",
+		"-shutdown-delay", "3s",
+		"-max-conns-per-ip", "50",
+		"-max-message-rate", "20",
+		"-max-message-burst", "40",
+		"-trusted-proxies", "10.0.0.0/8, 192.168.1.7,::1",
 	}, noEnv)
 	want := server.Config{
 		Addr:             "127.0.0.1:9000",
@@ -119,6 +135,13 @@ func TestChatdParseConfigEveryFlag(t *testing.T) {
 		DrainTimeout:     1500 * time.Millisecond,
 		MaxConns:         100,
 		AllowedOrigins:   []string{"http://a.example", "http://b.example"},
+		AdminAddr:        "127.0.0.1:9191",
+		ShutdownDelay:    3 * time.Second,
+		MaxConnsPerIP:    50,
+		MaxMessageRate:   20,
+		MaxMessageBurst:  40,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32"),
+			netip.MustParsePrefix("::1/128")},
 	}
 	checkConfig(t, cfg, want)
 	if !cfg.Logger.Enabled(context.Background(), slog.LevelDebug) {
@@ -173,6 +196,16 @@ func checkConfig(t *testing.T, got, want server.Config) {
 	if !slices.Equal(got.AllowedOrigins, want.AllowedOrigins) {
 		t.Errorf("AllowedOrigins = %q, want %q", got.AllowedOrigins, want.AllowedOrigins)
 	}
+	if got.AdminAddr != want.AdminAddr || got.ShutdownDelay != want.ShutdownDelay {
+		t.Errorf("AdminAddr %q ShutdownDelay %v, want %q %v", got.AdminAddr, got.ShutdownDelay, want.AdminAddr, want.ShutdownDelay)
+	}
+	if got.MaxConnsPerIP != want.MaxConnsPerIP || got.MaxMessageRate != want.MaxMessageRate || got.MaxMessageBurst != want.MaxMessageBurst {
+		t.Errorf("MaxConnsPerIP %d MaxMessageRate %d MaxMessageBurst %d, want %d %d %d", got.MaxConnsPerIP, got.MaxMessageRate,
+			got.MaxMessageBurst, want.MaxConnsPerIP, want.MaxMessageRate, want.MaxMessageBurst)
+	}
+	if !slices.Equal(got.TrustedProxies, want.TrustedProxies) {
+		t.Errorf("TrustedProxies = %v, want %v", got.TrustedProxies, want.TrustedProxies)
+	}
 }
 
 func TestChatdParseConfigByteSizes(t *testing.T) {
@@ -205,6 +238,12 @@ func TestChatdParseConfigEnv(t *testing.T) {
 		"CHATD_MAX_CONNS":         "50",
 		"CHATD_ALLOWED_ORIGINS":   "a,b",
 		"CHATD_LOG_LEVEL":         "warn",
+		"CHATD_ADMIN_ADDR":        "127.0.0.1:9292",
+		"CHATD_SHUTDOWN_DELAY":    "1s",
+		"CHATD_MAX_CONNS_PER_IP":  "7",
+		"CHATD_MAX_MESSAGE_RATE":  "5",
+		"CHATD_MAX_MESSAGE_BURST": "9",
+		"CHATD_TRUSTED_PROXIES":   "127.0.0.1/32",
 	}
 	cfg := mustParse(t, nil, envMap(env))
 	checkConfig(t, cfg, server.Config{
@@ -219,7 +258,20 @@ func TestChatdParseConfigEnv(t *testing.T) {
 		DrainTimeout:     2 * time.Second,
 		MaxConns:         50,
 		AllowedOrigins:   []string{"a", "b"},
+		AdminAddr:        "127.0.0.1:9292",
+		ShutdownDelay:    time.Second,
+		MaxConnsPerIP:    7,
+		MaxMessageRate:   5,
+		MaxMessageBurst:  9,
+		TrustedProxies:   []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
 	})
+	// CHATD_ADMIN_ADDR=off (or -admin-addr '') turns the admin listener off.
+	if cfg := mustParse(t, nil, envMap(map[string]string{"CHATD_ADMIN_ADDR": "off"})); cfg.AdminAddr != "" {
+		t.Errorf("CHATD_ADMIN_ADDR=off: AdminAddr = %q", cfg.AdminAddr)
+	}
+	if cfg := mustParse(t, []string{"-admin-addr", ""}, noEnv); cfg.AdminAddr != "" {
+		t.Errorf("-admin-addr '': AdminAddr = %q", cfg.AdminAddr)
+	}
 	ctx := context.Background()
 	if cfg.Logger.Enabled(ctx, slog.LevelInfo) || !cfg.Logger.Enabled(ctx, slog.LevelWarn) {
 		t.Errorf("CHATD_LOG_LEVEL=warn: wrong logger level")
@@ -268,6 +320,7 @@ func TestChatdZeroMeansDefault(t *testing.T) {
 		t.Fatalf("zero flags: %+v", cfg)
 	}
 	cfg.Addr = "127.0.0.1:0"
+	cfg.AdminAddr = "127.0.0.1:0" // not the default 9090: tests run side by side
 	s, err := server.New(cfg)
 	if err != nil {
 		t.Fatalf("server.New with zero values: %v", err)
@@ -292,6 +345,11 @@ func TestChatdParseConfigErrors(t *testing.T) {
 		{"negative workers", []string{"-workers", "-1"}, nil, "-workers"},
 		{"negative max conns", []string{"-max-conns", "-1"}, nil, "-max-conns"},
 		{"negative max http conns", []string{"-max-http-conns", "-1"}, nil, "-max-http-conns"},
+		{"negative max conns per ip", []string{"-max-conns-per-ip", "-1"}, nil, "-max-conns-per-ip"},
+		{"negative message rate", []string{"-max-message-rate", "-3"}, nil, "-max-message-rate"},
+		{"huge message burst", []string{"-max-message-burst", "2000000"}, nil, "-max-message-burst"},
+		{"bad trusted proxy", []string{"-trusted-proxies", "10.0.0.0/8,nginx"}, nil, "-trusted-proxies"},
+		{"negative shutdown delay", []string{"-shutdown-delay", "-1s"}, nil, "-shutdown-delay"},
 		{"negative drain timeout", []string{"-drain-timeout", "-1s"}, nil, "-drain-timeout"},
 		{"bad log level", []string{"-log-level", "loud"}, nil, "-log-level"},
 		{"unknown flag", []string{"-nope"}, nil, "-nope"},
@@ -420,6 +478,7 @@ func waitClose(t *testing.T, ch <-chan wsEvent, who string) int {
 type chatdProc struct {
 	cmd    *exec.Cmd
 	addr   string // from its "chatd listening ... addr=" line
+	admin  string // its admin listener, from the same line's admin=
 	stderr *testutil.LockedBuffer
 
 	waitDone chan struct{} // closed once the process is reaped
@@ -432,6 +491,10 @@ type chatdProc struct {
 // and its stderr is logged if the test failed.
 func startChatd(t *testing.T, bin string, args ...string) *chatdProc {
 	t.Helper()
+	if !slices.Contains(args, "-admin-addr") {
+		// Not the default 127.0.0.1:9090: many chatd run side by side.
+		args = append([]string{"-admin-addr", "127.0.0.1:0"}, args...)
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = withoutChatdEnv(os.Environ())
 	stderrPipe, err := cmd.StderrPipe()
@@ -442,18 +505,18 @@ func startChatd(t *testing.T, bin string, args ...string) *chatdProc {
 		t.Fatalf("starting chatd: %v", err)
 	}
 	p := &chatdProc{cmd: cmd, stderr: new(testutil.LockedBuffer), waitDone: make(chan struct{})}
-	addrCh := make(chan string, 1)
+	addrCh := make(chan [2]string, 1)
 	readDone := make(chan struct{})
 	go func() {
 		defer close(readDone)
-		re := regexp.MustCompile(`msg="chatd listening".* addr=(\S+)`)
+		re := regexp.MustCompile(`msg="chatd listening".* addr=(\S+) admin=(\S+)`)
 		sc := bufio.NewScanner(stderrPipe)
 		for sc.Scan() {
 			line := sc.Text()
 			p.stderr.Write([]byte(line + "\n"))
 			if m := re.FindStringSubmatch(line); m != nil {
 				select {
-				case addrCh <- m[1]:
+				case addrCh <- [2]string{m[1], m[2]}:
 				default:
 				}
 			}
@@ -476,7 +539,8 @@ func startChatd(t *testing.T, bin string, args ...string) *chatdProc {
 		}
 	})
 	select {
-	case p.addr = <-addrCh:
+	case a := <-addrCh:
+		p.addr, p.admin = a[0], a[1]
 	case <-p.waitDone:
 		t.Fatalf("chatd %q exited before listening: %v", args, p.waitErr)
 	case <-time.After(15 * time.Second):
@@ -579,6 +643,101 @@ func TestChatdProcess(t *testing.T) {
 			t.Errorf("chatd exited with status %d after SIGTERM, want 0", status)
 		}
 		t.Logf("chatd exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+	})
+
+	// On SIGTERM /readyz (admin port) answers 503 before the first close
+	// frame reaches a client: with -shutdown-delay the load balancer has
+	// that long to stop sending new clients.
+	t.Run("ReadyzBeforeCloseFrame", func(t *testing.T) {
+		proc := startChatd(t, bin, "-addr", "127.0.0.1:0", "-shutdown-delay", "1s")
+		if !regexp.MustCompile(`^127\.0\.0\.1:[1-9][0-9]*$`).MatchString(proc.admin) {
+			t.Fatalf("admin addr = %q, want 127.0.0.1:PORT (logged at start)", proc.admin)
+		}
+		probe := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		get := func(path string) int {
+			resp, err := probe.Get("http://" + proc.admin + path)
+			if err != nil {
+				return 0
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		if code := get("/readyz"); code != 200 {
+			t.Fatalf("/readyz %d before SIGTERM, want 200", code)
+		}
+		c, resp, err := websocket.DefaultDialer.Dial("ws://"+proc.addr+"/chat", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		defer c.Close()
+		type closed struct {
+			at  time.Time
+			err error
+		}
+		closeCh := make(chan closed, 1)
+		go func() {
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					closeCh <- closed{time.Now(), err}
+					return
+				}
+			}
+		}()
+		var first503 time.Time
+		stop, probed := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(probed)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if get("/readyz") == http.StatusServiceUnavailable {
+					first503 = time.Now()
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		if err := proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		cl := <-closeCh
+		close(stop)
+		<-probed
+		var ce *websocket.CloseError
+		if !errors.As(cl.err, &ce) || ce.Code != websocket.CloseGoingAway {
+			t.Fatalf("client: %v, want close 1001", cl.err)
+		}
+		if first503.IsZero() || !first503.Before(cl.at) {
+			t.Fatalf("/readyz: first 503 at %v, close frame at %v: want the 503 first", first503, cl.at)
+		}
+		t.Logf("/readyz 503 %v before the close frame", cl.at.Sub(first503).Round(time.Millisecond))
+		if status := proc.exitStatus(t, 10*time.Second); status != 0 {
+			t.Errorf("exit status %d after SIGTERM", status)
+		}
+	})
+
+	// A taken admin address: exit status 1 and a line that names
+	// -admin-addr (not the public address).
+	t.Run("AdminAddrInUse", func(t *testing.T) {
+		first := startChatd(t, bin, "-addr", "127.0.0.1:0")
+		cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-admin-addr", first.admin)
+		cmd.Env = withoutChatdEnv(os.Environ())
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("second chatd on admin %s: %v, want exit status 1\n%s", first.admin, err, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "-admin-addr") || !strings.Contains(stderr.String(), first.admin) {
+			t.Errorf("stderr does not name -admin-addr and %s: %q", first.admin, stderr.String())
+		}
 	})
 
 	t.Run("BadFlag", func(t *testing.T) {

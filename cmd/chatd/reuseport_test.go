@@ -189,7 +189,7 @@ func TestChatdReusePort(t *testing.T) {
 				first := startChatd(t, bin, append([]string{"-addr", "127.0.0.1:0"}, tc.first...)...)
 				ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 				defer cancel()
-				cmd := exec.CommandContext(ctx, bin, append([]string{"-addr", first.addr}, tc.second...)...)
+				cmd := exec.CommandContext(ctx, bin, append([]string{"-addr", first.addr, "-admin-addr", ""}, tc.second...)...)
 				cmd.Env = withoutChatdEnv(os.Environ())
 				var stdout, stderr bytes.Buffer
 				cmd.Stdout, cmd.Stderr = &stdout, &stderr

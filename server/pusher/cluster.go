@@ -200,6 +200,8 @@ func (a *appState) unsubscribePresenceClustered(c Conn, s *Session, sub subscrip
 		a.rooms.Unsubscribe(a.room(sub.channel), c)
 		if ch := a.channels[sub.channel]; ch != nil {
 			ch.subs--
+			a.counters.subs.Add(-1)
+			a.hooks.subscriptionCount(sub.channel, ch.subs)
 			if ch.subs <= 0 {
 				delete(a.channels, sub.channel)
 				a.occupiedLocked(sub.channel, false)
@@ -240,6 +242,7 @@ func (a *appState) completeLocked(channel, user string, cu *clusterUser) {
 			a.occupiedLocked(channel, true)
 		}
 		ch.subs++
+		a.counters.subs.Add(1)
 		a.hooks.subscriptionCount(channel, ch.subs)
 		a.rooms.Subscribe(a.room(channel), s.conn)
 		a.sendPresenceSucceeded(s, channel)
@@ -367,6 +370,7 @@ func (p *Protocol) PresenceUpdate(e broker.PresenceEntry) {
 		info = cu.info
 	}
 	a.announceLocked(e.Channel, e.User, delta, info)
+	a.counters.members.Add(int64(delta))
 	if delta != 0 && a.p.cluster.Owns(e.Node) {
 		if delta > 0 {
 			a.hooks.memberAdded(e.Channel, e.User)
@@ -399,6 +403,11 @@ func (p *Protocol) PresenceReset(entries []broker.PresenceEntry) {
 				a.applyLocked(e)
 			}
 		}
+		total := 0
+		for _, ps := range a.presence {
+			total += ps.accepted
+		}
+		a.counters.members.Store(int64(total))
 		for name, ps := range old {
 			for _, user := range ps.members() {
 				if nu := a.presence[name]; nu == nil || nu.users[user] == nil || !nu.users[user].accepted {

@@ -69,8 +69,8 @@
 // the engine's timer goroutine, concurrently with the connection's
 // callbacks; Session.ActivityTimeout from there and once from the callback
 // that called Open, to arm the first timer. The HTTP handlers, and
-// Protocol.Stats (from the engine's /metrics), run on net/http's
-// goroutines. Every entry point is safe for concurrent use. The payload
+// Protocol.Stats, AppStats and APICounts (from the engine's /metrics, on
+// its admin listener), run on net/http's goroutines. Every entry point is safe for concurrent use. The payload
 // given to Message is valid only during the call; nothing keeps it.
 // Messages given to Conn.Send and Rooms.Publish are never modified afterwards
 // (cache channels keep the last one and Send it again to new subscribers).

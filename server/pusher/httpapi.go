@@ -43,25 +43,27 @@ const (
 // large).
 func (p *Protocol) APIHandler() http.Handler {
 	routes := [...]struct {
-		method, path string
-		h            func(*apiRequest) (any, *apiError)
+		method, path, endpoint string
+		h                      func(*apiRequest) (any, *apiError)
 	}{
-		{"POST", "/apps/{app_id}/events", p.apiEvents},
-		{"POST", "/apps/{app_id}/batch_events", p.apiBatchEvents},
-		{"GET", "/apps/{app_id}/channels", p.apiChannels},
-		{"GET", "/apps/{app_id}/channels/{channel}", p.apiChannel},
-		{"GET", "/apps/{app_id}/channels/{channel}/users", p.apiUsers},
-		{"POST", "/apps/{app_id}/users/{user_id}/terminate_connections", p.apiTerminate},
+		{"POST", "/apps/{app_id}/events", "events", p.apiEvents},
+		{"POST", "/apps/{app_id}/batch_events", "batch_events", p.apiBatchEvents},
+		{"GET", "/apps/{app_id}/channels", "channels", p.apiChannels},
+		{"GET", "/apps/{app_id}/channels/{channel}", "channel", p.apiChannel},
+		{"GET", "/apps/{app_id}/channels/{channel}/users", "users", p.apiUsers},
+		{"POST", "/apps/{app_id}/users/{user_id}/terminate_connections", "terminate_connections", p.apiTerminate},
 	}
 	mux := http.NewServeMux()
 	for _, rt := range routes {
-		mux.Handle(rt.method+" "+rt.path, p.api(rt.h))
+		mux.Handle(rt.method+" "+rt.path, p.api(rt.endpoint, rt.h))
 		mux.HandleFunc(rt.path, func(w http.ResponseWriter, r *http.Request) {
+			p.countAPI(r.PathValue("app_id"), rt.endpoint, http.StatusMethodNotAllowed)
 			w.Header().Set("Allow", rt.method)
 			writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on "+r.URL.Path+": use "+rt.method)
 		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		p.countAPI("", "other", http.StatusNotFound)
 		writeError(w, http.StatusNotFound, "no such HTTP API path: "+r.Method+" "+r.URL.Path)
 	})
 	return mux
@@ -87,20 +89,21 @@ type apiRequest struct {
 	body  []byte
 }
 
-// api wraps an endpoint with app lookup, body reading and authentication.
-func (p *Protocol) api(h func(*apiRequest) (any, *apiError)) http.Handler {
+// api wraps an endpoint with app lookup, body reading and authentication,
+// and counts the request under endpoint (Protocol.APICounts).
+func (p *Protocol) api(endpoint string, h func(*apiRequest) (any, *apiError)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		req, err := p.authenticate(w, r)
-		if err != nil {
-			writeError(w, err.status, err.msg)
-			return
+		if err == nil {
+			var resp any
+			if resp, err = h(req); err == nil {
+				p.countAPI(r.PathValue("app_id"), endpoint, http.StatusOK)
+				writeJSON(w, http.StatusOK, resp)
+				return
+			}
 		}
-		resp, err := h(req)
-		if err != nil {
-			writeError(w, err.status, err.msg)
-			return
-		}
-		writeJSON(w, http.StatusOK, resp)
+		p.countAPI(r.PathValue("app_id"), endpoint, err.status)
+		writeError(w, err.status, err.msg)
 	})
 }
 

@@ -40,13 +40,14 @@ func (c *Config) Validate() error {
 // engine calls Open for each WebSocket connection on /app/{key} and then the
 // returned Session's methods; APIHandler and DemoHandler are its HTTP side.
 type Protocol struct {
-	apps   *Apps
-	rooms  Rooms
-	log    *slog.Logger
-	now    func() time.Time
-	epoch  time.Time
-	states map[string]*appState // by app ID
-	demo   demoLimiter          // the demo endpoints' rate limit
+	apps     *Apps
+	rooms    Rooms
+	log      *slog.Logger
+	now      func() time.Time
+	epoch    time.Time
+	states   map[string]*appState // by app ID
+	demo     demoLimiter          // the demo endpoints' rate limit
+	apiCount apiCounters          // HTTP API requests by app, endpoint, status
 
 	webhooks *webhookRuntime // webhook senders and the subscription count sweep
 
@@ -162,6 +163,7 @@ func (p *Protocol) Open(c Conn, appKey string, query url.Values) *Session {
 			break
 		}
 	}
+	st.counters.conns.Add(1)
 	c.Send(encodeConnectionEstablished(s.socketID, app.ActivityTimeout))
 	return s
 }

@@ -83,6 +83,7 @@ func (s *Session) Closed() {
 		return
 	}
 	s.closed = true
+	s.app.counters.conns.Add(-1)
 	s.app.close(s)
 	s.subs = nil
 }
@@ -131,6 +132,9 @@ func (s *Session) sendError(code int, msg string) {
 
 func (s *Session) sendSubscribeError(channel string, e *subscribeError) {
 	s.app.p.log.Debug("pusher: subscription refused", "app", s.app.app.ID, "socket_id", s.socketID, "channel", channel, "error", e.msg)
+	if e.typ == "AuthError" {
+		s.app.counters.authSub.Add(1)
+	}
 	s.conn.Send(encodeSubscriptionError(channel, e.typ, e.msg, e.status))
 }
 
@@ -317,6 +321,7 @@ func (s *Session) clientEvent(m clientMessage) {
 	msg := encodeEvent(m.Event, m.Channel, data, s.subs[i].userID)
 	s.app.deliver(m.Channel, msg, data, s.conn, s.socketID)
 	s.app.hooks.clientEvent(m.Channel, m.Event, data, s.socketID, s.subs[i].userID)
+	s.app.counters.clientEvents.Add(1)
 }
 
 // allowClientEvent limits client events to perSecond per second, with
@@ -344,6 +349,7 @@ func (s *Session) signin(raw json.RawMessage) {
 	}
 	app := s.app.app
 	if !verifyAuth(d.Auth, UserAuth(app, s.socketID, d.UserData)) {
+		s.app.counters.authSub.Add(1)
 		s.sendError(CodeUnauthorized, "invalid signature: auth must be "+app.Key+
 			":HMAC-SHA256-hex(secret, \""+s.socketID+"::user::<user_data>\")")
 		return

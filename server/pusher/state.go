@@ -46,6 +46,8 @@ type appState struct {
 
 	sockMu  sync.RWMutex
 	sockets map[string]*Session // socket_id -> connection
+
+	counters appCounters
 }
 
 // channelState is an occupied channel.
@@ -121,6 +123,7 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 				}
 				m = &member{info: info}
 				added = m
+				a.counters.members.Add(1)
 			}
 			m.conns++
 			if ch == nil {
@@ -139,6 +142,7 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 		}
 		ch.subs++
 		a.hooks.subscriptionCount(sub.channel, ch.subs)
+		a.counters.subs.Add(1)
 		a.rooms.Subscribe(room, s.conn)
 	}
 
@@ -192,6 +196,7 @@ func (a *appState) unsubscribeLocked(s *Session, sub subscription) {
 			m.conns--
 			if m.conns <= 0 {
 				delete(ch.members, sub.userID)
+				a.counters.members.Add(-1)
 				a.rooms.Publish(room, encodeEvent("pusher_internal:member_removed", sub.channel,
 					string(appendMember(nil, sub.userID, nil)), ""), nil)
 				a.hooks.memberRemoved(sub.channel, sub.userID)
@@ -200,6 +205,7 @@ func (a *appState) unsubscribeLocked(s *Session, sub subscription) {
 	}
 	ch.subs--
 	a.hooks.subscriptionCount(sub.channel, ch.subs)
+	a.counters.subs.Add(-1)
 	if ch.subs <= 0 {
 		delete(a.channels, sub.channel)
 		a.occupiedLocked(sub.channel, false)
