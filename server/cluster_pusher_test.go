@@ -690,3 +690,54 @@ func TestClusterPusherJSClients(t *testing.T) {
 	}
 	t.Logf("node --test cluster.mjs:\n%s", out)
 }
+
+// TestClusterSubscriptionCount: with subscription counts on, the count
+// subscribers get (pusher_internal:subscription_count) and the
+// subscription_count webhook carry the cluster's count, not one node's.
+func TestClusterSubscriptionCount(t *testing.T) {
+	r := newHookReceiver(t, nil)
+	app := hookApp(pusher.Webhook{URL: r.URL, EventTypes: []string{"subscription_count"}})
+	app.SubscriptionCount = true
+	apps, err := pusher.NewApps(app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := newPusherCluster(t, 2, apps)
+	var subs []*pclient
+	for i := 0; i < 3; i++ { // two on node 0, one on node 1
+		pc := pdial(t, nodes[i/2], &app)
+		pc.subscribe("counted", "")
+		pc.wait("subscribed", isEvent("pusher_internal:subscription_succeeded", "counted"))
+		subs = append(subs, pc)
+	}
+	last := func(pc *pclient) string {
+		var d string
+		for _, m := range pc.all() {
+			if m.Event == "pusher_internal:subscription_count" {
+				d = m.Data
+			}
+		}
+		return d
+	}
+	testutil.CheckFor(t, 15*time.Second, func() error {
+		for i, pc := range subs {
+			if got := last(pc); got != `{"subscription_count":3}` {
+				return fmt.Errorf("subscriber %d's last count %q, want 3", i, got)
+			}
+		}
+		ev := r.events()
+		if len(ev) == 0 || ev[len(ev)-1].SubscriptionCount == nil || *ev[len(ev)-1].SubscriptionCount != 3 {
+			return fmt.Errorf("webhook events %v, want the last count 3", ev)
+		}
+		return nil
+	})
+	subs[2].c.Close() // node 1's only subscriber
+	testutil.CheckFor(t, 15*time.Second, func() error {
+		for i, pc := range subs[:2] {
+			if got := last(pc); got != `{"subscription_count":2}` {
+				return fmt.Errorf("subscriber %d's last count %q, want 2", i, got)
+			}
+		}
+		return nil
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -203,14 +204,15 @@ func (b *NATS) SetPresence(app, channel, user string, info []byte) {
 	})
 }
 
-// SetOccupied records whether this node has subscribers in a channel;
+// SetOccupied records how many subscribers this node has in a channel
+// (0: none);
 // the change reaches every node through SharedHandler.PresenceUpdate as an
 // entry with Occupancy set.
-func (b *NATS) SetOccupied(app, channel string, on bool) {
+func (b *NATS) SetOccupied(app, channel string, subs int) {
 	b.withShared(func(sh *shared) {
 		var v []byte
-		if on {
-			v = []byte("1")
+		if subs > 0 {
+			v = strconv.AppendInt(nil, int64(subs), 10)
 		}
 		sh.set(occupancyKey(app, channel, sh.node), v)
 	})

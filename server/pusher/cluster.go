@@ -40,10 +40,11 @@ type Cluster interface {
 	DeletePresence(app, channel, user string)
 	Terminate(app, user string)
 	Gather(app string, query []byte) [][]byte
-	// SetOccupied records whether this node has subscribers in a channel
-	// (only for apps with occupancy webhooks); the change comes back
-	// through PresenceUpdate as an entry with Occupancy set.
-	SetOccupied(app, channel string, on bool)
+	// SetOccupied records how many subscribers this node has in a
+	// channel, 0 for none (only for apps with occupancy webhooks or
+	// subscription counts); the change comes back through PresenceUpdate
+	// as an entry with Occupancy set and the count as its Info.
+	SetOccupied(app, channel string, subs int)
 	// Owns reports whether this node speaks for node's changes: its own,
 	// and those of a node gone silent when this is the alive node with
 	// the smallest ID (the one that removes its entries). A cluster-wide
@@ -64,16 +65,23 @@ func (a *appState) occupiedLocked(channel string, on bool) {
 		}
 		return
 	}
-	if a.hooks.wantsOccupancy() {
-		a.p.cluster.SetOccupied(a.app.ID, channel, on)
+	if a.hooks.wantsOccupancy() || a.hooks.countsOn() {
+		n := 0
+		if on {
+			n = 1 // the sweep stores the count as it changes
+		}
+		a.p.cluster.SetOccupied(a.app.ID, channel, n)
 	}
 }
 
-// applyOccupancyLocked applies a node's occupancy entry; the webhook of a
-// cluster-wide transition is posted by the node that owns the change.
+// applyOccupancyLocked applies a node's occupancy entry (its subscription
+// count in the channel): the webhooks of a cluster-wide transition are
+// posted by the node that owns the change, and the cluster's total goes to
+// the subscription counts.
 func (a *appState) applyOccupancyLocked(e broker.PresenceEntry) {
 	nodes := a.occupancy[e.Channel]
-	if e.Deleted {
+	n, _ := strconv.Atoi(string(e.Info))
+	if e.Deleted || n <= 0 {
 		if _, ok := nodes[e.Node]; !ok {
 			return
 		}
@@ -84,19 +92,34 @@ func (a *appState) applyOccupancyLocked(e broker.PresenceEntry) {
 				a.hooks.channelVacated(e.Channel)
 			}
 		}
+		a.clusterCountLocked(e.Channel, nodes, e.Node)
 		return
 	}
 	if nodes == nil {
-		nodes = make(map[string]struct{})
+		nodes = make(map[string]int)
 		a.occupancy[e.Channel] = nodes
 	}
-	if _, ok := nodes[e.Node]; ok {
-		return
-	}
-	nodes[e.Node] = struct{}{}
-	if len(nodes) == 1 && a.p.cluster.Owns(e.Node) {
+	old, had := nodes[e.Node]
+	nodes[e.Node] = n
+	if !had && len(nodes) == 1 && a.p.cluster.Owns(e.Node) {
 		a.hooks.channelOccupied(e.Channel)
 	}
+	if old != n {
+		a.clusterCountLocked(e.Channel, nodes, e.Node)
+	}
+}
+
+// clusterCountLocked hands the channel's cluster-wide subscription count
+// to the subscription counts (App.SubscriptionCount).
+func (a *appState) clusterCountLocked(channel string, nodes map[string]int, changedBy string) {
+	if !a.hooks.countsOn() || classify(channel)&kindPresence != 0 {
+		return
+	}
+	total := 0
+	for _, n := range nodes {
+		total += n
+	}
+	a.hooks.counts.clusterChanged(channel, total, a.p.cluster.Owns(changedBy))
 }
 
 // SetCluster joins the protocol to a cluster. Call it before the first
@@ -394,7 +417,7 @@ func (p *Protocol) PresenceReset(entries []broker.PresenceEntry) {
 		a.mu.Lock()
 		old := a.presence
 		a.presence = make(map[string]*presenceState)
-		a.occupancy = make(map[string]map[string]struct{})
+		a.occupancy = make(map[string]map[string]int)
 		for _, e := range byApp[id] {
 			switch {
 			case e.Occupancy:

@@ -42,7 +42,7 @@ type appState struct {
 	// them, and this node's connections in them by channel NUL user.
 	presence  map[string]*presenceState
 	local     map[string]*localPresence
-	occupancy map[string]map[string]struct{} // channel -> nodes with subscribers (occupancy webhooks only)
+	occupancy map[string]map[string]int // channel -> node -> its subscribers (occupancy webhooks and subscription counts only)
 
 	sockMu  sync.RWMutex
 	sockets map[string]*Session // socket_id -> connection
@@ -82,7 +82,7 @@ func newAppState(p *Protocol, app *App) *appState {
 		sockets:   make(map[string]*Session),
 		presence:  make(map[string]*presenceState),
 		local:     make(map[string]*localPresence),
-		occupancy: make(map[string]map[string]struct{}),
+		occupancy: make(map[string]map[string]int),
 	}
 }
 

@@ -17,10 +17,34 @@ type subscriptionCounts struct {
 	mu      sync.Mutex     // a leaf, taken after appState.mu
 	pending map[string]int // channel -> count, changed since the last sweep
 	sent    map[string]int // channel -> count last sent, while occupied
+
+	// In a cluster, pending holds this node's own counts, which the sweep
+	// stores in the cluster; cluster holds the cluster's totals, changed
+	// since the last sweep, which the sweep sends.
+	cluster map[string]clusterCount
+}
+
+// clusterCount is a channel's cluster-wide subscription count; owned
+// means a change of this node's made it (this node posts the webhook).
+type clusterCount struct {
+	n     int
+	owned bool
 }
 
 func newSubscriptionCounts() *subscriptionCounts {
-	return &subscriptionCounts{pending: make(map[string]int), sent: make(map[string]int)}
+	return &subscriptionCounts{pending: make(map[string]int), sent: make(map[string]int),
+		cluster: make(map[string]clusterCount)}
+}
+
+// clusterChanged records a channel's new cluster-wide count.
+func (c *subscriptionCounts) clusterChanged(channel string, n int, owned bool) {
+	c.mu.Lock()
+	cc := c.cluster[channel]
+	c.cluster[channel] = clusterCount{n, cc.owned || owned}
+	if n == 0 {
+		delete(c.sent, channel)
+	}
+	c.mu.Unlock()
 }
 
 // changed records a channel's new count; 0 means it was vacated, so a
@@ -52,17 +76,42 @@ func (h *appHooks) sweepCounts() {
 		n       int
 	}
 	var changes []change
+	var hooks []change
 	c.mu.Lock()
-	for channel, n := range c.pending {
-		if n > 0 && c.sent[channel] != n {
-			c.sent[channel] = n
-			changes = append(changes, change{channel, n})
+	if cl := a.p.cluster; cl != nil {
+		// This node's counts go to the cluster; the cluster's totals,
+		// as every node applied them, come back to clusterChanged.
+		for channel, n := range c.pending {
+			cl.SetOccupied(a.app.ID, channel, n)
 		}
+		clear(c.pending)
+		for channel, cc := range c.cluster {
+			if cc.n > 0 && c.sent[channel] != cc.n {
+				c.sent[channel] = cc.n
+				if a.channels[channel] != nil {
+					changes = append(changes, change{channel, cc.n})
+				}
+				if cc.owned {
+					hooks = append(hooks, change{channel, cc.n})
+				}
+			}
+		}
+		clear(c.cluster)
+	} else {
+		for channel, n := range c.pending {
+			if n > 0 && c.sent[channel] != n {
+				c.sent[channel] = n
+				changes = append(changes, change{channel, n})
+				hooks = append(hooks, change{channel, n})
+			}
+		}
+		clear(c.pending)
 	}
-	clear(c.pending)
 	c.mu.Unlock()
 	for _, ch := range changes {
 		a.rooms.Publish(a.room(ch.channel), encodeSubscriptionCount(ch.channel, ch.n), nil)
+	}
+	for _, ch := range hooks {
 		h.emit(hookEvent{typ: evSubscriptionCount, channel: ch.channel, count: ch.n})
 	}
 }

@@ -243,6 +243,9 @@ func newAppHooks(a *appState, rt *webhookRuntime) *appHooks {
 }
 
 // channelOccupied: the channel got its first subscriber.
+// countsOn reports whether the app has subscription counts on.
+func (h *appHooks) countsOn() bool { return h != nil && h.counts != nil }
+
 // wantsOccupancy reports whether a webhook wants channel_occupied or
 // channel_vacated.
 func (h *appHooks) wantsOccupancy() bool {
