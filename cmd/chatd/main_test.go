@@ -29,7 +29,7 @@ var allFlags = []string{
 	"addr", "reuse-port", "workers", "max-message", "write-queue", "ping-interval",
 	"idle-timeout", "handshake-timeout", "drain-timeout", "max-conns", "max-http-conns",
 	"allowed-origins", "log-level", "nats", "node-id", "admin-addr", "shutdown-delay",
-	"max-conns-per-ip", "max-message-rate", "max-message-burst", "trusted-proxies",
+	"max-conns-per-ip", "max-message-rate", "max-message-burst", "trusted-proxies", "node-timeout",
 }
 
 // envMap returns a getenv func backed by m.
@@ -122,7 +122,14 @@ func TestChatdParseConfigEveryFlag(t *testing.T) {
 		"-max-message-rate", "20",
 		"-max-message-burst", "40",
 		"-trusted-proxies", "10.0.0.0/8, 192.168.1.7,::1",
+		"-nats", "nats://127.0.0.1:4222,nats://127.0.0.2:4222",
+		"-node-id", "east-1",
+		"-node-timeout", "4s",
 	}, noEnv)
+	if c := cfg.Cluster; !slices.Equal(c.NATS, []string{"nats://127.0.0.1:4222", "nats://127.0.0.2:4222"}) ||
+		c.NodeID != "east-1" || c.NodeTimeout != 4*time.Second {
+		t.Errorf("cluster flags: %+v", c)
+	}
 	want := server.Config{
 		Addr:             "127.0.0.1:9000",
 		ReusePort:        true,
@@ -351,6 +358,8 @@ func TestChatdParseConfigErrors(t *testing.T) {
 		{"bad trusted proxy", []string{"-trusted-proxies", "10.0.0.0/8,nginx"}, nil, "-trusted-proxies"},
 		{"negative shutdown delay", []string{"-shutdown-delay", "-1s"}, nil, "-shutdown-delay"},
 		{"negative drain timeout", []string{"-drain-timeout", "-1s"}, nil, "-drain-timeout"},
+		{"node timeout under a heartbeat", []string{"-node-timeout", "1s"}, nil, "-node-timeout"},
+		{"bad env node timeout", nil, map[string]string{"CHATD_NODE_TIMEOUT": "later"}, "CHATD_NODE_TIMEOUT"},
 		{"bad log level", []string{"-log-level", "loud"}, nil, "-log-level"},
 		{"unknown flag", []string{"-nope"}, nil, "-nope"},
 		{"extra argument", []string{"-addr", ":9000", "extra"}, nil, `"extra"`},
