@@ -27,4 +27,45 @@
 // Messages of one publishing node arrive at every other node in the order
 // they were published (one connection per node, and NATS keeps a
 // connection's order).
+//
+// # Shared state (the Pusher layer's, EnableShared)
+//
+// Room messages need no shared state: each node delivers to its own
+// members. Pusher presence, cache channels, occupancy and the HTTP API's
+// counts do, and they live in NATS too, never in a protocol of our own
+// between nodes:
+//
+//   - JetStream key-value bucket chatd_presence (file storage, history 1):
+//     one key per (app, channel, user, node) that has connections, and
+//     one per (app, channel, node) with the node's subscription count when
+//     an app wants occupancy webhooks or subscription counts. A node
+//     writes only its own keys (SetPresence, DeletePresence,
+//     SetOccupied), from one writer goroutine, as the desired state of
+//     each key: a failed write stays due and is done again once NATS is
+//     back. Every node watches the whole bucket (one ordered consumer) and
+//     hands every change to the handler in the stream's order, which is
+//     the same on every node; the handler (package pusher) derives the
+//     members from it deterministically, so all nodes agree.
+//   - Bucket chatd_cache (30 min TTL, 64 MiB): the last event of each cache
+//     channel, written in order by the publishing node and watched by
+//     every node (CacheUpdate), so a subscriber anywhere gets the
+//     cluster's last event.
+//   - Core NATS subjects PREFIX.node (heartbeats "up ID" every second and
+//     "down ID" on Close; a node new to another is answered at once),
+//     PREFIX.pctl (terminate a user's connections) and PREFIX.pq (a query
+//     every node answers; Gather waits for as many answers as nodes are
+//     alive, or gatherTimeout if one died meanwhile).
+//
+// A node unheard for the node timeout loses its entries: the alive node
+// with the smallest ID deletes them (its watcher knows every node's keys),
+// and Owns tells the handler which node speaks for a change, so that a
+// transition's webhook is posted once. A node shutting down deletes its
+// own entries at once (Withdraw). When NATS comes back, the broker starts
+// the watchers over (PresenceReset, then updates) and stores its own
+// desired state over what the bucket holds: entries it no longer has are
+// deleted, missing ones put back.
+//
+// Lock order: NATS.mu and shared.mu are leaves, taken after the Pusher
+// layer's locks (its appState.mu is held when it calls SetPresence or
+// Owns); no handler is called with either held.
 package broker

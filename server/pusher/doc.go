@@ -82,6 +82,18 @@
 // encoded event to a webhook's bounded queue (or count it as overflow):
 // nothing on a worker waits for a webhook.
 //
+// # Cluster
+//
+// With SetCluster (chatd's NATS broker), presence channels, cache channels,
+// terminate_connections, the HTTP API's reads, occupancy webhooks and
+// subscription counts are the cluster's (cluster.go explains what goes
+// through the Cluster and how every node derives the same members from the
+// cluster's ordered presence entries). The broker calls PresenceReset,
+// PresenceUpdate, CacheUpdate, DeliverRemote, Terminate, Counts and Up
+// from its own goroutines; each takes the app's appState.mu like the
+// connection callbacks do. A presence subscription in a cluster completes
+// asynchronously, from PresenceUpdate, when this node's entry comes back.
+//
 // # Locks
 //
 // There are four. Three of them nest, always taken in this order:
