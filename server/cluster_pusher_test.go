@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -664,7 +665,19 @@ func TestClusterWebhooksOnce(t *testing.T) {
 	nodes[2].broker.(interface{ Abandon() }).Abandon()
 	r.waitEvents(t, 20*time.Second, append(waitFor, "channel_vacated "+ch, "member_removed "+ch+" user=bo"))
 	time.Sleep(time.Second)
-	r.waitEvents(t, time.Second, append(waitFor, "channel_vacated "+ch, "member_removed "+ch+" user=bo"))
+	waitFor = append(waitFor, "channel_vacated "+ch, "member_removed "+ch+" user=bo")
+	r.waitEvents(t, time.Second, waitFor)
+	// Node 1 shut down with a member: it posts the member_removed and
+	// channel_vacated of its own withdrawal before it exits.
+	pc = pdial(t, nodes[1], &app)
+	pc.subscribe(ch, "cy")
+	pc.wait("subscribed", isEvent("pusher_internal:subscription_succeeded", ch))
+	waitFor = append(waitFor, "channel_occupied "+ch, "member_added "+ch+" user=cy")
+	r.waitEvents(t, 10*time.Second, waitFor)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nodes[1].Shutdown(ctx)
+	r.waitEvents(t, 10*time.Second, append(waitFor, "channel_vacated "+ch, "member_removed "+ch+" user=cy"))
 }
 
 // TestClusterPusherJSClients runs pusher/jstest/cluster.mjs — laravel-echo

@@ -294,8 +294,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// A cluster node's Pusher presence goes now, not as its
 		// connections close one by one: the other nodes' subscribers see
 		// member_removed within a second.
+		withdrawn := make(chan struct{})
 		if nb, ok := s.broker.(*broker.NATS); ok {
-			go nb.Withdraw()
+			go func() { nb.Withdraw(); close(withdrawn) }()
+		} else {
+			close(withdrawn)
 		}
 		// net/http closes its idle keep-alive connections now and lets the
 		// requests under way finish (each bounded by its timeouts), while
@@ -351,6 +354,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		// The connections are gone, their channel_vacated and
 		// member_removed queued: pending webhooks get a drain timeout more.
+		<-withdrawn // its member_removed webhooks are queued (a second at most)
 		wctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
 		s.pusher.Shutdown(wctx)
 		cancel()

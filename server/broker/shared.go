@@ -113,6 +113,7 @@ type shared struct {
 	leaving  bool // Withdraw: this node's presence is gone for good
 
 	lostCache, purged atomic.Uint64
+	processed         atomic.Uint64 // the last presence revision handed to the handler
 }
 
 // EnableShared starts the shared state for h: buckets, watchers and
@@ -623,6 +624,7 @@ func (sh *shared) watchPresence(w jetstream.KeyWatcher, kv jetstream.KeyValue) {
 			continue
 		}
 		sh.h.PresenceUpdate(pe)
+		sh.processed.Store(e.Revision())
 	}
 }
 
@@ -837,13 +839,21 @@ func (sh *shared) withdraw() {
 			acks = append(acks, f)
 		}
 	}
+	var last uint64
 	for _, f := range acks {
 		select {
-		case <-f.Ok():
+		case a := <-f.Ok():
+			last = max(last, a.Sequence)
 		case <-f.Err():
 		case <-ctx.Done():
 			return
 		}
+	}
+	// This node's own watcher hands the deletions to the Pusher layer too,
+	// which posts their webhooks (this node owns them): wait until it has,
+	// so that a shutdown flushing webhooks next finds them queued.
+	for sh.processed.Load() < last && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
