@@ -2,18 +2,12 @@ package server
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -26,108 +20,12 @@ import (
 	"testing"
 	"time"
 
+	"chatd/bench/nginxconf"
 	"chatd/bench/testutil"
 	"chatd/server/pusher"
 
 	gorilla "github.com/gorilla/websocket"
 )
-
-// nginxConf is the README's nginx recipe (TLS termination, the
-// WebSocket paths with Upgrade/Connection, the HTTP API, timeouts longer
-// than the ping interval), with the test's ports, certificate and files.
-const nginxConf = `
-worker_processes 1;
-{{user}}
-pid {{dir}}/nginx.pid;
-error_log {{dir}}/error.log info;
-events { worker_connections 8192; }
-http {
-    access_log off;
-    client_body_temp_path {{dir}}/client_body;
-    proxy_temp_path {{dir}}/proxy;
-    fastcgi_temp_path {{dir}}/fastcgi;
-    uwsgi_temp_path {{dir}}/uwsgi;
-    scgi_temp_path {{dir}}/scgi;
-
-    map $http_upgrade $connection_upgrade {
-        default upgrade;
-        ''      close;
-    }
-    upstream chatd {
-        server {{upstream}};
-    }
-    server {
-        listen {{listen}} ssl;
-        ssl_certificate     {{dir}}/cert.pem;
-        ssl_certificate_key {{dir}}/key.pem;
-
-        location / {
-            proxy_pass http://chatd;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_read_timeout 180s;
-            proxy_send_timeout 180s;
-            proxy_buffering off;
-        }
-    }
-}
-`
-
-// selfSigned writes a CA and a certificate for 127.0.0.1 / localhost
-// signed by it into dir (ca.pem, cert.pem, key.pem) and returns the CA
-// pool.
-func selfSigned(t testing.TB, dir string) *x509.CertPool {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "chatd test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, typ string, b []byte) {
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("ca.pem", "CERTIFICATE", caDER)
-	write("cert.pem", "CERTIFICATE", der)
-	write("key.pem", "EC PRIVATE KEY", keyDER)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return pool
-}
 
 // startNginx runs nginx in the foreground with its own prefix, config,
 // pid file and logs in a temp dir, proxying https://127.0.0.1:PORT to
@@ -139,7 +37,10 @@ func startNginx(t testing.TB, upstream string) (addr, dir string, roots *x509.Ce
 		t.Fatal("nginx is not installed (Debian: apt-get install nginx; .ci/run does it)")
 	}
 	dir = t.TempDir()
-	roots = selfSigned(t, dir)
+	roots, err = nginxconf.SelfSigned(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for attempt := 0; ; attempt++ {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -147,15 +48,8 @@ func startNginx(t testing.TB, upstream string) (addr, dir string, roots *x509.Ce
 		}
 		addr = ln.Addr().String()
 		ln.Close()
-		user := ""
-		if os.Geteuid() == 0 {
-			// Workers would otherwise run as nobody, who cannot use the
-			// test's private temp dir.
-			user = "user root;"
-		}
-		conf := strings.NewReplacer("{{dir}}", dir, "{{upstream}}", upstream, "{{listen}}", addr, "{{user}}", user).Replace(nginxConf)
-		confPath := filepath.Join(dir, "nginx.conf")
-		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		confPath, err := nginxconf.Write(dir, addr, upstream, 8192, "info")
+		if err != nil {
 			t.Fatal(err)
 		}
 		cmd := exec.Command(bin, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")

@@ -14,17 +14,10 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"flag"
 	"fmt"
 	"log"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -35,51 +28,10 @@ import (
 	"time"
 
 	"chatd/bench"
+	"chatd/bench/nginxconf"
 
 	gorilla "github.com/gorilla/websocket"
 )
-
-const nginxConf = `
-worker_processes 1;
-worker_rlimit_nofile 20000;
-{{user}}
-pid {{dir}}/nginx.pid;
-error_log {{dir}}/error.log warn;
-events { worker_connections 20000; }
-http {
-    access_log off;
-    client_body_temp_path {{dir}}/client_body;
-    proxy_temp_path {{dir}}/proxy;
-    fastcgi_temp_path {{dir}}/fastcgi;
-    uwsgi_temp_path {{dir}}/uwsgi;
-    scgi_temp_path {{dir}}/scgi;
-    map $http_upgrade $connection_upgrade {
-        default upgrade;
-        ''      close;
-    }
-    upstream chatd {
-        server {{upstream}};
-    }
-    server {
-        listen {{listen}} ssl;
-        ssl_certificate     {{dir}}/cert.pem;
-        ssl_certificate_key {{dir}}/key.pem;
-        location / {
-            proxy_pass http://chatd;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade $http_upgrade;
-            proxy_set_header Connection $connection_upgrade;
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Real-IP $remote_addr;
-            proxy_set_header X-Forwarded-Proto $scheme;
-            proxy_read_timeout 180s;
-            proxy_send_timeout 180s;
-            proxy_buffering off;
-        }
-    }
-}
-`
 
 func main() {
 	chatdBin := flag.String("chatd", "./chatd", "chatd binary")
@@ -95,7 +47,10 @@ func main() {
 		log.Fatal(err)
 	}
 	defer os.RemoveAll(dir)
-	roots := certs(dir)
+	roots, err := nginxconf.SelfSigned(dir)
+	if err != nil {
+		log.Fatal(err)
+	}
 
 	chatdAddr, nginxAddr := freeAddr(), freeAddr()
 	chatd := exec.Command(*chatdBin, "-addr", chatdAddr, "-admin-addr", "", "-log-level", "error", "-trusted-proxies", "127.0.0.1/32")
@@ -104,13 +59,8 @@ func main() {
 		log.Fatal(err)
 	}
 	defer stop(chatd)
-	user := ""
-	if os.Geteuid() == 0 {
-		user = "user root;"
-	}
-	conf := strings.NewReplacer("{{dir}}", dir, "{{upstream}}", chatdAddr, "{{listen}}", nginxAddr, "{{user}}", user).Replace(nginxConf)
-	confPath := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+	confPath, err := nginxconf.Write(dir, nginxAddr, chatdAddr, 20000, "warn")
+	if err != nil {
 		log.Fatal(err)
 	}
 	nginx := exec.Command(*nginxBin, "-p", dir, "-c", confPath, "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
@@ -214,33 +164,4 @@ func children(pid int) []int {
 		}
 	}
 	return out
-}
-
-// certs writes a CA-signed certificate for 127.0.0.1 into dir and returns
-// the CA pool.
-func certs(dir string) *x509.CertPool {
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "proxycost CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		log.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
-	if err != nil {
-		log.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	os.WriteFile(filepath.Join(dir, "cert.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(filepath.Join(dir, "key.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return pool
 }
