@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -749,6 +750,54 @@ func TestClusterSubscriptionCount(t *testing.T) {
 		for i, pc := range subs[:2] {
 			if got := last(pc); got != `{"subscription_count":2}` {
 				return fmt.Errorf("subscriber %d's last count %q, want 2", i, got)
+			}
+		}
+		return nil
+	})
+}
+
+// TestClusterPusherNATSLate: nodes started while NATS is down serve their
+// connections; a presence subscription waits for the cluster (no answer
+// from a partial view) and completes, with the members of both nodes, once
+// NATS is up.
+func TestClusterPusherNATSLate(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	url := "nats://127.0.0.1:" + strconv.Itoa(port)
+	var nodes []*Server
+	for i := 0; i < 2; i++ {
+		nodes = append(nodes, newTestServer(t, Config{Cluster: ClusterConfig{NATS: []string{url}, NodeID: "late" + strconv.Itoa(i)}}))
+	}
+	app := pusher.DefaultApp()
+	a, b := pdial(t, nodes[0], &app), pdial(t, nodes[1], &app)
+	a.subscribe("presence-late", "ann")
+	b.subscribe("presence-late", "bob")
+	a.subscribe("news", "") // not presence: answered at once
+	a.wait("news subscribed", isEvent("pusher_internal:subscription_succeeded", "news"))
+	time.Sleep(500 * time.Millisecond)
+	if n := a.count(isEvent("pusher_internal:subscription_succeeded", "presence-late")); n != 0 {
+		t.Fatal("a presence subscription was answered while NATS was down")
+	}
+	natstest.Start(t, port)
+	waitShared(t, nodes...)
+	for _, pc := range []*pclient{a, b} {
+		m := pc.wait("presence subscribed", isEvent("pusher_internal:subscription_succeeded", "presence-late"))
+		ids := presenceIDs(t, m)
+		if !slices.Contains(ids, "ann") && !slices.Contains(ids, "bob") {
+			t.Fatalf("member list %v", ids)
+		}
+	}
+	// Whoever completed first saw the other arrive: both end with both.
+	hc := &limitsHTTP{limitsClient(t), &app}
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		for i, s := range nodes {
+			_, resp := apiJSON(t, hc, s, "GET", "/apps/chatd/channels/presence-late/users", nil, nil)
+			if b, _ := json.Marshal(resp["users"]); string(b) != `[{"id":"ann"},{"id":"bob"}]` {
+				return fmt.Errorf("node %d: members %s", i, b)
 			}
 		}
 		return nil

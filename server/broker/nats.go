@@ -277,7 +277,9 @@ func (b *NATS) Close() error {
 	if sh != nil {
 		sh.close()
 	}
-	_ = b.nc.FlushTimeout(time.Second)
+	if b.nc.IsConnected() {
+		_ = b.nc.FlushTimeout(time.Second)
+	}
 	b.nc.Close()
 	// The inbox stays open: NATS's reader may still hold a message for it.
 	close(b.stop)

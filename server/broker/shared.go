@@ -97,6 +97,8 @@ type shared struct {
 	wake    chan struct{} // the writer has work
 	cacheQ  chan []byte   // encoded cache puts: key NUL value
 	stop    chan struct{}
+	ctx     context.Context // cancelled on close: ends JetStream requests under way
+	cancel  context.CancelFunc
 	done    sync.WaitGroup
 
 	mu       sync.Mutex
@@ -114,6 +116,7 @@ type shared struct {
 
 	lostCache, purged atomic.Uint64
 	processed         atomic.Uint64 // the last presence revision handed to the handler
+	epoch             atomic.Uint64 // the watchers' generation (establish)
 }
 
 // EnableShared starts the shared state for h: buckets, watchers and
@@ -138,6 +141,7 @@ func (b *NATS) EnableShared(h SharedHandler, timeout time.Duration) {
 		purging:  make(map[string]bool),
 		grace:    time.Now().Add(timeout),
 	}
+	sh.ctx, sh.cancel = context.WithCancel(context.Background())
 	js, err := jetstream.New(b.nc)
 	if err != nil {
 		b.log.Error("JetStream unavailable", "err", err)
@@ -402,7 +406,7 @@ func (sh *shared) writer() {
 			}
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+		ctx, cancel := context.WithTimeout(sh.ctx, kvTimeout)
 		var err error
 		if value != nil {
 			_, err = kv.Put(ctx, key, value)
@@ -442,7 +446,7 @@ func (sh *shared) cacheWriter() {
 			sh.lostCache.Add(1)
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+		ctx, cancel := context.WithTimeout(sh.ctx, kvTimeout)
 		_, err := kv.Put(ctx, string(v[:i]), v[i+1:])
 		cancel()
 		if err != nil {
@@ -515,7 +519,7 @@ func (sh *shared) establish() (stop func(), err error) {
 	if sh.js == nil {
 		return nil, errors.New("no JetStream context")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+	ctx, cancel := context.WithTimeout(sh.ctx, kvTimeout)
 	defer cancel()
 	pkv, err := sh.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket: PresenceBucket, Description: "chatd: presence members per node", History: 1,
@@ -544,18 +548,36 @@ func (sh *shared) establish() (stop func(), err error) {
 		wcancel()
 		return nil, err
 	}
+	ep := sh.epoch.Add(1)
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); sh.watchPresence(pw, pkv) }()
-	go func() { defer wg.Done(); sh.watchCache(cw, ckv) }()
+	go func() { defer wg.Done(); sh.watchPresence(pw, pkv, ep) }()
+	go func() { defer wg.Done(); sh.watchCache(cw, ckv, ep) }()
 	return func() {
-		pw.Stop()
-		cw.Stop()
-		wcancel()
-		wg.Wait()
+		// From here on this pair of watchers hands nothing to the
+		// handler (the epoch moved on), whenever their goroutines end.
+		sh.epoch.Add(1)
 		sh.mu.Lock()
 		sh.presence, sh.cache = nil, nil
 		sh.mu.Unlock()
+		done := make(chan struct{})
+		go func() {
+			// Stopping deletes the consumers on the server: quick while
+			// connected, a JetStream timeout each while NATS is away (the
+			// consumers are ordered and ephemeral: the server drops them
+			// by itself, and closing the connection ends the goroutines).
+			pw.Stop()
+			cw.Stop()
+			wcancel()
+			wg.Wait()
+			close(done)
+		}()
+		if sh.b.nc.IsConnected() {
+			select {
+			case <-done:
+			case <-time.After(time.Second):
+			}
+		}
 	}, nil
 }
 
@@ -573,7 +595,7 @@ func presenceEntry(e jetstream.KeyValueEntry) (PresenceEntry, bool) {
 	return pe, true
 }
 
-func (sh *shared) watchPresence(w jetstream.KeyWatcher, kv jetstream.KeyValue) {
+func (sh *shared) watchPresence(w jetstream.KeyWatcher, kv jetstream.KeyValue, ep uint64) {
 	var initial []PresenceEntry
 	own := make(map[string]bool) // this node's keys in the cluster's state
 	sh.mu.Lock()
@@ -581,6 +603,9 @@ func (sh *shared) watchPresence(w jetstream.KeyWatcher, kv jetstream.KeyValue) {
 	sh.mu.Unlock()
 	inited := false
 	for e := range w.Updates() {
+		if sh.epoch.Load() != ep {
+			continue // stopped: a newer watcher has taken over
+		}
 		if e == nil {
 			if inited {
 				continue
@@ -648,9 +673,12 @@ func (sh *shared) index(key string, pe PresenceEntry) {
 	keys[key] = struct{}{}
 }
 
-func (sh *shared) watchCache(w jetstream.KeyWatcher, kv jetstream.KeyValue) {
+func (sh *shared) watchCache(w jetstream.KeyWatcher, kv jetstream.KeyValue, ep uint64) {
 	inited := false
 	for e := range w.Updates() {
+		if sh.epoch.Load() != ep {
+			continue
+		}
 		if e == nil {
 			if !inited {
 				inited = true
@@ -765,7 +793,7 @@ func (sh *shared) sweep() {
 		sh.b.log.Warn("node silent: removing its presence", "node", id, "entries", len(keys), "after", sh.timeout)
 		go func() {
 			for _, k := range keys {
-				ctx, cancel := context.WithTimeout(context.Background(), kvTimeout)
+				ctx, cancel := context.WithTimeout(sh.ctx, kvTimeout)
 				if kv.Delete(ctx, k) == nil {
 					sh.purged.Add(1)
 				}
@@ -863,6 +891,7 @@ func (sh *shared) close() {
 	sh.withdraw()
 	sh.beat("down")
 	close(sh.stop)
+	sh.cancel()
 	sh.done.Wait()
 }
 
