@@ -2,6 +2,8 @@ package server
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -169,6 +171,14 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 			c.ip = nil
 		}
 		s.stats.HandshakesRejected.Add(1)
+		if s.log.Enabled(context.Background(), slog.LevelDebug) {
+			if !ca.peer.IsValid() {
+				ca.peer = peerAddr(c.d.Fd())
+			}
+			// The client's address, from a trusted proxy's forwarding
+			// headers when it came through one (-trusted-proxies).
+			s.log.Debug("handshake refused", "client", ca.addr(), "peer", ca.peer, "err", err)
+		}
 		c.rejectHTTP(hio.out, ReasonHandshakeRejected)
 		return
 	}
