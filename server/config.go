@@ -19,6 +19,7 @@ import (
 const (
 	DefaultAddr             = ":8080"
 	DefaultMaxMessage       = 64 << 10
+	MaxMaxMessage           = 1 << 30 // the largest MaxMessage accepted
 	DefaultWriteQueue       = 256 << 10
 	DefaultPingInterval     = 30 * time.Second
 	DefaultIdleTimeout      = 90 * time.Second
@@ -155,6 +156,9 @@ func (c Config) Validate() error {
 		return bad("Workers", c.Workers)
 	case c.MaxMessage < 0:
 		return bad("MaxMessage", c.MaxMessage)
+	case c.MaxMessage > MaxMaxMessage:
+		// The decoder keeps the limit in an int32 (wsframe.Decoder).
+		return &ConfigError{"MaxMessage", fmt.Sprintf("must be at most %d (got %d)", MaxMaxMessage, c.MaxMessage)}
 	case c.WriteQueue < 0:
 		return bad("WriteQueue", c.WriteQueue)
 	case c.PingInterval < 0:
