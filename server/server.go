@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -369,6 +371,9 @@ func Run(ctx context.Context, cfg Config) error {
 	s, err := New(cfg)
 	if err != nil {
 		return err
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(s.cfg.GCPercent)
 	}
 	if err := s.Start(); err != nil {
 		if errors.Is(err, ErrAdminListen) {
