@@ -231,8 +231,25 @@ func (run *RunResult) metrics() []Metric {
 				add("deliveries across instances", "", float64(p.CrossInstance))
 			}
 		}
-		for _, x := range p.Processes {
-			srv(x.Name+" CPU", "s", x.CPU)
+		if len(p.Processes) <= maxInstanceRows+1 {
+			for _, x := range p.Processes {
+				srv(x.Name+" CPU", "s", x.CPU)
+			}
+		} else {
+			// Too many for a row each: the instances' spread, and the rest.
+			lo, hi := -1.0, 0.0
+			for _, x := range p.Processes {
+				if !strings.HasPrefix(x.Name, "instance ") {
+					srv(x.Name+" CPU", "s", x.CPU)
+					continue
+				}
+				if lo < 0 || x.CPU < lo {
+					lo = x.CPU
+				}
+				hi = max(hi, x.CPU)
+			}
+			srv("instance CPU min", "s", lo)
+			srv("instance CPU max", "s", hi)
 		}
 	case run.Churn != nil:
 		c := run.Churn
