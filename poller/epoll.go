@@ -28,6 +28,9 @@ type epoll struct {
 
 	// mu serializes registrations: every write to descs (and its growth)
 	// and to lns is made under it. The wait loop reads descs without it.
+	// Lock order: Listener.mu before mu (Listener.Close, pause and resume
+	// hold theirs while they change the registration); the wait loop
+	// releases mu before it calls Listener.onEvent.
 	mu     sync.Mutex
 	closed bool
 	descs  atomic.Pointer[[]atomic.Pointer[Desc]]
