@@ -42,6 +42,16 @@ type Config struct {
 	// 1, or with URL the number of URLs. Density only when above 1, and
 	// broadcast with NATS.
 	Instances int `json:"instances"`
+	// ReusePort: the instances of a command share one port instead of one
+	// each (the command must set SO_REUSEPORT: chatd -reuse-port), and the
+	// kernel spreads the connections over them by a hash of their
+	// addresses; each instance's share is counted from its open fds.
+	ReusePort bool `json:"reuse_port,omitempty"`
+	// MinAvailableMiB stops a run when /proc/meminfo's MemAvailable falls
+	// under it (MiB): the servers and client workers are killed at once and
+	// the run fails with how many connections were open. Zero means 1024;
+	// negative turns the guard off.
+	MinAvailableMiB int `json:"min_available_mib"`
 	// NATS is the path of a nats-server binary: for each run, chatbench
 	// starts it on a free loopback port before the server instances and
 	// replaces {nats} in the -server and -compare commands with its URL,
@@ -51,7 +61,7 @@ type Config struct {
 
 	// Client side.
 	Procs          int           `json:"procs"`           // worker processes; zero means one per 15,000 connections
-	SourceIPs      int           `json:"source_ips"`      // 127.0.0.1..N; zero means one per 20,000 connections
+	SourceIPs      int           `json:"source_ips"`      // 127.0.0.1..N; zero means one per 5,000 connections
 	Concurrency    int           `json:"concurrency"`     // dials in flight per process; zero means 256
 	ConnectTimeout time.Duration `json:"connect_timeout"` // zero means 10s
 
@@ -103,10 +113,16 @@ type Config struct {
 
 // Per-process and per-address budgets used for the defaults.
 const (
-	connsPerProc   = 15000
-	connsPerSource = 20000
+	connsPerProc = 15000
+	// connsPerSource: a connect without an explicit source port makes the
+	// kernel search the ephemeral range for a free 4-tuple
+	// (__inet_hash_connect), and the search gets longer as the range of
+	// one source/destination pair fills: at 19,000 connections from one
+	// address it took most of chatbench's CPU and held the connect rate
+	// to ~7,000/s; over 4 addresses, ~17,000/s.
+	connsPerSource = 5000
 	fdMargin       = 64 // descriptors a process needs besides connections
-	maxInstances   = 64
+	maxInstances   = 128
 )
 
 // Validate fills in defaults and checks the configuration.
@@ -123,6 +139,12 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateInstances(); err != nil {
 		return err
+	}
+	if c.ReusePort && c.Server == "" {
+		return errors.New("chatbench: -reuse-port is for servers chatbench starts (-server): it gives all their -instances one port")
+	}
+	if c.MinAvailableMiB == 0 {
+		c.MinAvailableMiB = 1024
 	}
 	for _, cmd := range []string{c.Server, c.Compare} {
 		if cmd != "" && !containsAddr(cmd) {

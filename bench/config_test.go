@@ -38,10 +38,10 @@ func TestValidateDefaults(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Procs != 3 || c.SourceIPs != 2 || c.Hold == 0 || c.Concurrency == 0 {
+	if c.Procs != 3 || c.SourceIPs != 8 || c.Hold == 0 || c.Concurrency == 0 {
 		t.Errorf("defaults: procs %d, source IPs %d, hold %v, concurrency %d", c.Procs, c.SourceIPs, c.Hold, c.Concurrency)
 	}
-	if ips := c.sourceIPs(); len(ips) != 2 || ips[1] != "127.0.0.2" {
+	if ips := c.sourceIPs(); len(ips) != 8 || ips[1] != "127.0.0.2" || ips[7] != "127.0.0.8" {
 		t.Errorf("source IPs %v", ips)
 	}
 	s := Config{Scenario: "slowconsumer", Server: "./x {addr}"}
@@ -96,6 +96,7 @@ func TestValidateInstances(t *testing.T) {
 		{"non-loopback in list", Config{Scenario: "density", URL: "ws://127.0.0.1:1,ws://10.0.0.1:1"}, "refusing non-loopback"},
 		{"pid with server", Config{Scenario: "density", Server: "x {addr}", PIDs: []int{7}}, "-pid is for -url"},
 		{"too many", Config{Scenario: "density", Server: "x {addr}", Instances: 1000}, "-instances 1000"},
+		{"reuse-port with url", Config{Scenario: "density", URL: "ws://127.0.0.1:1", ReusePort: true}, "-reuse-port is for servers chatbench starts"},
 	} {
 		err := c.cfg.Validate()
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -106,7 +107,7 @@ func TestValidateInstances(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Instances != 2 || c.Procs != 3 || c.SourceIPs != 2 {
+	if c.Instances != 2 || c.Procs != 3 || c.SourceIPs != 8 {
 		t.Errorf("two URLs, 38000 conns: instances %d, procs %d, source IPs %d", c.Instances, c.Procs, c.SourceIPs)
 	}
 	s := Config{Scenario: "density", Server: "x {addr}", Compare: "y {addr}", Instances: 2, Conns: 38000}

@@ -422,7 +422,7 @@ func TestE2EDensityInstances(t *testing.T) {
 	// port.
 	var urls []string
 	for i := 0; i < 2; i++ {
-		in, err := startInstance(context.Background(), srv["chatd"], 30*time.Second)
+		in, err := startInstance(context.Background(), srv["chatd"], 0, 30*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -433,6 +433,47 @@ func TestE2EDensityInstances(t *testing.T) {
 	run := rep.Runs[0]
 	if d := run.Density; d.Connect.Opened != 40 || len(d.Instances) != 2 || d.Instances[0].Opened != 20 || d.Instances[1].OpenAfterHold != 20 || !run.HaveServer || d.FDsAfter < 40 {
 		t.Errorf("-url list: opened %d, instances %+v, have server %v, fds %d", d.Connect.Opened, d.Instances, run.HaveServer, d.FDsAfter)
+	}
+}
+
+// TestE2EDensityReusePort: -reuse-port starts the instances on one port
+// (chatd -reuse-port), the client dials that one address, and each
+// instance's share, chosen by the kernel, is counted from its fds; the
+// shares add up to every connection. The kernel figures and the client's
+// memory are reported too.
+func TestE2EDensityReusePort(t *testing.T) {
+	srv := servers(t)
+	rep, table := runBench(t, "density", "-conns", "300", "-instances", "3", "-reuse-port", "-hold", "200ms",
+		"-server", srv["chatd"]+" -reuse-port")
+	run := rep.Runs[0]
+	d := run.Density
+	if run.Instances != 3 || len(run.PIDs) != 3 || strings.Count(run.URL, "ws://") != 1 {
+		t.Fatalf("instances %d, pids %v, url %q: want 3 processes behind one URL", run.Instances, run.PIDs, run.URL)
+	}
+	if d.Connect.Opened != 300 || d.OpenAfterHold != 300 || len(d.Instances) != 3 {
+		t.Fatalf("opened %d, open after hold %d, %d instances", d.Connect.Opened, d.OpenAfterHold, len(d.Instances))
+	}
+	sum, busy := 0, 0
+	for k, x := range d.Instances {
+		if x.URL != d.Instances[0].URL || x.PID != run.PIDs[k] || x.OpenAfterHold != x.Opened {
+			t.Errorf("instance %d: %+v", k+1, x)
+		}
+		sum += x.Opened
+		if x.Opened > 0 {
+			busy++
+		}
+	}
+	// 300 connections from many source ports: every listener gets some.
+	if sum != 300 || busy != 3 {
+		t.Errorf("shares %+v: sum %d over %d busy instances, want 300 over 3", d.Instances, sum, busy)
+	}
+	if d.KernelAfterHold.TCPInUse < 600 || d.KernelBefore.Slab <= 0 || d.ClientRSSAfterHold <= 0 {
+		t.Errorf("kernel before %+v, after %+v, client RSS after %d", d.KernelBefore, d.KernelAfterHold, d.ClientRSSAfterHold)
+	}
+	for _, want := range []string{"3 server instances per server", "kernel slab per connection (KiB)", "client RSS per connection (KiB)"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
 	}
 }
 

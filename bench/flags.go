@@ -21,8 +21,10 @@ serves them on -admin-addr, so give it -admin-addr {admin}); -compare 'OTHER CMD
 same scenario against a second server, alternating A, B, A, B over -repeat.
 -instances N (density) starts N copies of each command, each on its own port,
 and spreads the connections over them round-robin (a server process holds at
-most ~19,900 connections here); -url takes a comma-separated list instead
-(-pid then one PID per URL). Server figures are sums over the instances.
+most ~19,900 connections here), or with -reuse-port all on one port, spread
+by the kernel; -url takes a comma-separated list instead (-pid then one PID
+per URL). Server figures are sums over the instances. -min-available MiB
+stops a run before the machine runs short of memory.
 -nats PATH (broadcast) starts that nats-server on a free loopback port for
 each run and puts its URL where -server has {nats}: the instances form one
 cluster, so broadcast spreads its room's members and senders over them too;
@@ -64,6 +66,8 @@ func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.ServerTimeout, "server-timeout", 0, "how long a started server may take to listen (0: 60s)")
 	fs.IntVar(&cfg.Repeat, "repeat", 0, "runs per server, alternating A and B (0: 1)")
 	fs.IntVar(&cfg.Instances, "instances", 0, "density, and broadcast with -nats: start -server (and -compare) this many times, each on its own port, and spread connections over them round-robin (0: 1, or one per -url)")
+	fs.BoolVar(&cfg.ReusePort, "reuse-port", false, "with -instances: start them all on one port (the command must share it: chatd -reuse-port) and let the kernel spread the connections; each instance's share is counted from its open fds")
+	fs.IntVar(&cfg.MinAvailableMiB, "min-available", 0, "MiB: stop the run (kill the servers and client workers) when MemAvailable in /proc/meminfo falls under this (0: 1024; negative: no guard)")
 	fs.StringVar(&cfg.NATS, "nats", "", "broadcast: path of a nats-server binary that chatbench starts on a free loopback port before the servers of each run; {nats} in -server/-compare becomes its URL, nats://127.0.0.1:PORT, so that the -instances form one cluster; its CPU and RSS count among the server's")
 	fs.IntVar(&cfg.Procs, "procs", 0, "client worker processes (0: one per 15,000 connections, fewer per process if the open-file limit is lower)")
 	fs.IntVar(&cfg.SourceIPs, "source-ips", 0, "spread connections over 127.0.0.1..N (0: one per 20,000 connections)")

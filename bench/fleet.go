@@ -250,6 +250,32 @@ func (f *fleet) counters() Counters {
 	return c
 }
 
+// kill ends the worker processes at once (the memory guard): their
+// sockets close with them.
+func (f *fleet) kill() {
+	for _, w := range f.workers {
+		if rw, ok := w.(*remoteWorker); ok {
+			_ = rw.cmd.Process.Kill()
+		}
+	}
+}
+
+// clientRSS is the resident memory of chatbench: this process and workers.
+func (f *fleet) clientRSS() int64 {
+	var sum int64
+	if s, err := ReadProc(os.Getpid()); err == nil {
+		sum += s.RSS
+	}
+	for _, w := range f.workers {
+		if rw, ok := w.(*remoteWorker); ok {
+			if s, err := ReadProc(rw.cmd.Process.Pid); err == nil {
+				sum += s.RSS
+			}
+		}
+	}
+	return sum
+}
+
 // clientCPU is the CPU used by chatbench so far: this process and workers.
 func (f *fleet) clientCPU() time.Duration {
 	d := selfCPU()

@@ -36,6 +36,10 @@ type Machine struct {
 	Go            string `json:"go"`
 }
 
+// maxInstanceRows: with more server instances than this, the table gives
+// the spread over them (min, max) instead of a row per instance.
+const maxInstanceRows = 8
+
 func machine() Machine {
 	m := Machine{Cores: runtime.NumCPU(), Go: runtime.Version()}
 	var u unix.Utsname
@@ -185,24 +189,67 @@ func (run *RunResult) metrics() []Metric {
 		srv("server idle CPU", "%", d.IdleCPUPercent)
 		srv("server fds", "", float64(d.FDsAfter))
 		srv("server threads", "", float64(d.ThreadsAfter))
-		if len(d.Instances) > 1 {
-			add("server instances", "", float64(len(d.Instances)))
+		add("kernel slab per connection", "KiB", d.KernelSlabPerConn/kib)
+		add("kernel TCP buffers per connection", "KiB", d.KernelTCPMemPerCon/kib)
+		add("TCP sockets after hold", "", float64(d.KernelAfterHold.TCPInUse))
+		add("MemAvailable after hold", "MiB", float64(d.KernelAfterHold.MemAvailable)/mib)
+		add("client RSS per connection", "KiB", d.ClientRSSPerConn/kib)
+		if n := len(d.Instances); n > 1 && n <= maxInstanceRows {
+			add("server instances", "", float64(n))
 			for k, x := range d.Instances {
 				add(fmt.Sprintf("instance %d connections", k+1), "", float64(x.Opened))
 			}
 			for k, x := range d.Instances {
 				srv(fmt.Sprintf("instance %d RSS per connection", k+1), "KiB", x.RSSPerConn/kib)
 			}
+		} else if n > maxInstanceRows {
+			// Too many for a row each: the spread.
+			add("server instances", "", float64(n))
+			lo, hi := d.Instances[0], d.Instances[0]
+			rlo, rhi := lo.RSSPerConn, lo.RSSPerConn
+			for _, x := range d.Instances {
+				if x.Opened < lo.Opened {
+					lo = x
+				}
+				if x.Opened > hi.Opened {
+					hi = x
+				}
+				rlo, rhi = min(rlo, x.RSSPerConn), max(rhi, x.RSSPerConn)
+			}
+			add("instance connections min", "", float64(lo.Opened))
+			add("instance connections max", "", float64(hi.Opened))
+			srv("instance RSS per connection min", "KiB", rlo/kib)
+			srv("instance RSS per connection max", "KiB", rhi/kib)
 		}
 	case run.Broadcast != nil:
 		p := run.Broadcast
 		phase("", p)
 		if p.Instances > 1 {
 			add("server instances", "", float64(p.Instances))
-			add("deliveries across instances", "", float64(p.CrossInstance))
+			if len(p.SenderInstances) > 0 {
+				// Unknown when the kernel placed the members (-reuse-port).
+				add("deliveries across instances", "", float64(p.CrossInstance))
+			}
 		}
-		for _, x := range p.Processes {
-			srv(x.Name+" CPU", "s", x.CPU)
+		if len(p.Processes) <= maxInstanceRows+1 {
+			for _, x := range p.Processes {
+				srv(x.Name+" CPU", "s", x.CPU)
+			}
+		} else {
+			// Too many for a row each: the instances' spread, and the rest.
+			lo, hi := -1.0, 0.0
+			for _, x := range p.Processes {
+				if !strings.HasPrefix(x.Name, "instance ") {
+					srv(x.Name+" CPU", "s", x.CPU)
+					continue
+				}
+				if lo < 0 || x.CPU < lo {
+					lo = x.CPU
+				}
+				hi = max(hi, x.CPU)
+			}
+			srv("instance CPU min", "s", lo)
+			srv("instance CPU max", "s", hi)
 		}
 	case run.Churn != nil:
 		c := run.Churn
@@ -335,11 +382,15 @@ func (r *Report) describe() string {
 			c.ChurnRate, c.ChurnClose, c.churnInFlight(), c.Attackers, strings.Join(kinds, ", "))
 	}
 	servers := ""
+	spread := "round-robin"
+	if c.ReusePort {
+		spread = "by the kernel over one port (-reuse-port)"
+	}
 	switch {
 	case c.NATS != "":
-		servers = fmt.Sprintf("; servers: %d instance(s) + nats-server per server (a cluster through NATS; members and senders spread round-robin over the instances), server figures summed over all %d processes", c.Instances, c.Instances+1)
+		servers = fmt.Sprintf("; servers: %d instance(s) + nats-server per server (a cluster through NATS; members and senders spread %s over the instances), server figures summed over all %d processes", c.Instances, spread, c.Instances+1)
 	case c.Instances > 1:
-		servers = fmt.Sprintf("; %d server instances per server, connections spread round-robin, server figures summed over them", c.Instances)
+		servers = fmt.Sprintf("; %d server instances per server, connections spread %s, server figures summed over them", c.Instances, spread)
 	}
 	return fmt.Sprintf("chatbench %s: %s%s; %d client process(es), %d source address(es); %d cores, %.1f GiB, open files %d",
 		c.Scenario, what, servers, c.Procs, c.SourceIPs, r.Machine.Cores, float64(r.Machine.MemoryBytes)/(1<<30), r.Machine.OpenFileLimit)
@@ -489,9 +540,11 @@ func (run *RunResult) details() []string {
 	case run.Broadcast != nil:
 		p := run.Broadcast
 		phase("broadcast", p)
-		if p.Instances > 1 {
+		if p.Instances > 1 && len(p.SenderInstances) > 0 {
 			out = append(out, fmt.Sprintf("members and senders spread round-robin over %d instances; senders on instances %s; %d of %d deliveries crossed from the sender's instance to another",
 				p.Instances, senderInstances(p.SenderInstances), p.CrossInstance, p.Deliveries.Received))
+		} else if p.Instances > 1 {
+			out = append(out, fmt.Sprintf("members spread by the kernel over %d instances on one port (-reuse-port); which instance holds a sender is not known", p.Instances))
 		}
 		for _, x := range p.Processes {
 			out = append(out, fmt.Sprintf("%s (pid %d): CPU %.2fs, RSS after %.1f MiB", x.Name, x.PID, x.CPU, float64(x.RSSAfter)/mib))

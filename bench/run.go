@@ -30,6 +30,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	for _, t := range targets {
 		t.Instances = cfg.Instances
+		t.SharedPort = cfg.ReusePort && t.Command != ""
 		if t.Command == "" {
 			t.PIDs = cfg.PIDs
 			t.MetricsAddr = cfg.MetricsAddr
@@ -150,6 +151,17 @@ func (r *runner) runOnce(ctx context.Context, t *target, repeat int) (*RunResult
 	}
 	r.t = t
 	cpu0 := r.fl.clientCPU()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if r.cfg.MinAvailableMiB > 0 {
+		min := int64(r.cfg.MinAvailableMiB) << 20
+		stopGuard := memoryGuard(ctx, min, func(avail int64) {
+			cancel(errLowMemory(avail, min, r.fl.counters().Connected))
+			r.fl.kill()
+			t.kill()
+		})
+		defer stopGuard()
+	}
 	var err error
 	switch r.cfg.Scenario {
 	case "density":
@@ -168,6 +180,9 @@ func (r *runner) runOnce(ctx context.Context, t *target, repeat int) (*RunResult
 	run.ClientCPU = (r.fl.clientCPU() - cpu0).Seconds()
 	run.Seconds = time.Since(run.Started).Seconds()
 	run.ServerOutput = t.serverOutput()
+	if cause := context.Cause(ctx); err != nil && cause != nil && cause != context.Canceled {
+		err = cause // the memory guard stopped the run
+	}
 	if err != nil {
 		run.Error = err.Error()
 		return run, fmt.Errorf("chatbench: %s against %s (%s): %w", r.cfg.Scenario, t.Name, t.URL, err)

@@ -119,7 +119,7 @@ func (r *runner) startPhase(ctx context.Context, group string, load phaseLoad) (
 	if err != nil {
 		return nil, err
 	}
-	perWorker, senderInst, err := placeSenders(each, load.senders, len(r.t.inst))
+	perWorker, senderInst, err := placeSenders(each, load.senders, len(r.t.addrs()))
 	if err != nil {
 		return nil, err
 	}

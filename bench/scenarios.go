@@ -26,6 +26,16 @@ type DensityResult struct {
 	ThreadsAfter   int               `json:"server_threads_after"`
 	Samples        []RSSSample       `json:"rss_samples,omitempty"`
 	Instances      []InstanceDensity `json:"instances,omitempty"`
+	// The machine's side: the kernel before connecting and after the hold
+	// (both ends of each loopback connection: two sockets), and
+	// chatbench's own resident memory (this process and its workers).
+	KernelBefore       KernelSample `json:"kernel_before"`
+	KernelAfterHold    KernelSample `json:"kernel_after_hold"`
+	KernelSlabPerConn  float64      `json:"kernel_slab_per_conn_bytes"`
+	KernelTCPMemPerCon float64      `json:"kernel_tcp_mem_per_conn_bytes"`
+	ClientRSSBefore    int64        `json:"client_rss_before"`
+	ClientRSSAfterHold int64        `json:"client_rss_after_hold"`
+	ClientRSSPerConn   float64      `json:"client_rss_per_conn_bytes"`
 }
 
 // InstanceDensity is one server instance's share of a density run.
@@ -47,6 +57,8 @@ func (r *runner) density(ctx context.Context) (*DensityResult, error) {
 	res := &DensityResult{}
 	group, room := r.name("density"), r.name(cfg.Room)
 	before, beforeEach, have := r.t.sampleEach()
+	kBefore, kErr := ReadKernel()
+	res.ClientRSSBefore = r.fl.clientRSS()
 	c0 := r.fl.counters().Connected
 	samp := startSampler(r.t.pids(), func() int64 { return r.fl.counters().Connected - c0 })
 	defer func() { _, _ = r.closeGroup(context.Background(), group, CloseAbort) }()
@@ -63,6 +75,16 @@ func (r *runner) density(ctx context.Context) (*DensityResult, error) {
 	}
 	res.HoldSeconds = cfg.Hold.Seconds()
 	after, afterEach, okA := r.t.sampleEach()
+	kAfter, kErr2 := ReadKernel()
+	res.ClientRSSAfterHold = r.fl.clientRSS()
+	if open.Opened > 0 {
+		res.ClientRSSPerConn = float64(res.ClientRSSAfterHold-res.ClientRSSBefore) / float64(open.Opened)
+		if kErr == nil && kErr2 == nil {
+			res.KernelBefore, res.KernelAfterHold = kBefore, kAfter
+			res.KernelSlabPerConn = float64(kAfter.Slab-kBefore.Slab) / float64(open.Opened)
+			res.KernelTCPMemPerCon = float64(kAfter.TCPMem-kBefore.TCPMem) / float64(open.Opened)
+		}
+	}
 	// An instance that died during the run leaves no sum to report.
 	have = have && okC && okA
 	_, res.Samples = samp.stop()
@@ -82,6 +104,11 @@ func (r *runner) density(ctx context.Context) (*DensityResult, error) {
 			}
 			if have {
 				b, c, a := beforeEach[k], connectedEach[k], afterEach[k]
+				if r.t.SharedPort {
+					// The kernel chose the instance: its share is what its
+					// open fds grew by (one per connection).
+					x.Opened, x.OpenAfterHold = c.FDs-b.FDs, a.FDs-b.FDs
+				}
 				x.RSSBefore, x.RSSAfterHold = b.RSS, a.RSS
 				if x.Opened > 0 {
 					x.RSSPerConn = float64(a.RSS-b.RSS) / float64(x.Opened)

@@ -43,6 +43,11 @@ type target struct {
 	// before the instances, when Command has {nats}; its URL replaces
 	// {nats}. Its process counts among the server's (CPU, RSS).
 	NATS string `json:"nats,omitempty"`
+	// SharedPort (-reuse-port): the command's instances all listen on one
+	// port (each must set SO_REUSEPORT: chatd -reuse-port) and the kernel
+	// spreads the connections over them, so the client dials one address
+	// and each instance's share is read from its open fds.
+	SharedPort bool `json:"shared_port,omitempty"`
 
 	inst []*instance // this run's instances
 	nats *instance   // this run's nats-server, or nil
@@ -184,8 +189,16 @@ func (t *target) start(ctx context.Context, timeout time.Duration) error {
 	}
 	n := max(1, t.Instances)
 	var urls []string
+	shared := 0 // the one port of a SharedPort target
+	if t.SharedPort {
+		port, err := freeLoopbackPort()
+		if err != nil {
+			return err
+		}
+		shared = port
+	}
 	for i := 0; i < n; i++ {
-		in, err := startInstance(ctx, command, timeout)
+		in, err := startInstance(ctx, command, shared, timeout)
 		if err != nil {
 			t.stop()
 			if n > 1 {
@@ -194,7 +207,9 @@ func (t *target) start(ctx context.Context, timeout time.Duration) error {
 			return err
 		}
 		t.inst = append(t.inst, in)
-		urls = append(urls, in.url)
+		if !t.SharedPort || i == 0 {
+			urls = append(urls, in.url)
+		}
 	}
 	t.URL = strings.Join(urls, ",")
 	return nil
@@ -205,9 +220,10 @@ func (t *target) start(ctx context.Context, timeout time.Duration) error {
 // -admin-addr).
 const adminPlaceholder = "{admin}"
 
-// startInstance starts one copy of command on a free loopback port (and
-// one more for {admin}) and waits until it listens.
-func startInstance(ctx context.Context, command string, timeout time.Duration) (*instance, error) {
+// startInstance starts one copy of command on a free loopback port (or,
+// when port is not 0, on that one, shared with the other instances) and
+// one more for {admin}, and waits until it listens.
+func startInstance(ctx context.Context, command string, port int, timeout time.Duration) (*instance, error) {
 	admin := ""
 	if strings.Contains(command, adminPlaceholder) {
 		port, err := freeLoopbackPort()
@@ -217,9 +233,14 @@ func startInstance(ctx context.Context, command string, timeout time.Duration) (
 		admin = "127.0.0.1:" + strconv.Itoa(port)
 		command = strings.ReplaceAll(command, adminPlaceholder, admin)
 	}
-	in, err := startListener(ctx, "server", "ws", func(addr string, _ int) string {
-		return strings.ReplaceAll(command, "{addr}", addr)
-	}, timeout)
+	line := func(addr string, _ int) string { return strings.ReplaceAll(command, "{addr}", addr) }
+	var in *instance
+	var err error
+	if port != 0 {
+		in, err = startOnPort(ctx, "server", "ws", port, line, timeout)
+	} else {
+		in, err = startListener(ctx, "server", "ws", line, timeout)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -250,6 +271,13 @@ func startListener(ctx context.Context, what, scheme string, line func(addr stri
 	if err != nil {
 		return nil, err
 	}
+	return startOnPort(ctx, what, scheme, port, line, timeout)
+}
+
+// startOnPort is startListener on a given port, which other instances may
+// share (SO_REUSEPORT): it then waits until a listener on the port is the
+// started command's, not only until the port answers.
+func startOnPort(ctx context.Context, what, scheme string, port int, line func(addr string, port int) string, timeout time.Duration) (*instance, error) {
 	in := &instance{addr: "127.0.0.1:" + strconv.Itoa(port)}
 	in.url = scheme + "://" + in.addr
 	if err := in.start(ctx, what, line(in.addr, port), port, timeout); err != nil {
@@ -258,7 +286,7 @@ func startListener(ctx context.Context, what, scheme string, line func(addr stri
 	return in, nil
 }
 
-// start runs line for startListener.
+// start runs line for startOnPort.
 func (in *instance) start(ctx context.Context, what, line string, port int, timeout time.Duration) error {
 	in.output = &tailBuffer{max: 8 << 10}
 	in.cmd = exec.Command("sh", "-c", line)
@@ -282,9 +310,10 @@ func (in *instance) start(ctx context.Context, what, line string, port int, time
 			return ctx.Err()
 		default:
 		}
-		conn, err := net.DialTimeout("tcp", in.addr, 200*time.Millisecond)
-		if err == nil {
-			conn.Close()
+		// Its own listener, found among the command's descendants: on a
+		// shared port another instance answers a dial already.
+		if pid, err := FindListener(port, in.cmd.Process.Pid); err == nil {
+			in.pid = pid
 			break
 		}
 		if time.Now().After(deadline) {
@@ -323,6 +352,17 @@ func (t *target) stop() {
 	}
 }
 
+// kill ends the started instances and their nats-server at once
+// (SIGKILL to their process groups), for the memory guard; stop then
+// reaps them.
+func (t *target) kill() {
+	for _, in := range append(append([]*instance(nil), t.inst...), t.nats) {
+		if in != nil && in.cmd != nil && in.cmd.Process != nil {
+			_ = syscall.Kill(-in.cmd.Process.Pid, syscall.SIGKILL)
+		}
+	}
+}
+
 // stop ends a started server: SIGTERM to its process group, SIGKILL after
 // five seconds.
 func (in *instance) stop() {
@@ -355,6 +395,9 @@ func (t *target) metricsAddr() string {
 
 // addrs lists the instances' host:port, in instance order.
 func (t *target) addrs() []string {
+	if t.SharedPort && len(t.inst) > 0 {
+		return []string{t.inst[0].addr} // the kernel picks the instance
+	}
 	out := make([]string, len(t.inst))
 	for i, in := range t.inst {
 		out[i] = in.addr

@@ -6,7 +6,6 @@ import (
 	"sync/atomic"
 	"unsafe"
 
-	"github.com/mailru/easygo/netpoll"
 	"golang.org/x/sys/unix"
 )
 
@@ -47,37 +46,42 @@ const (
 	stPaused             // PauseRead: read nothing until ResumeRead
 )
 
-// Desc is a registered descriptor.
+// Desc is a registered descriptor. Its memory is the caller's: a server
+// embeds one in its per-connection struct, so that a connection at rest is
+// one object (32 bytes of it are the Desc) plus a pointer in the poller's
+// fd table. A Desc is used for one fd only; after Close or Detach it is
+// not registered again.
 type Desc struct {
-	fd    int
 	h     Handler
 	p     *Poller
+	fd    int32 // file descriptor numbers are below RLIMIT_NOFILE, an int32
 	state atomic.Uint32
 }
 
-// Register adds fd (a connected, non-blocking socket) to the poller. From now
-// on the Desc owns fd: it is closed by Desc.Close.
-func (p *Poller) Register(fd int, h Handler) (*Desc, error) {
-	d := &Desc{fd: fd, h: h, p: p}
-	err := p.ep.Add(fd, netpoll.EPOLLIN|netpoll.EPOLLOUT|netpoll.EPOLLRDHUP|netpoll.EPOLLET, d.dispatch)
-	if err != nil {
-		return nil, fmt.Errorf("poller: epoll add fd %d: %w", fd, err)
+// Register adds fd (a connected, non-blocking socket) to the poller, as d,
+// which must be a zero Desc that stays where it is (embedded in the
+// handler's connection struct, say). From now on d owns fd: it is closed
+// by Desc.Close.
+func (p *Poller) Register(d *Desc, fd int, h Handler) error {
+	d.fd, d.h, d.p = int32(fd), h, p
+	if err := p.ep.addDesc(d); err != nil {
+		return fmt.Errorf("poller: epoll add fd %d: %w", fd, err)
 	}
-	return d, nil
+	return nil
 }
 
-// Adopt registers fd like Register, for a socket whose first bytes were
-// read elsewhere (a connection taken back from net/http). bind is called
-// with the Desc before any callback can run; then OnWake is called on a
-// worker, where the handler takes up the bytes it was given.
-func (p *Poller) Adopt(fd int, h Handler, bind func(*Desc)) error {
-	d := &Desc{fd: fd, h: h, p: p}
+// Adopt registers fd as d like Register, for a socket whose first bytes
+// were read elsewhere (a connection taken back from net/http). bind is
+// called once d is usable (Wake, Close) and before any callback can run;
+// then OnWake is called on a worker, where the handler takes up the bytes
+// it was given.
+func (p *Poller) Adopt(d *Desc, fd int, h Handler, bind func()) error {
+	d.fd, d.h, d.p = int32(fd), h, p
 	// Marked as queued until the first job is pushed below, so events that
 	// arrive meanwhile only record their bits.
 	d.state.Store(stSched | stWake)
-	bind(d)
-	err := p.ep.Add(fd, netpoll.EPOLLIN|netpoll.EPOLLOUT|netpoll.EPOLLRDHUP|netpoll.EPOLLET, d.dispatch)
-	if err != nil {
+	bind()
+	if err := p.ep.addDesc(d); err != nil {
 		return fmt.Errorf("poller: epoll add fd %d: %w", fd, err)
 	}
 	p.push(task{d: d})
@@ -85,25 +89,25 @@ func (p *Poller) Adopt(fd int, h Handler, bind func(*Desc)) error {
 }
 
 // Fd returns the descriptor number (for logging and socket options).
-func (d *Desc) Fd() int { return d.fd }
+func (d *Desc) Fd() int { return int(d.fd) }
 
 // dispatch runs on the epoll goroutine: it records readiness and queues the
 // descriptor unless it is already queued or running.
-func (d *Desc) dispatch(ev netpoll.EpollEvent) {
+func (d *Desc) dispatch(ev uint32) {
 	var bits uint32
-	if ev&(netpoll.EPOLLIN|netpoll.EPOLLRDHUP|netpoll.EPOLLHUP|netpoll.EPOLLERR) != 0 {
+	if ev&(evIn|evRdHup|evHup|evErr) != 0 {
 		bits |= stRead
 	}
-	if ev&(netpoll.EPOLLRDHUP|netpoll.EPOLLHUP|netpoll.EPOLLERR) != 0 {
+	if ev&(evRdHup|evHup|evErr) != 0 {
 		// The end of the stream may sit right behind data that arrived in
 		// the same edge: remember it, so read goes on past a short read.
 		bits |= stEOF
 	}
-	if ev&netpoll.EPOLLOUT != 0 {
+	if ev&evOut != 0 {
 		bits |= stWrite
 	}
 	if bits == 0 {
-		return // _EPOLLCLOSED: the poller is shutting down.
+		return
 	}
 	d.schedule(bits)
 }
@@ -184,7 +188,7 @@ func (d *Desc) handle(w *Worker, st uint32) (more bool) {
 func (d *Desc) read(w *Worker) (more bool) {
 	budget := d.p.cfg.ReadBudget
 	for budget > 0 && d.state.Load()&(stClosed|stHup) == 0 {
-		n, err := ignoreEINTR(func() (int, error) { return unix.Read(d.fd, w.buf) })
+		n, err := ignoreEINTR(func() (int, error) { return unix.Read(int(d.fd), w.buf) })
 		switch {
 		case n > 0:
 			budget -= n
@@ -234,8 +238,8 @@ func (d *Desc) Close() error {
 	}
 	// Remove from epoll before close: an epoll registration belongs to the
 	// open file description, not the number.
-	_ = d.p.ep.Del(d.fd)
-	return unix.Close(d.fd)
+	_ = d.p.ep.delDesc(d)
+	return unix.Close(int(d.fd))
 }
 
 // Detach removes the descriptor from epoll without closing it, handing the
@@ -245,17 +249,17 @@ func (d *Desc) Detach() (fd int, err error) {
 	if d.state.Or(stClosed)&stClosed != 0 {
 		return -1, ErrClosed
 	}
-	return d.fd, d.p.ep.Del(d.fd)
+	return int(d.fd), d.p.ep.delDesc(d)
 }
 
 // Shutdown half-closes the socket for writing (sends FIN after queued data).
-func (d *Desc) Shutdown() error { return unix.Shutdown(d.fd, unix.SHUT_WR) }
+func (d *Desc) Shutdown() error { return unix.Shutdown(int(d.fd), unix.SHUT_WR) }
 
 // Write writes b without blocking. It returns the number of bytes the kernel
 // took; n < len(b) with a nil error means the socket buffer is full and
 // OnWritable will follow.
 func (d *Desc) Write(b []byte) (int, error) {
-	n, err := ignoreEINTR(func() (int, error) { return unix.Write(d.fd, b) })
+	n, err := ignoreEINTR(func() (int, error) { return unix.Write(int(d.fd), b) })
 	if err == unix.EAGAIN {
 		return 0, nil
 	}

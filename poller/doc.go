@@ -1,6 +1,7 @@
 // Package poller is chatd's I/O engine: a listener, an epoll readiness loop
-// on raw file descriptors (github.com/mailru/easygo/netpoll's Epoll type) and
-// a fixed pool of worker goroutines.
+// on raw file descriptors and a fixed pool of worker goroutines. The loop
+// finds a descriptor's Desc in a table indexed by fd number (epoll.go), so
+// a registered connection costs one pointer there and nothing else.
 //
 // It knows file descriptors and bytes only. It never imports a WebSocket or
 // chat package; the layer above implements Handler.
@@ -9,14 +10,15 @@
 //
 //	p, _ := poller.New(poller.Config{Workers: 2})
 //	ln, _ := p.Listen(":8080", func(fd int) {
-//		d, err := p.Register(fd, myHandler)
+//		c := &myConn{} // embeds a poller.Desc
+//		err := p.Register(&c.desc, fd, c)
 //		...
 //	})
 //	defer p.Close()
 //
 // # Goroutines and callbacks
 //
-// One goroutine (easygo's wait loop) calls epoll_wait and only dispatches: it
+// One goroutine (the wait loop) calls epoll_wait and only dispatches: it
 // accepts new sockets (calling the AcceptFunc on that goroutine, so it must
 // not block) and marks descriptors ready. A ready descriptor is run as one
 // job on the worker pool; a descriptor is never run by two workers at once,

@@ -9,7 +9,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mailru/easygo/netpoll"
 	"golang.org/x/sys/unix"
 )
 
@@ -103,7 +102,7 @@ func (p *Poller) Listen(addr string, accept AcceptFunc, opts ...ListenOption) (*
 		return nil, err
 	}
 	l := &Listener{p: p, ln: tl, fd: lfd, accept: accept}
-	if err := p.ep.Add(lfd, netpoll.EPOLLIN, l.onEvent); err != nil {
+	if err := p.ep.addListener(l); err != nil {
 		tl.Close()
 		return nil, fmt.Errorf("poller: epoll add listener: %w", err)
 	}
@@ -124,14 +123,14 @@ func (l *Listener) Close() error {
 		return nil
 	}
 	l.closed = true
-	_ = l.p.ep.Del(l.fd)
+	_ = l.p.ep.delListener(l)
 	return l.ln.Close()
 }
 
 // onEvent runs on the epoll goroutine. The listener is level-triggered, so
 // whatever is left after one batch raises the event again.
-func (l *Listener) onEvent(ev netpoll.EpollEvent) {
-	if ev&netpoll.EPOLLIN == 0 {
+func (l *Listener) onEvent(ev uint32) {
+	if ev&evIn == 0 {
 		return
 	}
 	for i := 0; i < acceptBatch; i++ {
@@ -143,7 +142,7 @@ func (l *Listener) onEvent(ev netpoll.EpollEvent) {
 			l.mu.Unlock()
 			return
 		}
-		fd, _, err := unix.Accept4(l.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, err := accept4(l.fd)
 		if err == nil {
 			l.backoff = 0
 		}
@@ -181,7 +180,7 @@ func (l *Listener) pause(err error) {
 	} else if l.backoff *= 2; l.backoff > maxAcceptBackoff {
 		l.backoff = maxAcceptBackoff
 	}
-	_ = l.p.ep.Mod(l.fd, 0)
+	_ = l.p.ep.modListener(l, 0)
 	now := time.Now().UnixNano()
 	if last := l.lastLog.Load(); now-last > int64(time.Second) && l.lastLog.CompareAndSwap(last, now) {
 		l.p.log.Warn("accept failed; backing off", "err", err, "backoff", l.backoff, "failures", l.AcceptErrors.Load())
@@ -196,5 +195,17 @@ func (l *Listener) resume() {
 		return
 	}
 	l.paused = false
-	_ = l.p.ep.Mod(l.fd, netpoll.EPOLLIN)
+	_ = l.p.ep.modListener(l, evIn)
+}
+
+// accept4 takes one connection off the listener, non-blocking and
+// close-on-exec. It asks for no peer address (unix.Accept4 allocates one
+// per call, garbage on every connect; the server looks the peer up only
+// where it needs it).
+func accept4(lfd int) (int, error) {
+	r, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(lfd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(r), nil
 }

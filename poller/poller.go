@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/mailru/easygo/netpoll"
 	"golang.org/x/sys/unix"
 )
 
@@ -64,7 +63,7 @@ func (c Config) Validate() error {
 // Poller owns one epoll instance and the worker pool.
 type Poller struct {
 	cfg    Config
-	ep     *netpoll.Epoll
+	ep     *epoll
 	queue  chan task
 	wg     sync.WaitGroup
 	closed atomic.Bool
@@ -96,9 +95,7 @@ func New(cfg Config) (*Poller, error) {
 		queue: make(chan task, cfg.QueueSize),
 		log:   cfg.Logger,
 	}
-	ep, err := netpoll.EpollCreate(&netpoll.EpollConfig{
-		OnWaitError: func(err error) { p.log.Error("epoll wait failed", "err", err) },
-	})
+	ep, err := newEpoll(func(err error) { p.log.Error("epoll wait failed", "err", err) })
 	if err != nil {
 		return nil, fmt.Errorf("poller: epoll_create: %w", err)
 	}
@@ -127,7 +124,7 @@ func (p *Poller) Close() error {
 	for _, ln := range lns {
 		ln.Close()
 	}
-	err := p.ep.Close()
+	err := p.ep.close()
 	close(p.queue)
 	p.wg.Wait()
 	return err

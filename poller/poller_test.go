@@ -94,16 +94,14 @@ func serve(t *testing.T, p *Poller, newHandler func(d **Desc) Handler) (*Listene
 	t.Helper()
 	descs := make(chan *Desc, 1024)
 	ln, err := p.Listen("127.0.0.1:0", func(fd int) {
-		var d *Desc
+		d := new(Desc)
 		h := newHandler(&d)
-		desc, err := p.Register(fd, h)
-		if err != nil {
+		if err := p.Register(d, fd, h); err != nil {
 			t.Errorf("Register: %v", err)
 			unix.Close(fd)
 			return
 		}
-		d = desc
-		descs <- desc
+		descs <- d
 	})
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
@@ -559,13 +557,12 @@ func TestDescCallbacksNeverConcurrent(t *testing.T) {
 	ready := make(chan *serialHandler, 64)
 	ln, err := p.Listen("127.0.0.1:0", func(fd int) {
 		h := &serialHandler{overlaps: &overlaps, after: &after}
-		d, err := p.Register(fd, h)
-		if err != nil {
+		h.d = new(Desc)
+		if err := p.Register(h.d, fd, h); err != nil {
 			t.Error(err)
 			unix.Close(fd)
 			return
 		}
-		h.d = d
 		mu.Lock()
 		handlers = append(handlers, h)
 		mu.Unlock()
@@ -682,6 +679,50 @@ func TestSubmitOverflowStartsNoGoroutine(t *testing.T) {
 	for i, v := range order {
 		if v != i {
 			t.Fatalf("task %d ran as number %d", v, i)
+		}
+	}
+}
+
+// TestFdTableGrows: a socket whose fd number lies past the table's first
+// size (and then past a second growth) is found by the wait loop: its data
+// arrives and its hangup too, and the fd numbers below it keep working.
+func TestFdTableGrows(t *testing.T) {
+	p := newTestPoller(t, quietConfig(2))
+	for _, target := range []int{initialDescs + 7, 4*initialDescs + 3} {
+		pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Move one end to the high number (dup3 onto a free slot).
+		if err := unix.Dup3(pair[0], target, unix.O_CLOEXEC); err != nil {
+			t.Skipf("dup3 to fd %d: %v (open-file limit?)", target, err)
+		}
+		unix.Close(pair[0])
+		got := make(chan string, 4)
+		d := new(Desc)
+		h := &funcHandler{
+			data: func(_ *Worker, b []byte) { got <- string(b) },
+			hangup: func(*Worker, error) {
+				got <- "hangup"
+				d.Close()
+			},
+		}
+		if err := p.Register(d, target, h); err != nil {
+			t.Fatalf("Register fd %d: %v", target, err)
+		}
+		if _, err := unix.Write(pair[1], []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(pair[1])
+		for _, want := range []string{"hi", "hangup"} {
+			select {
+			case s := <-got:
+				if s != want {
+					t.Fatalf("fd %d: got %q, want %q", target, s, want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("fd %d: no %q", target, want)
+			}
 		}
 	}
 }

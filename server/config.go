@@ -19,6 +19,8 @@ import (
 const (
 	DefaultAddr             = ":8080"
 	DefaultMaxMessage       = 64 << 10
+	MaxMaxMessage           = 1 << 30 // the largest MaxMessage accepted
+	DefaultGCPercent        = 25
 	DefaultWriteQueue       = 256 << 10
 	DefaultPingInterval     = 30 * time.Second
 	DefaultIdleTimeout      = 90 * time.Second
@@ -59,6 +61,19 @@ type Config struct {
 	ReusePort bool
 	// Workers is the size of the worker pool. Zero means GOMAXPROCS.
 	Workers int
+	// GCPercent is the garbage collector's growth target that Run sets for
+	// the process (runtime/debug.SetGCPercent): the heap may grow this many
+	// percent over what the last collection kept before the next one. Zero
+	// means DefaultGCPercent (25); when the process was started with GOGC
+	// in its environment, Run leaves the runtime's setting (GOGC's) alone.
+	// New does not touch it (several servers may share a process).
+	//
+	// Why not Go's 100: an idle connection's state is long-lived heap, and
+	// with 100 the process keeps about as much again in collected-but-kept
+	// pages, which is most of its memory per connection; the fan-out
+	// allocates nothing per delivery, so collecting more often costs next
+	// to no CPU per message (bench/RESULTS.md, issue 11).
+	GCPercent int
 	// MaxMessage is the largest message (bytes, all fragments) a client may
 	// send; larger ones close the connection with 1009. Zero means 64 KiB.
 	MaxMessage int
@@ -153,8 +168,13 @@ func (c Config) Validate() error {
 	switch {
 	case c.Workers < 0:
 		return bad("Workers", c.Workers)
+	case c.GCPercent < 0:
+		return bad("GCPercent", c.GCPercent)
 	case c.MaxMessage < 0:
 		return bad("MaxMessage", c.MaxMessage)
+	case c.MaxMessage > MaxMaxMessage:
+		// The decoder keeps the limit in an int32 (wsframe.Decoder).
+		return &ConfigError{"MaxMessage", fmt.Sprintf("must be at most %d (got %d)", MaxMaxMessage, c.MaxMessage)}
 	case c.WriteQueue < 0:
 		return bad("WriteQueue", c.WriteQueue)
 	case c.PingInterval < 0:
@@ -213,6 +233,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxMessage == 0 {
 		c.MaxMessage = DefaultMaxMessage
+	}
+	if c.GCPercent == 0 {
+		c.GCPercent = DefaultGCPercent
 	}
 	if c.WriteQueue == 0 {
 		c.WriteQueue = DefaultWriteQueue

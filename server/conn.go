@@ -26,27 +26,39 @@ const (
 
 // Conn is one client connection: first an HTTP handshake in progress, then
 // a WebSocket. At rest it is this struct and nothing else: no goroutine, no
-// timer, no read buffer (see wsframe.Decoder), no write buffer.
+// timer, no read buffer (see wsframe.Decoder), no write buffer; the poller
+// keeps one pointer to its Desc (embedded here), and a raw room one pointer
+// and a join number. Conn is per connection, so its size matters: 224 bytes
+// (a size class of Go's allocator; TestConnSize keeps it there). Fields are
+// grouped by size, not by topic, so that none pads; each says which side
+// touches it.
 type Conn struct {
-	srv   *Server
-	d     *poller.Desc
-	state atomic.Uint32
-	// rlTokens and rlAt are the raw protocol's message rate limit
-	// (Config.MaxMessageRate): the token bucket in thousandths of a
-	// message, and the millisecond (Server.since, mod 2^32) it was last
-	// filled. Read side only. Placed in padding: Conn does not grow.
-	rlTokens uint32
+	srv *Server
+	// d is the connection's registration with the poller (Register).
+	d poller.Desc
 
 	// Set by the handshake, read-only afterwards.
 	proto  connProtocol
 	pusher *pusherState // Pusher connections only
 
 	// Read side: touched only from the Desc's callbacks.
-	hbuf       *[]byte
-	dec        wsframe.Decoder
-	peerClosed bool // the peer sent close or hung up
-	shutWr     bool // we sent FIN
-	rlAt       uint32
+	hbuf *[]byte
+	dec  wsframe.Decoder
+
+	// Raw protocol: the one room this connection is in (roomPos below
+	// says where in its members).
+	room *Room
+
+	// ip is this connection's count among its client address's
+	// (Config.MaxConnsPerIP), given back when it closes; nil when off.
+	ip *ipCount
+
+	// Wheel links, guarded by wheel.mu (with wdue and wslot below).
+	wnext, wprev *Conn
+
+	// Write side, guarded by wmu (with outOff, outBytes and reason below).
+	wmu  sync.Mutex
+	outq [][]byte // whole frames waiting; entries may be shared
 
 	// Timer side.
 	lastRead atomic.Int64 // wheel tick of the last byte read
@@ -54,30 +66,30 @@ type Conn struct {
 	// pingAt: in the open state the tick of the last ping sent (wheel
 	// goroutine only); before it, when the handshake began (Server.since,
 	// for the handshake histogram; read side only).
-	pingAt int64
+	pingAt   int64
+	wdue     int64 // wheel: the tick this connection's check is due
+	outBytes int   // bytes in outq not yet written
 
-	// Write side, guarded by wmu.
-	wmu      sync.Mutex
-	outq     [][]byte // whole frames waiting; entries may be shared
-	outOff   int      // bytes of outq[0] already written
-	outBytes int      // bytes in outq not yet written
-	reason   CloseReason
+	state atomic.Uint32
+	// rlTokens and rlAt are the raw protocol's message rate limit
+	// (Config.MaxMessageRate): the token bucket in thousandths of a
+	// message, and the millisecond (Server.since, mod 2^32) it was last
+	// filled. Read side only.
+	rlTokens uint32
+	rlAt     uint32
+	cong     atomic.Uint32 // raw: the member's congestion state (Room.congest)
+	// outOff: bytes of outq[0] already written. An entry is one frame (at
+	// most MaxMessage and a header) or one room batch, far below 2 GiB.
+	outOff int32
+	wslot  int32 // wheel: 1 + the slot it is linked in; 0: not on the wheel
+	// roomPos is 1 + this member's index in room.members (0: in no raw
+	// room), guarded by room.mu: raw rooms keep no index map (Room.index).
+	roomPos int32
 
-	// Raw protocol: the one room this connection is in, what this read
-	// published to it, and the member's congestion state (Room.congest).
-	room    *Room
-	publish publishState
-	cong    atomic.Uint32
-
-	// ip is this connection's count among its client address's
-	// (Config.MaxConnsPerIP), given back when it closes; nil when off.
-	ip *ipCount
-
-	// Wheel links, guarded by wheel.mu.
-	wnext, wprev *Conn
-	wdue         int64
-	wslot        int32
-	inWheel      bool
+	reason     CloseReason
+	publish    publishState // raw: what this read published to room
+	peerClosed bool         // read side: the peer sent close or hung up
+	shutWr     bool         // read side: we sent FIN
 }
 
 // connProtocol is what runs on an upgraded connection (raw chat or Pusher).

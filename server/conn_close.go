@@ -50,7 +50,7 @@ func (c *Conn) cutBacklogLocked(keepLast bool) {
 			// Server frames never start with 'H' (it would set RSV1).
 			keep = 1
 		case c.outOff > 0:
-			c.outq[0] = head[:wsframe.FrameEnd(head, c.outOff)]
+			c.outq[0] = head[:wsframe.FrameEnd(head, int(c.outOff))]
 			keep = 1
 		}
 	}
@@ -58,7 +58,7 @@ func (c *Conn) cutBacklogLocked(keepLast bool) {
 	c.outq = c.outq[:keep]
 	c.outBytes = 0
 	if keep == 1 {
-		c.outBytes = len(c.outq[0]) - c.outOff
+		c.outBytes = len(c.outq[0]) - int(c.outOff)
 	} else {
 		c.outOff = 0
 	}

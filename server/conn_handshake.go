@@ -188,7 +188,7 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 	s.wheel.remove(c)
 	c.proto = rt.proto
 	c.pusher = rt.pusher
-	c.dec.MaxMessage = s.cfg.MaxMessage
+	c.dec.MaxMessage = int32(s.cfg.MaxMessage) // ≤ MaxMaxMessage (Validate)
 	s.stats.Upgraded.Add(1)
 	s.observeHandshake(c.pingAt)
 	// From here on pingAt is the wheel goroutine's (stateOpen).

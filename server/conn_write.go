@@ -73,7 +73,7 @@ func (c *Conn) writeLocked(bufs ...[]byte) (queued bool) {
 		}
 		// The entry is queued whole and the written part skipped by outOff,
 		// so that a close can still find where the frame in flight ends.
-		c.outOff = n
+		c.outOff = int32(n)
 		c.outBytes -= n
 	}
 	for _, b := range bufs {
@@ -111,14 +111,14 @@ func (c *Conn) flushLocked() {
 		}
 		full := n < want
 		c.outBytes -= n
-		n += c.outOff
+		n += int(c.outOff)
 		i := 0
 		for i < len(c.outq) && n >= len(c.outq[i]) {
 			n -= len(c.outq[i])
 			c.outq[i] = nil
 			i++
 		}
-		c.outOff = n
+		c.outOff = int32(n)
 		c.outq = c.outq[i:]
 		if full {
 			break // the socket is full again; EPOLLOUT will call back

@@ -36,7 +36,7 @@ func (pp *pusherProto) onOpen(c *Conn, _ route) {
 		// events does not turn what -max-message allows into closes. Safe
 		// here: onOpen runs on the connection's worker before any frame
 		// is decoded.
-		c.dec.MaxMessage = max(pp.s.cfg.MaxMessage, st.session.MaxMessageBytes())
+		c.dec.MaxMessage = int32(min(max(pp.s.cfg.MaxMessage, st.session.MaxMessageBytes()), MaxMaxMessage))
 	}
 }
 

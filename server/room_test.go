@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"chatd/server/broker"
 	"chatd/server/wsframe"
 
 	"github.com/gobwas/ws"
@@ -38,5 +39,65 @@ func TestBatchVisible(t *testing.T) {
 		if !bytes.Equal(got, tc.want) {
 			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestRoomMembership: joins and leaves in any order keep a room's members
+// and their positions consistent, both in a raw room (positions kept in
+// Conn.roomPos) and in a Pusher channel's room (an index map), and a
+// connection may be in several channel rooms at once.
+func TestRoomMembership(t *testing.T) {
+	h := newHub(&Server{broker: broker.Local{}})
+	conns := make([]*Conn, 50)
+	for i := range conns {
+		conns[i] = &Conn{}
+	}
+	check := func(r *Room, want map[*Conn]bool) {
+		t.Helper()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if len(r.members) != len(want) || len(r.joined) != len(want) {
+			t.Fatalf("room %s: %d members (%d join numbers), want %d", r.name, len(r.members), len(r.joined), len(want))
+		}
+		for i, c := range r.members {
+			if !want[c] {
+				t.Fatalf("room %s: unexpected member at %d", r.name, i)
+			}
+			if p, ok := r.position(c); !ok || int(p) != i {
+				t.Fatalf("room %s: member at %d has position %d, %v", r.name, i, p, ok)
+			}
+		}
+	}
+	raw, _ := h.join("chat/a", conns[0], true)
+	chA, _ := h.Join("ch-a", conns[0])
+	chB, _ := h.Join("ch-b", conns[0])
+	inRaw, inA, inB := map[*Conn]bool{conns[0]: true}, map[*Conn]bool{conns[0]: true}, map[*Conn]bool{conns[0]: true}
+	for _, c := range conns[1:] {
+		h.join("chat/a", c, true)
+		h.Join("ch-a", c)
+		h.Join("ch-a", c) // idempotent
+		inRaw[c], inA[c] = true, true
+	}
+	for _, c := range conns[10:20] {
+		h.Join("ch-b", c)
+		inB[c] = true
+	}
+	check(raw, inRaw)
+	check(chA, inA)
+	check(chB, inB)
+	// Leave from the front, the middle and the end.
+	for _, i := range []int{0, 25, 49, 3, 17, 48, 10} {
+		c := conns[i]
+		h.Leave("chat/a", c)
+		h.Leave("chat/a", c) // idempotent
+		h.Leave("ch-a", c)
+		delete(inRaw, c)
+		delete(inA, c)
+		check(raw, inRaw)
+		check(chA, inA)
+	}
+	check(chB, inB)
+	if _, ok := raw.position(conns[0]); ok {
+		t.Fatal("a member that left still has a position in the raw room")
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -164,14 +166,12 @@ func (s *Server) accept(fd int) {
 	// Chat frames are small and latency matters more than packet count.
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	c := &Conn{srv: s}
-	d, err := s.poller.Register(fd, (*pollHandler)(c))
-	if err != nil {
+	if err := s.poller.Register(&c.d, fd, (*pollHandler)(c)); err != nil {
 		s.logLimited("register failed", "err", err)
 		unix.Close(fd)
 		return
 	}
 	// Safe: events for fd are dispatched on this same goroutine, later.
-	c.d = d
 	c.pingAt = s.since() // the handshake's start (Conn.pingAt)
 	s.live.Add(1)
 	now := s.wheel.now.Load()
@@ -192,8 +192,7 @@ func (s *Server) adopt(fd int, buf []byte) {
 	now := s.wheel.now.Load()
 	c.lastRead.Store(now)
 	c.deadline.Store(now + s.hsTicks)
-	err := s.poller.Adopt(fd, (*pollHandler)(c), func(d *poller.Desc) {
-		c.d = d
+	err := s.poller.Adopt(&c.d, fd, (*pollHandler)(c), func() {
 		s.wheel.schedule(c, now+s.hsTicks)
 	})
 	if err != nil {
@@ -376,6 +375,9 @@ func Run(ctx context.Context, cfg Config) error {
 	s, err := New(cfg)
 	if err != nil {
 		return err
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(s.cfg.GCPercent)
 	}
 	if err := s.Start(); err != nil {
 		if errors.Is(err, ErrAdminListen) {

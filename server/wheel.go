@@ -70,30 +70,29 @@ func (w *wheel) link(c *Conn, at int64) {
 		slotAt = max // too far: parked in the last slot and rechecked then
 	}
 	i := int(slotAt % int64(len(w.slots)))
-	c.wslot = int32(i)
+	c.wslot = int32(i) + 1
 	c.wnext = w.slots[i]
 	c.wprev = nil
 	if c.wnext != nil {
 		c.wnext.wprev = c
 	}
 	w.slots[i] = c
-	c.inWheel = true
 }
 
 func (w *wheel) unlink(c *Conn) {
-	if !c.inWheel {
-		return
+	if c.wslot == 0 {
+		return // not on the wheel
 	}
 	if c.wprev != nil {
 		c.wprev.wnext = c.wnext
 	} else {
-		w.slots[c.wslot] = c.wnext
+		w.slots[c.wslot-1] = c.wnext
 	}
 	if c.wnext != nil {
 		c.wnext.wprev = c.wprev
 	}
 	c.wnext, c.wprev = nil, nil
-	c.inWheel = false
+	c.wslot = 0
 }
 
 // run advances the wheel every tick and calls fire for each connection
@@ -118,7 +117,7 @@ func (w *wheel) run(fire func(c *Conn, now int64)) {
 			w.slots[i] = nil
 			for c != nil {
 				next := c.wnext
-				c.wnext, c.wprev, c.inWheel = nil, nil, false
+				c.wnext, c.wprev, c.wslot = nil, nil, 0
 				if c.wdue > w.cur {
 					w.link(c, c.wdue)
 				} else {

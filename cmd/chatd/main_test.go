@@ -26,7 +26,7 @@ import (
 
 // allFlags is every flag chatd defines.
 var allFlags = []string{
-	"addr", "reuse-port", "workers", "max-message", "write-queue", "ping-interval",
+	"addr", "reuse-port", "workers", "gc-percent", "max-message", "write-queue", "ping-interval",
 	"idle-timeout", "handshake-timeout", "drain-timeout", "max-conns", "max-http-conns",
 	"allowed-origins", "log-level", "nats", "node-id", "admin-addr", "shutdown-delay",
 	"max-conns-per-ip", "max-message-rate", "max-message-burst", "trusted-proxies", "node-timeout",
@@ -107,6 +107,7 @@ func TestChatdParseConfigEveryFlag(t *testing.T) {
 		"-addr", "127.0.0.1:9000",
 		"-reuse-port",
 		"-workers", "3",
+		"-gc-percent", "40",
 		"-max-message", "1MiB",
 		"-write-queue", "512K",
 		"-ping-interval", "5s",
@@ -134,6 +135,7 @@ func TestChatdParseConfigEveryFlag(t *testing.T) {
 		Addr:             "127.0.0.1:9000",
 		ReusePort:        true,
 		Workers:          3,
+		GCPercent:        40,
 		MaxMessage:       1 << 20,
 		WriteQueue:       512 << 10,
 		PingInterval:     5 * time.Second,
@@ -178,6 +180,9 @@ func checkConfig(t *testing.T, got, want server.Config) {
 	}
 	if got.Workers != want.Workers {
 		t.Errorf("Workers = %d, want %d", got.Workers, want.Workers)
+	}
+	if got.GCPercent != want.GCPercent {
+		t.Errorf("GCPercent = %d, want %d", got.GCPercent, want.GCPercent)
 	}
 	if got.MaxMessage != want.MaxMessage {
 		t.Errorf("MaxMessage = %d, want %d", got.MaxMessage, want.MaxMessage)

@@ -32,13 +32,14 @@ const MaxHeaderSize = 14
 //
 // The zero value is ready to use with no size limit; set MaxMessage.
 type Decoder struct {
+	st *state
+
 	// MaxMessage is the largest data message payload accepted; zero means
 	// unlimited. A larger message fails with 1009 as soon as its header
-	// announces it.
-	MaxMessage int
-
-	st     *state
-	closed bool
+	// announces it. An int32 (2 GiB) keeps the Decoder, which a server holds
+	// per connection, at 16 bytes.
+	MaxMessage int32
+	closed     bool
 }
 
 // state is a Decoder's partial work.
@@ -184,7 +185,7 @@ func (d *Decoder) check(h header, msgOp ws.OpCode, msgLen int) error {
 		return errProtocol("reserved opcode")
 	}
 	// Compare without adding: a 63-bit length must not wrap the sum.
-	if d.MaxMessage > 0 && h.length > int64(d.MaxMessage-msgLen) {
+	if d.MaxMessage > 0 && h.length > int64(d.MaxMessage)-int64(msgLen) {
 		return &ProtocolError{Code: ws.StatusMessageTooBig, Reason: "message too big"}
 	}
 	return nil

@@ -133,7 +133,7 @@ func closeCode(err error) ws.StatusCode {
 // given offsets (ascending), and stops at the first error as a server does.
 func decodeChunks(maxMsg int, stream []byte, cuts ...int) outcome {
 	buf := append([]byte(nil), stream...) // Feed unmasks in place
-	d := Decoder{MaxMessage: maxMsg}
+	d := Decoder{MaxMessage: int32(maxMsg)}
 	var r recorder
 	var err error
 	prev := 0
