@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -79,9 +78,8 @@ func (s *Server) deliverRemote(room string, op byte, payload []byte) {
 			return
 		}
 		n := 1 + int(payload[0])
-		// The fan-out keeps the message: it must not alias the broker's
-		// buffer.
-		s.pusher.DeliverRemote(room, bytes.Clone(payload[n:]), string(payload[1:n]))
+		// The room's batch copies the message as it frames it.
+		s.pusher.DeliverRemote(room, payload[n:], string(payload[1:n]))
 		return
 	}
 	s.hub.Publish(room, ws.OpCode(op), payload, nil)
@@ -98,9 +96,5 @@ func (pc pusherCluster) Publish(room string, msg []byte, except string) {
 	if len(except) > 255 {
 		except = "" // not a socket_id: the HTTP API checks them
 	}
-	b := make([]byte, 0, 1+len(except)+len(msg))
-	b = append(b, byte(len(except)))
-	b = append(b, except...)
-	b = append(b, msg...)
-	pc.NATS.Publish(room, opPusher, b)
+	pc.NATS.PublishParts(room, opPusher, []byte{byte(len(except))}, []byte(except), msg)
 }

@@ -208,10 +208,20 @@ func (b *NATS) Interest(room string, on bool) {
 }
 
 // Publish implements Broker.
-func (b *NATS) Publish(room string, op byte, payload []byte) {
-	msg := make([]byte, 1+len(payload))
+func (b *NATS) Publish(room string, op byte, payload []byte) { b.PublishParts(room, op, payload) }
+
+// PublishParts is Publish of a payload given in parts (a header and the
+// message), put together in the one buffer the NATS message needs.
+func (b *NATS) PublishParts(room string, op byte, parts ...[]byte) {
+	n := 1
+	for _, p := range parts {
+		n += len(p)
+	}
+	msg := make([]byte, 1, n)
 	msg[0] = op
-	copy(msg[1:], payload)
+	for _, p := range parts {
+		msg = append(msg, p...)
+	}
 	if err := b.nc.Publish(b.subject(room), msg); err != nil {
 		b.lost.Add(1)
 		return

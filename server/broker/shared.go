@@ -237,11 +237,20 @@ func (b *NATS) Owns(node string) bool {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := time.Now()
-	if t, ok := sh.lastSeen[node]; ok && now.Sub(t) <= sh.timeout {
-		return false
-	}
-	for n, t := range sh.lastSeen {
-		if n < b.cfg.NodeID && n != node && now.Sub(t) <= sh.timeout {
+	return !sh.aliveLocked(node, now) && sh.lowestLocked(now)
+}
+
+// aliveLocked reports whether node was heard from within the timeout.
+func (sh *shared) aliveLocked(node string, now time.Time) bool {
+	t, ok := sh.lastSeen[node]
+	return ok && now.Sub(t) <= sh.timeout
+}
+
+// lowestLocked reports whether this node has the smallest ID of the nodes
+// alive: the one that speaks for silent nodes.
+func (sh *shared) lowestLocked(now time.Time) bool {
+	for n := range sh.lastSeen {
+		if n < sh.b.cfg.NodeID && sh.aliveLocked(n, now) {
 			return false
 		}
 	}
@@ -741,8 +750,8 @@ func (sh *shared) alive() int {
 	defer sh.mu.Unlock()
 	n := 0
 	now := time.Now()
-	for _, t := range sh.lastSeen {
-		if now.Sub(t) <= sh.timeout {
+	for node := range sh.lastSeen {
+		if sh.aliveLocked(node, now) {
 			n++
 		}
 	}
@@ -759,51 +768,60 @@ func (sh *shared) sweep() {
 		sh.mu.Unlock()
 		return
 	}
-	me := sh.b.cfg.NodeID
-	lowest := true
-	for n, t := range sh.lastSeen {
-		if now.Sub(t) <= sh.timeout && n < me {
-			lowest = false
-		}
+	if !sh.lowestLocked(now) {
+		sh.mu.Unlock()
+		return
 	}
-	var dead [][]string
+	dead := make(map[string][]string) // node -> its keys
 	for node, keys := range sh.byNode {
 		id, _ := dec(node)
-		if id == me || sh.purging[node] {
+		if id == sh.b.cfg.NodeID || sh.purging[node] || sh.aliveLocked(id, now) {
 			continue
-		}
-		if t, ok := sh.lastSeen[id]; ok && now.Sub(t) <= sh.timeout {
-			continue
-		}
-		if !lowest {
-			continue
-		}
-		list := make([]string, 0, len(keys))
-		for k := range keys {
-			list = append(list, k)
 		}
 		sh.purging[node] = true
-		dead = append(dead, append([]string{node}, list...))
+		for k := range keys {
+			dead[node] = append(dead[node], k)
+		}
 	}
 	kv := sh.presence
 	sh.mu.Unlock()
-	for _, d := range dead {
-		node, keys := d[0], d[1:]
+	for node, keys := range dead {
 		id, _ := dec(node)
 		sh.b.log.Warn("node silent: removing its presence", "node", id, "entries", len(keys), "after", sh.timeout)
 		go func() {
-			for _, k := range keys {
-				ctx, cancel := context.WithTimeout(sh.ctx, kvTimeout)
-				if kv.Delete(ctx, k) == nil {
-					sh.purged.Add(1)
-				}
-				cancel()
-			}
+			ctx, cancel := context.WithTimeout(sh.ctx, kvTimeout)
+			sh.purged.Add(uint64(len(sh.deleteKeys(ctx, kv, keys))))
+			cancel()
 			sh.mu.Lock()
 			delete(sh.purging, node)
 			sh.mu.Unlock()
 		}()
 	}
+}
+
+// deleteKeys deletes presence keys, pipelined: one JetStream publish each,
+// then the acks, until ctx ends. It returns the stream sequences of the
+// deletions acknowledged.
+func (sh *shared) deleteKeys(ctx context.Context, kv jetstream.KeyValue, keys []string) []uint64 {
+	var acks []jetstream.PubAckFuture
+	for _, k := range keys {
+		f, err := sh.js.PublishMsgAsync(&nats.Msg{Subject: "$KV." + kv.Bucket() + "." + k,
+			Header: nats.Header{"KV-Operation": []string{"DEL"}}})
+		if err == nil {
+			acks = append(acks, f)
+		}
+	}
+	var seqs []uint64
+	for _, f := range acks {
+		select {
+		case a := <-f.Ok():
+			seqs = append(seqs, a.Sequence)
+		case <-f.Err():
+		case <-ctx.Done():
+			return seqs
+		}
+	}
+	return seqs
 }
 
 func (sh *shared) control(m *nats.Msg) {
@@ -858,24 +876,9 @@ func (sh *shared) withdraw() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	// Deletions pipelined: one JetStream publish each, then the acks.
-	var acks []jetstream.PubAckFuture
-	for _, k := range keys {
-		f, err := sh.js.PublishMsgAsync(&nats.Msg{Subject: "$KV." + PresenceBucket + "." + k,
-			Header: nats.Header{"KV-Operation": []string{"DEL"}}})
-		if err == nil {
-			acks = append(acks, f)
-		}
-	}
 	var last uint64
-	for _, f := range acks {
-		select {
-		case a := <-f.Ok():
-			last = max(last, a.Sequence)
-		case <-f.Err():
-		case <-ctx.Done():
-			return
-		}
+	for _, seq := range sh.deleteKeys(ctx, kv, keys) {
+		last = max(last, seq)
 	}
 	// This node's own watcher hands the deletions to the Pusher layer too,
 	// which posts their webhooks (this node owns them): wait until it has,

@@ -478,7 +478,8 @@ func (p *Protocol) CacheUpdate(e broker.CacheEntry) {
 
 // DeliverRemote delivers an event another node published to room (an app's
 // channel, RoomKey) to this node's subscribers but the connection with
-// socket_id except.
+// socket_id except. Nothing keeps msg past the call: it is not a cache
+// channel's (those come through CacheUpdate), and the room frames a copy.
 func (p *Protocol) DeliverRemote(room string, msg []byte, except string) {
 	appID, channel, ok := strings.Cut(room, "\x00")
 	if !ok {

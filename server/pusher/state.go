@@ -294,18 +294,26 @@ func (a *appState) addUser(id string, s *Session) {
 
 func (a *appState) removeUserLocked(id string, s *Session) {
 	a.unwatch(s)
-	list := a.users[id]
+	if removeSession(a.users, id, s) {
+		a.userOffline(id)
+	}
+}
+
+// removeSession takes s out of m[key] (order not kept) and reports whether
+// that left the key without sessions (it is then deleted).
+func removeSession(m map[string][]*Session, key string, s *Session) (empty bool) {
+	list := m[key]
 	if i := slices.Index(list, s); i >= 0 {
 		list[i] = list[len(list)-1]
 		list[len(list)-1] = nil
 		list = list[:len(list)-1]
 	}
 	if len(list) == 0 {
-		delete(a.users, id)
-		a.userOffline(id)
-	} else {
-		a.users[id] = list
+		delete(m, key)
+		return true
 	}
+	m[key] = list
+	return false
 }
 
 // terminate closes every connection of this node signed in as user id,

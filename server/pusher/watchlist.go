@@ -66,17 +66,7 @@ func (a *appState) watch(s *Session) {
 // unwatch forgets the watchlist of s, signed out; called with a.mu held.
 func (a *appState) unwatch(s *Session) {
 	for _, id := range s.watchlist {
-		list := a.watchers[id]
-		if i := slices.Index(list, s); i >= 0 {
-			list[i] = list[len(list)-1]
-			list[len(list)-1] = nil
-			list = list[:len(list)-1]
-		}
-		if len(list) == 0 {
-			delete(a.watchers, id)
-		} else {
-			a.watchers[id] = list
-		}
+		removeSession(a.watchers, id, s)
 	}
 }
 
