@@ -46,6 +46,7 @@ type ListenOption func(*listenOptions)
 
 type listenOptions struct {
 	reusePort bool
+	noDelay   bool
 }
 
 // ReusePort, when on, sets SO_REUSEPORT on the listening socket before
@@ -60,6 +61,14 @@ func ReusePort(on bool) ListenOption {
 	return func(o *listenOptions) { o.reusePort = on }
 }
 
+// NoDelay, when on, sets TCP_NODELAY on the listening socket. Linux copies
+// it into every socket accepted from it (the accepted socket is a clone of
+// the listener's), so accepted connections start with Nagle's algorithm
+// off without a setsockopt call each.
+func NoDelay(on bool) ListenOption {
+	return func(o *listenOptions) { o.noDelay = on }
+}
+
 // Listen opens a TCP listener on addr (as net.Listen understands it) and
 // serves it from the epoll loop, calling accept for each new socket.
 func (p *Poller) Listen(addr string, accept AcceptFunc, opts ...ListenOption) (*Listener, error) {
@@ -68,20 +77,27 @@ func (p *Poller) Listen(addr string, accept AcceptFunc, opts ...ListenOption) (*
 		opt(&o)
 	}
 	var lc net.ListenConfig
-	if o.reusePort {
-		// Control runs on the socket net created, before bind: the option
-		// lands on the listener's own fd, nothing is dup'ed.
+	if o.reusePort || o.noDelay {
+		// Control runs on the socket net created, before bind: the options
+		// land on the listener's own fd, nothing is dup'ed.
 		lc.Control = func(_, _ string, c syscall.RawConn) error {
 			var serr error
 			if err := c.Control(func(fd uintptr) {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+				if o.reusePort {
+					if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+						serr = fmt.Errorf("poller: setsockopt SO_REUSEPORT: %w", err)
+						return
+					}
+				}
+				if o.noDelay {
+					if err := unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
+						serr = fmt.Errorf("poller: setsockopt TCP_NODELAY: %w", err)
+					}
+				}
 			}); err != nil {
 				return err
 			}
-			if serr != nil {
-				return fmt.Errorf("poller: setsockopt SO_REUSEPORT: %w", serr)
-			}
-			return nil
+			return serr
 		}
 	}
 	nl, err := lc.Listen(context.Background(), "tcp", addr)

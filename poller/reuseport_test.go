@@ -149,3 +149,53 @@ func TestListenExclusiveByDefault(t *testing.T) {
 		return nil
 	})
 }
+
+// TestListenNoDelay: with NoDelay the sockets accepted from the listener
+// have TCP_NODELAY without setting it themselves (Linux copies it from the
+// listener); without it they have Nagle's algorithm on, as the kernel
+// makes them. Both with ReusePort too, which shares the Control hook.
+func TestListenNoDelay(t *testing.T) {
+	p := newTestPoller(t, quietConfig(1))
+	for _, tc := range []struct {
+		name string
+		opts []ListenOption
+		want int
+	}{
+		{"default", nil, 0},
+		{"NoDelay", []ListenOption{NoDelay(true)}, 1},
+		{"NoDelay+ReusePort", []ListenOption{NoDelay(true), ReusePort(true)}, 1},
+		{"NoDelay(false)", []ListenOption{NoDelay(false)}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := make(chan int, 1)
+			ln, err := p.Listen("127.0.0.1:0", func(fd int) {
+				v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)
+				if err != nil {
+					v = -1
+				}
+				unix.Close(fd)
+				select {
+				case got <- v:
+				default:
+				}
+			}, tc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			c, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			select {
+			case v := <-got:
+				if v != tc.want {
+					t.Errorf("accepted socket: TCP_NODELAY = %d, want %d", v, tc.want)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("nothing accepted")
+			}
+		})
+	}
+}

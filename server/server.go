@@ -116,7 +116,7 @@ func (s *Server) Start() error {
 		if err != nil {
 			return
 		}
-		s.ln, err = s.poller.Listen(s.cfg.Addr, s.accept, poller.ReusePort(s.cfg.ReusePort))
+		s.ln, err = s.poller.Listen(s.cfg.Addr, s.accept, poller.ReusePort(s.cfg.ReusePort), poller.NoDelay(true))
 		if err != nil {
 			s.poller.Close()
 			s.ln, s.poller = nil, nil
@@ -163,8 +163,8 @@ func (s *Server) Sockets() int { return int(s.live.Load()) }
 
 // accept runs on the epoll goroutine for each new socket.
 func (s *Server) accept(fd int) {
-	// Chat frames are small and latency matters more than packet count.
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	// Chat frames are small and latency matters more than packet count:
+	// fd has TCP_NODELAY from the listener (poller.NoDelay), no syscall.
 	c := &Conn{srv: s}
 	if err := s.poller.Register(&c.d, fd, (*pollHandler)(c)); err != nil {
 		s.logLimited("register failed", "err", err)
