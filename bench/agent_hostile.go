@@ -8,6 +8,7 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -58,7 +59,7 @@ var halfCloseMessage = []byte("chatbench: half-close")
 // halfClose writes b and shuts the socket for writing; corked, b and the
 // FIN leave in one segment.
 func halfClose(nc net.Conn, cork bool, b []byte) error {
-	tc, ok := nc.(*net.TCPConn)
+	tc, ok := nc.(tcpSocket)
 	if !ok {
 		return errors.New("chatbench: half-close needs a TCP connection")
 	}
@@ -75,7 +76,7 @@ func halfClose(nc net.Conn, cork bool, b []byte) error {
 
 // setCork sets TCP_CORK: nothing leaves until the socket is uncorked or
 // shut down (which sends what is queued with the FIN).
-func setCork(tc *net.TCPConn) error {
+func setCork(tc syscall.Conn) error {
 	rc, err := tc.SyscallConn()
 	if err != nil {
 		return err

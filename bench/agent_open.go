@@ -133,6 +133,8 @@ func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			d := NewDialer(ctx)
+			defer d.Close()
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= s.Count || ctx.Err() != nil {
@@ -151,7 +153,7 @@ func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
 					o.LocalIP = ips[rank%len(ips)]
 				}
 				t0 := time.Now()
-				m, err := dialMember(ctx, s.Kind, o, s.Pusher, id)
+				m, err := dialMember(ctx, d, s.Kind, o, s.Pusher, id)
 				lat := time.Since(t0)
 				mu.Lock()
 				if err != nil {
@@ -209,13 +211,14 @@ func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
 
 // dialMember opens connection id and, for attackers, sets up the stall
 // or sends what they send; a Pusher member is subscribed to its channel
-// before it counts as open, within the same connect timeout.
-func dialMember(ctx context.Context, kind string, o DialOptions, ps *PusherSpec, id int) (*member, error) {
+// before it counts as open, within the same connect timeout. WebSockets
+// are opened through d (bound to ctx).
+func dialMember(ctx context.Context, d *Dialer, kind string, o DialOptions, ps *PusherSpec, id int) (*member, error) {
 	m := &member{done: make(chan struct{})}
 	start := time.Now()
 	switch kind {
 	case KindMember, KindSlow, KindSlowReader:
-		c, err := Dial(ctx, o)
+		c, err := d.Dial(o)
 		if err != nil {
 			return nil, err
 		}
@@ -248,7 +251,7 @@ func dialMember(ctx context.Context, kind string, o DialOptions, ps *PusherSpec,
 		}
 		m.raw = nc
 	case KindStallFrame:
-		c, err := Dial(ctx, o)
+		c, err := d.Dial(o)
 		if err != nil {
 			return nil, err
 		}
@@ -300,6 +303,8 @@ func classifyDialError(err error) string {
 		return "too many open files"
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return "EOF during handshake"
 	case errors.Is(err, ErrHandshake):

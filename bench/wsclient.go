@@ -13,7 +13,6 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -119,85 +118,84 @@ func DialTCP(ctx context.Context, o DialOptions) (net.Conn, error) {
 // UpgradeRequest is the HTTP request that opens a WebSocket at path on
 // host, with a fresh random key; it returns the request and the key.
 func UpgradeRequest(host, path string) ([]byte, string) {
+	var key [24]byte
+	newKey(&key)
+	return appendUpgradeRequest(nil, host, path, key[:]), string(key[:])
+}
+
+// newKey fills key with a Sec-WebSocket-Key: 16 random bytes in base64
+// (RFC 6455 section 4.1).
+func newKey(key *[24]byte) {
 	var raw [16]byte
 	_, _ = rand.Read(raw[:])
-	key := base64.StdEncoding.EncodeToString(raw[:])
-	req := "GET " + path + " HTTP/1.1\r\n" +
-		"Host: " + host + "\r\n" +
-		"Upgrade: websocket\r\n" +
-		"Connection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: " + key + "\r\n" +
-		"Sec-WebSocket-Version: 13\r\n" +
-		"User-Agent: chatbench\r\n\r\n"
-	return []byte(req), key
+	base64.StdEncoding.Encode(key[:], raw[:])
 }
 
-func acceptKey(key string) string {
-	h := sha1.New()
-	h.Write([]byte(key))
-	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	return base64.StdEncoding.EncodeToString(h.Sum(nil))
+func appendUpgradeRequest(dst []byte, host, path string, key []byte) []byte {
+	dst = append(dst, "GET "...)
+	dst = append(dst, path...)
+	dst = append(dst, " HTTP/1.1\r\nHost: "...)
+	dst = append(dst, host...)
+	dst = append(dst, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: "...)
+	dst = append(dst, key...)
+	return append(dst, "\r\nSec-WebSocket-Version: 13\r\nUser-Agent: chatbench\r\n\r\n"...)
 }
 
-// Dial connects and completes the upgrade.
+const websocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// appendAccept appends the Sec-WebSocket-Accept a server must answer key
+// with: base64(SHA-1(key + GUID)).
+func appendAccept(dst, key []byte) []byte {
+	var in [24 + len(websocketGUID)]byte
+	n := copy(in[:], key)
+	n += copy(in[n:], websocketGUID)
+	sum := sha1.Sum(in[:n])
+	return base64.StdEncoding.AppendEncode(dst, sum[:])
+}
+
+func acceptKey(key string) string { return string(appendAccept(nil, []byte(key))) }
+
+// Dial connects and completes the upgrade. A caller that dials many
+// connections in a row uses one Dialer instead (one context registration
+// for all of them).
 func Dial(ctx context.Context, o DialOptions) (*Conn, error) {
-	if o.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.Timeout)
-		defer cancel()
-	}
-	nc, err := dialer(o).DialContext(ctx, "tcp", o.Addr)
-	if err != nil {
-		return nil, err
-	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = nc.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	size := o.ReadBuf
-	if size <= 0 {
-		size = 2 << 10
-	}
-	c := &Conn{nc: nc, br: bufio.NewReaderSize(nc, size)}
-	if err := c.handshake(o.Addr, o.Path); err != nil {
-		nc.Close()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: %v", ErrHandshake, ctx.Err())
-		}
-		return nil, err
-	}
-	_ = nc.SetDeadline(time.Time{})
-	return c, nil
+	d := NewDialer(ctx)
+	defer d.Close()
+	return d.Dial(o)
 }
 
 func (c *Conn) handshake(host, path string) error {
-	req, key := UpgradeRequest(host, path)
+	var key [24]byte
+	newKey(&key)
+	var reqBuf [256]byte
+	req := appendUpgradeRequest(reqBuf[:0], host, path, key[:])
 	if _, err := c.nc.Write(req); err != nil {
-		return fmt.Errorf("%w: writing the request: %v", ErrHandshake, err)
+		// The first write is where a failed connect shows (ECONNREFUSED
+		// and the like): the errno stays visible to errors.Is.
+		return fmt.Errorf("%w: writing the request: %w", ErrHandshake, err)
 	}
 	status, err := c.br.ReadSlice('\n')
 	if err != nil {
-		return fmt.Errorf("%w: reading the response: %v", ErrHandshake, err)
+		return fmt.Errorf("%w: reading the response: %w", ErrHandshake, err)
 	}
-	statusLine := strings.TrimSpace(string(status))
-	if !strings.HasPrefix(statusLine, "HTTP/1.1 101") {
-		return fmt.Errorf("%w: server answered %q", ErrHandshake, statusLine)
+	if !bytes.HasPrefix(status, []byte("HTTP/1.1 101")) {
+		return fmt.Errorf("%w: server answered %q", ErrHandshake, bytes.TrimSpace(status))
 	}
-	want := acceptKey(key)
+	var wantBuf [28]byte
+	want := appendAccept(wantBuf[:0], key[:])
 	accepted := false
 	for {
 		line, err := c.br.ReadSlice('\n')
 		if err != nil {
-			return fmt.Errorf("%w: reading the response headers: %v", ErrHandshake, err)
+			return fmt.Errorf("%w: reading the response headers: %w", ErrHandshake, err)
 		}
 		line = bytes.TrimRight(line, "\r\n")
 		if len(line) == 0 {
 			break
 		}
 		name, value, ok := bytes.Cut(line, []byte(":"))
-		if ok && strings.EqualFold(string(bytes.TrimSpace(name)), "Sec-WebSocket-Accept") {
-			accepted = string(bytes.TrimSpace(value)) == want
+		if ok && bytes.EqualFold(bytes.TrimSpace(name), []byte("Sec-WebSocket-Accept")) {
+			accepted = bytes.Equal(bytes.TrimSpace(value), want)
 		}
 	}
 	if !accepted {
@@ -215,7 +213,7 @@ func (c *Conn) Close() error { return c.nc.Close() }
 // Abort closes the socket with a reset (SO_LINGER 0), as a dropped client
 // looks to the server, and without leaving a TIME_WAIT entry behind.
 func (c *Conn) Abort() error {
-	if tc, ok := c.nc.(*net.TCPConn); ok {
+	if tc, ok := c.nc.(tcpSocket); ok {
 		_ = tc.SetLinger(0)
 	}
 	return c.nc.Close()
