@@ -62,6 +62,10 @@ type OpenResult struct {
 	End        time.Time      `json:"end"`
 	// OpenedPerAddr counts the connections opened to each of Addrs.
 	OpenedPerAddr []int `json:"opened_per_addr,omitempty"`
+	// CPU is what the process holding the agent spent while the batch
+	// dialed (getrusage, every thread; for an agent in the coordinator's
+	// process, the coordinator's share too).
+	CPU time.Duration `json:"cpu_ns"`
 }
 
 // pickAddr returns the instance a connection id goes to, and the id's
@@ -128,6 +132,7 @@ func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
 		next    atomic.Int64
 		wg      sync.WaitGroup
 		started = time.Now()
+		cpu0    = selfCPU()
 	)
 	for w := 0; w < conc; w++ {
 		wg.Add(1)
@@ -174,6 +179,7 @@ func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
 		}()
 	}
 	wg.Wait()
+	cpu := selfCPU() - cpu0
 	// Members are kept in id order so that senders are the lowest ids.
 	sort.Slice(opened, func(i, j int) bool { return opened[i].id < opened[j].id })
 	a.mu.Lock()
@@ -189,7 +195,7 @@ func (a *Agent) open(ctx context.Context, s *OpenSpec) (*OpenResult, error) {
 	if s.Trickle > 0 && len(opened) > 0 && (s.Kind == KindStallHandshake || s.Kind == KindStallFrame) {
 		go trickle(opened, s.Trickle)
 	}
-	res := &OpenResult{Opened: len(opened), Failed: s.Count - len(opened), FirstError: first, Connect: hist.Data(), Start: started, End: time.Now()}
+	res := &OpenResult{Opened: len(opened), Failed: s.Count - len(opened), FirstError: first, Connect: hist.Data(), Start: started, End: time.Now(), CPU: cpu}
 	if len(s.Addrs) > 0 {
 		res.OpenedPerAddr = make([]int, len(s.Addrs))
 		for _, m := range opened {

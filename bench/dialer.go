@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -31,15 +32,24 @@ import (
 // Dialer opens client WebSockets for one goroutine at a time. Cancelling
 // its context ends the dial in progress (its deadline is moved into the
 // past) and every later one; the context's deadline bounds each dial as
-// well. One context registration serves every dial of the Dialer, not one
-// per connection.
+// well. One context registration serves every dial of the Dialer, and one
+// timer every dial's timeout: the timer is armed for the dial in progress
+// and, when it fires, either ends that dial or, if a later one has taken
+// its place meanwhile, waits for the later one's deadline. A dial that
+// ends in time touches neither (a deadline set on the socket and cleared
+// again would be two runtime timer updates per connection).
 type Dialer struct {
 	deadline time.Time // the context's, zero if none
 	stop     func() bool
 
 	mu        sync.Mutex
-	cur       net.Conn // the dial in progress
+	cur       net.Conn  // the dial in progress
+	curEnd    time.Time // its deadline, zero if none
+	expired   bool      // cur's deadline passed: it was cut short
 	cancelled bool
+	timer     *time.Timer
+	armedFor  time.Time // when timer fires, zero if it is not armed
+	closed    bool
 }
 
 // NewDialer returns a Dialer bound to ctx; Close releases it.
@@ -54,10 +64,16 @@ func NewDialer(ctx context.Context) *Dialer {
 	return d
 }
 
-// Close unregisters the Dialer from its context.
+// Close unregisters the Dialer from its context and stops its timer.
 func (d *Dialer) Close() {
 	if d.stop != nil {
 		d.stop()
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	if d.timer != nil {
+		d.timer.Stop()
 	}
 }
 
@@ -70,23 +86,60 @@ func (d *Dialer) cancel() {
 	}
 }
 
-// begin records nc as the dial in progress; false if already cancelled.
-func (d *Dialer) begin(nc net.Conn) bool {
+// expire runs on the timer: it cuts the dial in progress short if its
+// deadline has passed, or waits for it.
+func (d *Dialer) expire() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.armedFor = time.Time{}
+	if d.cur == nil || d.curEnd.IsZero() || d.closed {
+		return
+	}
+	if wait := time.Until(d.curEnd); wait > 0 {
+		d.armLocked(d.curEnd)
+		return
+	}
+	d.expired = true
+	_ = d.cur.SetDeadline(time.Unix(1, 0))
+}
+
+func (d *Dialer) armLocked(at time.Time) {
+	d.armedFor = at
+	if d.timer == nil {
+		d.timer = time.AfterFunc(time.Until(at), d.expire)
+	} else {
+		d.timer.Reset(time.Until(at))
+	}
+}
+
+// begin records nc as the dial in progress, to end by deadline (zero:
+// none); false if the Dialer was cancelled.
+func (d *Dialer) begin(nc net.Conn, deadline time.Time) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.cancelled {
 		return false
 	}
-	d.cur = nc
+	d.cur, d.curEnd, d.expired = nc, deadline, false
+	if !deadline.IsZero() && (d.armedFor.IsZero() || deadline.Before(d.armedFor)) {
+		d.armLocked(deadline)
+	}
 	return true
 }
 
-// end clears the dial in progress; false if it was cancelled meanwhile.
-func (d *Dialer) end() bool {
+// end clears the dial in progress and says whether it was cut short
+// (cancelled, or its deadline passed) meanwhile.
+func (d *Dialer) end() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.cur = nil
-	return !d.cancelled
+	d.cur, d.curEnd = nil, time.Time{}
+	switch {
+	case d.cancelled:
+		return fmt.Errorf("%w: %w", ErrHandshake, context.Canceled)
+	case d.expired:
+		return fmt.Errorf("%w: %w", ErrHandshake, os.ErrDeadlineExceeded)
+	}
+	return nil
 }
 
 // Dial connects and completes the upgrade within o.Timeout (and the
@@ -108,12 +161,9 @@ func (d *Dialer) Dial(o DialOptions) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !d.begin(nc) {
+	if !d.begin(nc, deadline) {
 		nc.Close()
 		return nil, fmt.Errorf("%w: %w", ErrHandshake, context.Canceled)
-	}
-	if !deadline.IsZero() {
-		_ = nc.SetDeadline(deadline)
 	}
 	size := o.ReadBuf
 	if size <= 0 {
@@ -121,16 +171,18 @@ func (d *Dialer) Dial(o DialOptions) (*Conn, error) {
 	}
 	c := &Conn{nc: nc, br: bufio.NewReaderSize(nc, size)}
 	err = c.handshake(o.Addr, o.Path)
-	if !d.end() {
+	if cut := d.end(); cut != nil {
+		// Cut short: the socket's deadline is in the past, whatever the
+		// handshake managed meanwhile.
 		nc.Close()
-		return nil, fmt.Errorf("%w: %w", ErrHandshake, context.Canceled)
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, err
+		}
+		return nil, cut
 	}
 	if err != nil {
 		nc.Close()
 		return nil, err
-	}
-	if !deadline.IsZero() {
-		_ = nc.SetDeadline(time.Time{})
 	}
 	return c, nil
 }

@@ -194,6 +194,7 @@ func (run *RunResult) metrics() []Metric {
 		add("TCP sockets after hold", "", float64(d.KernelAfterHold.TCPInUse))
 		add("MemAvailable after hold", "MiB", float64(d.KernelAfterHold.MemAvailable)/mib)
 		add("client RSS per connection", "KiB", d.ClientRSSPerConn/kib)
+		add("client CPU per connect", "µs", d.Connect.ClientCPUPerConnect)
 		if n := len(d.Instances); n > 1 && n <= maxInstanceRows {
 			add("server instances", "", float64(n))
 			for k, x := range d.Instances {

@@ -24,7 +24,11 @@ type OpenSummary struct {
 	// PerInstance counts the connections opened to each server instance
 	// (with more than one).
 	PerInstance []int `json:"opened_per_instance,omitempty"`
-	perWorker   []int
+	// ClientCPU is what the client processes spent while they dialed
+	// (summed over the workers), and ClientCPUPerConnect that over Opened.
+	ClientCPU           float64 `json:"client_cpu_seconds"`
+	ClientCPUPerConnect float64 `json:"client_cpu_us_per_connect"`
+	perWorker           []int
 }
 
 // openGroup opens count connections of kind in group, spread over the
@@ -83,6 +87,7 @@ func (r *runner) openGroup(ctx context.Context, group, kind string, count int, r
 			}
 		}
 		sum.Failed += o.Failed
+		sum.ClientCPU += o.CPU.Seconds()
 		sum.Errors = addCounts(sum.Errors, o.Errors)
 		if sum.FirstError == "" {
 			sum.FirstError = o.FirstError
@@ -96,6 +101,9 @@ func (r *runner) openGroup(ctx context.Context, group, kind string, count int, r
 		}
 	}
 	sum.Seconds = last.Sub(first).Seconds()
+	if sum.Opened > 0 {
+		sum.ClientCPUPerConnect = sum.ClientCPU * 1e6 / float64(sum.Opened)
+	}
 	sum.Rate = Rate(int64(sum.Opened), last.Sub(first))
 	sum.Latency = Summarize(h)
 	sum.Hist = h.Data()
