@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 )
 
 // Request and Response are the envelope of every command the coordinator
@@ -63,6 +64,11 @@ func (a *Agent) Handle(ctx context.Context, req Request) Response {
 		resp.Sync, err = a.sync(req.Sync)
 	case "soak":
 		resp.Soak, err = a.soak(ctx, req.Soak)
+	case "release":
+		// Before a memory sample: what earlier runs of this process
+		// allocated and freed goes back to the kernel, so the sample is
+		// what the process holds now.
+		debug.FreeOSMemory()
 	default:
 		err = fmt.Errorf("chatbench: unknown worker command %q", req.Op)
 	}

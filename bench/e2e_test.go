@@ -353,6 +353,37 @@ func TestE2ECompareJSONPlotAndProcs(t *testing.T) {
 	}
 }
 
+// TestE2EDensityClientFigures: the client's own figures hold on every run
+// of -repeat, not only the first: the worker processes give back what the
+// earlier runs freed before the "before" sample (it came out negative
+// before they did), and the client's CPU per connect is measured in the
+// workers around their dials.
+func TestE2EDensityClientFigures(t *testing.T) {
+	srv := servers(t)
+	rep, table := runBench(t, "density", "-conns", "3000", "-procs", "2", "-repeat", "3", "-hold", "100ms", "-server", srv["chatd"])
+	if len(rep.Runs) != 3 {
+		t.Fatalf("%d runs, want 3\n%s", len(rep.Runs), table)
+	}
+	for i, run := range rep.Runs {
+		d := run.Density
+		if d.Connect.Opened != 3000 {
+			t.Fatalf("run %d: opened %d of 3000", i+1, d.Connect.Opened)
+		}
+		// A member holds a reader goroutine (its stack) and its buffers:
+		// 6-8 KiB measured on every run; the runs after the first came out
+		// at 0.5-2 KiB while the workers still held the first's heap.
+		if kb := d.ClientRSSPerConn / 1024; kb < 3 || kb > 64 {
+			t.Errorf("run %d: client RSS per connection %.2f KiB, want a few KiB\n%s", i+1, kb, table)
+		}
+		if us := d.Connect.ClientCPUPerConnect; us <= 0 || us > 10000 {
+			t.Errorf("run %d: client CPU per connect %.1f µs", i+1, us)
+		}
+	}
+	if !strings.Contains(table, "client CPU per connect") {
+		t.Errorf("no client CPU per connect row:\n%s", table)
+	}
+}
+
 func TestE2EClearErrors(t *testing.T) {
 	port, err := freeLoopbackPort()
 	if err != nil {

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"time"
 )
 
@@ -58,6 +59,10 @@ func (r *runner) density(ctx context.Context) (*DensityResult, error) {
 	group, room := r.name("density"), r.name(cfg.Room)
 	before, beforeEach, have := r.t.sampleEach()
 	kBefore, kErr := ReadKernel()
+	// With -repeat the client processes carry the heap of earlier runs:
+	// return it first, or the growth per connection can come out negative.
+	debug.FreeOSMemory()
+	_, _ = r.fl.all(ctx, func(int) *Request { return &Request{Op: "release"} })
 	res.ClientRSSBefore = r.fl.clientRSS()
 	c0 := r.fl.counters().Connected
 	samp := startSampler(r.t.pids(), func() int64 { return r.fl.counters().Connected - c0 })
