@@ -222,10 +222,8 @@ func dialRawSocket(ap netip.AddrPort, o DialOptions) (net.Conn, error) {
 		unix.Close(fd)
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(ap), Err: os.NewSyscallError(op, err)}
 	}
-	if o.RcvBuf > 0 {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, o.RcvBuf); err != nil {
-			return fail("setsockopt", err)
-		}
+	if err := presetSocket(fd, o); err != nil {
+		return fail("setsockopt", err)
 	}
 	if o.LocalIP != nil {
 		local, ok := netip.AddrFromSlice(o.LocalIP)
@@ -242,9 +240,6 @@ func dialRawSocket(ap netip.AddrPort, o DialOptions) (net.Conn, error) {
 		default:
 			return fail("bind", unix.EAFNOSUPPORT)
 		}
-		// The port is chosen at connect from the four-tuple, so each
-		// source address gets the whole ephemeral range.
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
 		if err := unix.Bind(fd, lsa); err != nil {
 			return fail("bind", err)
 		}

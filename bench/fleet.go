@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -258,6 +259,19 @@ func (f *fleet) kill() {
 			_ = rw.cmd.Process.Kill()
 		}
 	}
+}
+
+// releaseMemory has this process and every worker process give the
+// memory they freed back to the kernel (before a clientRSS sample). A
+// local worker's agent lives in this process: one release serves both.
+func (f *fleet) releaseMemory(ctx context.Context) {
+	debug.FreeOSMemory()
+	_, _ = f.all(ctx, func(i int) *Request {
+		if _, ok := f.workers[i].(*remoteWorker); !ok {
+			return nil
+		}
+		return &Request{Op: "release"}
+	})
 }
 
 // clientRSS is the resident memory of chatbench: this process and workers.

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"runtime/debug"
 	"time"
 )
 
@@ -61,8 +60,7 @@ func (r *runner) density(ctx context.Context) (*DensityResult, error) {
 	kBefore, kErr := ReadKernel()
 	// With -repeat the client processes carry the heap of earlier runs:
 	// return it first, or the growth per connection can come out negative.
-	debug.FreeOSMemory()
-	_, _ = r.fl.all(ctx, func(int) *Request { return &Request{Op: "release"} })
+	r.fl.releaseMemory(ctx)
 	res.ClientRSSBefore = r.fl.clientRSS()
 	c0 := r.fl.counters().Connected
 	samp := startSampler(r.t.pids(), func() int64 { return r.fl.counters().Connected - c0 })

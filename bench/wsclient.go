@@ -93,20 +93,26 @@ func dialer(o DialOptions) *net.Dialer {
 	}
 	d.Control = func(network, address string, rc syscall.RawConn) error {
 		var serr error
-		err := rc.Control(func(fd uintptr) {
-			if o.LocalIP != nil {
-				_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-			}
-			if o.RcvBuf > 0 {
-				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, o.RcvBuf)
-			}
-		})
-		if err != nil {
+		if err := rc.Control(func(fd uintptr) { serr = presetSocket(int(fd), o) }); err != nil {
 			return err
 		}
 		return serr
 	}
 	return d
+}
+
+// presetSocket sets o's socket options on fd before bind and connect:
+// with a source address, IP_BIND_ADDRESS_NO_PORT, so that the port is
+// chosen at connect from the four-tuple and each source address gets the
+// whole ephemeral range; SO_RCVBUF when asked.
+func presetSocket(fd int, o DialOptions) error {
+	if o.LocalIP != nil {
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+	}
+	if o.RcvBuf > 0 {
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, o.RcvBuf)
+	}
+	return nil
 }
 
 // DialTCP opens the TCP connection only (used by attackers that never
@@ -152,8 +158,6 @@ func appendAccept(dst, key []byte) []byte {
 	sum := sha1.Sum(in[:n])
 	return base64.StdEncoding.AppendEncode(dst, sum[:])
 }
-
-func acceptKey(key string) string { return string(appendAccept(nil, []byte(key))) }
 
 // Dial connects and completes the upgrade. A caller that dials many
 // connections in a row uses one Dialer instead (one context registration
