@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"chatd/server/history"
 	"chatd/server/pusher"
 )
 
@@ -142,6 +143,18 @@ type Config struct {
 	// peer those headers are ignored. Empty trusts nobody.
 	TrustedProxies []netip.Prefix
 
+	// HistorySize is how many messages each raw room (and, unless its
+	// app says otherwise, each Pusher channel) keeps for late joiners and
+	// recovery (package history). Zero means history.DefaultSize (100);
+	// negative turns history off. In a cluster (Cluster.NATS) history is
+	// off: positions must be the cluster's.
+	HistorySize int
+	// HistoryTTL: no kept message is older. Zero means 10 minutes.
+	HistoryTTL time.Duration
+	// HistoryMaxBytes bounds all rooms' history together; past it the
+	// least recently published room is forgotten. Zero means 64 MiB.
+	HistoryMaxBytes int64
+
 	// testHookMessage, when set, is called for each raw message (tests
 	// use it to inject a panic).
 	testHookMessage func(payload []byte)
@@ -199,6 +212,10 @@ func (c Config) Validate() error {
 		return bad("MaxMessageBurst", c.MaxMessageBurst)
 	case c.MaxMessageRate > maxMessageRate:
 		return &ConfigError{"MaxMessageRate", fmt.Sprintf("must be at most %d per second (got %d)", maxMessageRate, c.MaxMessageRate)}
+	case c.HistoryTTL < 0:
+		return bad("HistoryTTL", c.HistoryTTL)
+	case c.HistoryMaxBytes < 0:
+		return bad("HistoryMaxBytes", c.HistoryMaxBytes)
 	case c.MaxMessageBurst > maxMessageBurst:
 		return &ConfigError{"MaxMessageBurst", fmt.Sprintf("must be at most %d (got %d)", maxMessageBurst, c.MaxMessageBurst)}
 	}
@@ -260,6 +277,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxHTTPConns == 0 {
 		c.MaxHTTPConns = DefaultMaxHTTPConns
+	}
+	if c.HistorySize == 0 {
+		c.HistorySize = history.DefaultSize
+	}
+	if c.HistoryTTL == 0 {
+		c.HistoryTTL = history.DefaultTTL
+	}
+	if c.HistoryMaxBytes == 0 {
+		c.HistoryMaxBytes = history.DefaultMaxBytes
 	}
 	if c.MaxMessageRate > 0 && c.MaxMessageBurst == 0 {
 		c.MaxMessageBurst = c.MaxMessageRate

@@ -146,9 +146,10 @@ func (h *handshakeIO) Write(p []byte) (int, error) {
 // protocol, the room's hub key, or for Pusher the per-connection state
 // (app key and query).
 type route struct {
-	proto  connProtocol
-	room   string
-	pusher *pusherState
+	proto   connProtocol
+	room    string
+	history int // raw: ?history=N, the last N messages first (-1: not asked)
+	pusher  *pusherState
 }
 
 func reject(code int, reason string) error {
@@ -176,14 +177,16 @@ func (s *Server) route(uri string) (route, error) {
 		path, query = path[:i], path[i+1:]
 	}
 	switch {
-	case path == "/chat":
-		return route{proto: s.rawProto, room: rawRoomKey("")}, nil
-	case strings.HasPrefix(path, "/chat/"):
-		name := path[len("/chat/"):]
-		if !validRoomName(name) {
+	case path == "/chat" || strings.HasPrefix(path, "/chat/"):
+		name := strings.TrimPrefix(path[len("/chat"):], "/")
+		if path != "/chat" && !validRoomName(name) {
 			return route{}, reject(http.StatusBadRequest, "invalid room name: 1-64 characters of A-Z a-z 0-9 . _ -")
 		}
-		return route{proto: s.rawProto, room: rawRoomKey(name)}, nil
+		n, err := rawHistory(query)
+		if err != nil {
+			return route{}, reject(http.StatusBadRequest, err.Error())
+		}
+		return route{proto: s.rawProto, room: rawRoomKey(name), history: n}, nil
 	case strings.HasPrefix(path, "/app/") && s.pusherProto != nil:
 		// The key is checked by the Pusher protocol after the upgrade: it
 		// answers an unknown key with pusher:error 4001, as clients expect.

@@ -163,6 +163,16 @@ func (s *Server) httpHandler() http.Handler {
 	if err != nil {
 		panic(err)
 	}
+	recovery, err := staticFS.ReadFile("static/js/chatd-recovery.js")
+	if err != nil {
+		panic(err)
+	}
+	// The recovery plugin for pusher-js and Laravel Echo (pusher/history.go).
+	mux.HandleFunc("GET /js/chatd-recovery.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		http.ServeContent(w, r, "chatd-recovery.js", startTime, bytes.NewReader(recovery))
+	})
 	// / is the Pusher chat app; /raw keeps the seed's raw /chat demo.
 	mux.HandleFunc("GET /{$}", servePage(app))
 	mux.HandleFunc("GET /raw", servePage(page))

@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"time"
 
+	"chatd/server/history"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -95,9 +97,11 @@ type metricDef struct {
 
 // scrapeView holds what one scrape reads once for several metrics.
 type scrapeView struct {
-	broker  brokerView
-	pusher  pusherView
-	readyOK bool
+	broker         brokerView
+	pusher         pusherView
+	readyOK        bool
+	hist           history.Stats
+	recoveryFailed uint64
 }
 
 type (
@@ -128,6 +132,10 @@ func (s *Server) view() *scrapeView {
 	v.pusher = pusherView{ps.CacheChannels, ps.CacheBytes, ps.CacheEvictions, ps.CacheExpirations, ps.DemoRateLimited,
 		ps.WebhookPosts, ps.WebhookEventsSent, ps.WebhookRetries, ps.WebhookEventsDropped, ps.WebhookQueueOverflow,
 		int(ps.WebhookQueued)}
+	v.recoveryFailed = ps.RecoveryFailed
+	if s.hist != nil {
+		v.hist = s.hist.Stats()
+	}
 	return v
 }
 
@@ -226,6 +234,22 @@ var serverMetrics = []metricDef{
 		func(_ *Server, v *scrapeView) float64 { return float64(v.pusher.cacheExpirations) }},
 	{"chatd_pusher_demo_rate_limited_total", "Demo auth/publish requests refused with 429.", prometheus.CounterValue,
 		func(_ *Server, v *scrapeView) float64 { return float64(v.pusher.demoLimit) }},
+	{"chatd_history_rooms", "Rooms and channels whose history is kept.", prometheus.GaugeValue,
+		func(_ *Server, v *scrapeView) float64 { return float64(v.hist.Streams) }},
+	{"chatd_history_messages", "Messages kept in history, all rooms.", prometheus.GaugeValue,
+		func(_ *Server, v *scrapeView) float64 { return float64(v.hist.Messages) }},
+	{"chatd_history_bytes", "Bytes of history counted against -history-max-bytes.", prometheus.GaugeValue,
+		func(_ *Server, v *scrapeView) float64 { return float64(v.hist.Bytes) }},
+	{"chatd_history_appended_total", "Messages kept in history.", prometheus.CounterValue,
+		func(_ *Server, v *scrapeView) float64 { return float64(v.hist.Appended) }},
+	{"chatd_history_evicted_rooms_total", "Rooms whose history was forgotten because -history-max-bytes was reached (least recently published first).", prometheus.CounterValue,
+		func(_ *Server, v *scrapeView) float64 { return float64(v.hist.Evicted) }},
+	{"chatd_history_expired_total", "Kept messages dropped for their age (-history-ttl).", prometheus.CounterValue,
+		func(_ *Server, v *scrapeView) float64 { return float64(v.hist.Expired) }},
+	{"chatd_history_replayed_total", "Kept messages sent to joiners (raw ?history=N, Pusher rewind and recovery).", prometheus.CounterValue,
+		func(s *Server, _ *scrapeView) float64 { return float64(s.stats.Replayed.Load()) }},
+	{"chatd_history_recovery_failed_total", "Pusher recovery requests answered with chatd:recovery_failed.", prometheus.CounterValue,
+		func(_ *Server, v *scrapeView) float64 { return float64(v.recoveryFailed) }},
 }
 
 // serverDescs are the collector's descriptors, made once per Server.

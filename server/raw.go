@@ -17,7 +17,7 @@ func (p *rawProto) onOpen(c *Conn, rt route) {
 		c.rlTokens = uint32(p.s.cfg.MaxMessageBurst) * 1000
 		c.rlAt = uint32(p.s.since() / 1e6)
 	}
-	c.room, _ = p.s.hub.join(rt.room, c, true)
+	p.joinRaw(c, rt)
 }
 
 func (p *rawProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
@@ -36,7 +36,7 @@ func (p *rawProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
 	// Other nodes' members get it through the broker (nothing leaves the
 	// process without a cluster); this node's, from the room's batch.
 	p.s.broker.Publish(c.room.name, byte(op), payload)
-	if c.room.publish(op, payload, c) {
+	if p.publishRaw(c, op, payload) {
 		c.publish = publishedMustFlush // after this read's last message (Conn.feed)
 	} else if c.publish == publishedNone {
 		c.publish = publishedJoined

@@ -238,6 +238,16 @@ func (r *Room) Len() int {
 // publishes several messages from one read calls flush once after the last,
 // so a burst goes to each member in one write.
 func (r *Room) publish(op ws.OpCode, payload []byte, except *Conn) (mustFlush bool) {
+	return r.add(nil, op, payload, except)
+}
+
+// publishFrame is publish for a message already framed (a kept one).
+func (r *Room) publishFrame(frame []byte, except *Conn) (mustFlush bool) {
+	return r.add(frame, 0, nil, except)
+}
+
+// add is publish (frame nil) or publishFrame.
+func (r *Room) add(frame []byte, op ws.OpCode, payload []byte, except *Conn) (mustFlush bool) {
 	r.mu.Lock()
 	b := r.pending
 	if b == nil {
@@ -256,7 +266,11 @@ func (r *Room) publish(op ws.OpCode, payload []byte, except *Conn) (mustFlush bo
 	if n := len(b.marks); n == 0 || b.marks[n-1].seq != r.seq {
 		b.marks = append(b.marks, seqMark{off: start, seq: r.seq})
 	}
-	b.buf = wsframe.AppendFrame(b.buf, op, payload)
+	if frame != nil {
+		b.buf = append(b.buf, frame...)
+	} else {
+		b.buf = wsframe.AppendFrame(b.buf, op, payload)
+	}
 	if except != nil {
 		b.addSender(except, start, len(b.buf))
 	}

@@ -15,6 +15,7 @@ import (
 
 	"chatd/poller"
 	"chatd/server/broker"
+	"chatd/server/history"
 	"chatd/server/pusher"
 
 	"golang.org/x/sys/unix"
@@ -29,6 +30,10 @@ type Server struct {
 	wheel  *wheel
 	hub    *Hub
 	broker broker.Broker // the cluster, or broker.Local on a single node
+	// hist keeps rooms' recent messages (history.go); nil when nothing
+	// keeps history. rawHist: the raw rooms' limits (Size 0: off).
+	hist    *history.Store
+	rawHist history.Limits
 
 	// The protocols: what runs on /chat connections, what runs on
 	// /app/{key} connections, and package pusher's protocol state with its
@@ -72,7 +77,13 @@ func New(cfg Config) (*Server, error) {
 	s.newMetrics()
 	s.hub = newHub(s)
 	s.rawProto = &rawProto{s: s}
-	pp, err := pusher.New(pusher.Config{Apps: cfg.Apps, Rooms: pusherRooms{s.hub}, Logger: cfg.Logger})
+	s.newHistory()
+	pcfg := pusher.Config{Apps: cfg.Apps, Rooms: pusherRooms{s.hub}, Logger: cfg.Logger,
+		HistorySize: cfg.HistorySize, HistoryTTL: cfg.HistoryTTL}
+	if s.hist != nil {
+		pcfg.History = pusherRooms{s.hub}
+	}
+	pp, err := pusher.New(pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("server: pusher: %w", err)
 	}
@@ -131,6 +142,9 @@ func (s *Server) Start() error {
 			return
 		}
 		go s.wheel.run(s.onTimer)
+		if s.hist != nil {
+			s.hist.StartSweeper()
+		}
 		go s.httpSrv.Serve(s.httpLn)
 		admin := "off"
 		if a := s.AdminAddr(); a != nil {
@@ -361,6 +375,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-httpDone
 		s.broker.Close()
 		s.poller.Close()
+		if s.hist != nil {
+			s.hist.Close()
+		}
 		if s.adminSrv != nil {
 			// Last: /readyz answered 503 until the end.
 			s.adminSrv.Close()

@@ -60,5 +60,6 @@ type Stats struct {
 	Deliveries         atomic.Uint64 // fan-out batches written or queued to a member
 	SlowConsumers      atomic.Uint64
 	Panics             atomic.Uint64
+	Replayed           atomic.Uint64 // kept messages queued to joiners (history)
 	Closed             [numReasons]atomic.Uint64
 }

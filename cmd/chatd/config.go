@@ -15,6 +15,7 @@ import (
 
 	"chatd/server"
 	"chatd/server/broker"
+	"chatd/server/history"
 	"chatd/server/pusher"
 )
 
@@ -114,6 +115,9 @@ type options struct {
 	app        pusher.App
 	appsFile   string
 	webhookURL string
+
+	historySize     int // -history-size: 0 is off (Config.HistorySize -1)
+	historyMaxBytes int
 }
 
 // parseConfig turns flags and CHATD_* environment variables into a
@@ -154,6 +158,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	fs.IntVar(&c.MaxMessageRate, "max-message-rate", 0, "messages per second one raw /chat connection may send on average; over it the connection is closed with 1008 \"rate limit\" (0: no cap)")
 	fs.IntVar(&c.MaxMessageBurst, "max-message-burst", 0, "messages a raw /chat connection may send at once above -max-message-rate (0: one second's worth)")
 	fs.Var(prefixList{&c.TrustedProxies}, "trusted-proxies", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For / X-Real-IP name the client (logs, -max-conns-per-ip); empty: trust none")
+	fs.IntVar(&o.historySize, "history-size", history.DefaultSize, "messages each raw room and Pusher channel keeps for late joiners and recovery (0: history off; an apps file's history_size wins per app)")
+	fs.DurationVar(&c.HistoryTTL, "history-ttl", history.DefaultTTL, "no kept message is older than this (an apps file's history_ttl_seconds wins per app)")
+	o.historyMaxBytes = history.DefaultMaxBytes
+	fs.Var(byteSize{&o.historyMaxBytes}, "history-max-bytes", "all rooms' history together; past it the least recently published room is forgotten")
 
 	usage := func() {
 		fmt.Fprintf(stderr, "Usage: chatd [flags]\n\nA WebSocket chat server: ws://HOST/chat is the lobby, ws://HOST/chat/{room} a room,\nws://HOST/app/{key}?protocol=7 speaks Pusher Channels (default app: id chatd, key chatd-key,\nsecret chatd-secret, client events on).\nEvery flag can also be set as CHATD_<NAME> (e.g. CHATD_MAX_MESSAGE); flags win.\n\nFlags:\n")
@@ -190,6 +198,21 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	if c.AdminAddr == "off" {
 		c.AdminAddr = ""
 	}
+	switch {
+	case o.historySize < 0:
+		return *c, fmt.Errorf("invalid value %d for flag -history-size: want 0 (off) or more messages", o.historySize)
+	case o.historySize == 0:
+		c.HistorySize = -1
+	default:
+		c.HistorySize = o.historySize
+	}
+	if c.HistoryTTL <= 0 {
+		return *c, fmt.Errorf("invalid value %v for flag -history-ttl: want a positive duration like 10m (-history-size 0 turns history off)", c.HistoryTTL)
+	}
+	if o.historyMaxBytes <= 0 {
+		return *c, fmt.Errorf("invalid value %d for flag -history-max-bytes: want a positive byte count like 64MiB", o.historyMaxBytes)
+	}
+	c.HistoryMaxBytes = int64(o.historyMaxBytes)
 	c.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if err := validate(c); err != nil {
 		return *c, err

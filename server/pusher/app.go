@@ -58,6 +58,13 @@ type App struct {
 	MaxCacheChannels int // cache channels remembered; zero means 1000
 	MaxCacheBytes    int // bytes of remembered events (channel, data and encoded message); zero means 16 MiB
 
+	// History: the events of each channel kept for late joiners and for
+	// recovery after a reconnect (Config.HistorySize and HistoryTTL are
+	// the defaults). Zero means the default; negative turns history off
+	// for this app.
+	HistorySize int           // events kept per channel
+	HistoryTTL  time.Duration // none kept longer
+
 	// SubscriptionCount sends the subscribers of non-presence channels
 	// pusher_internal:subscription_count when the channel's count of
 	// subscriptions changes (at most once a second per channel), and
@@ -185,6 +192,9 @@ func NewApps(apps ...App) (*Apps, error) {
 	return r, nil
 }
 
+// List returns the apps in the order given; the caller must not modify them.
+func (r *Apps) List() []*App { return r.list }
+
 // ByKey returns the app with the given key.
 func (r *Apps) ByKey(key string) (*App, bool) {
 	a, ok := r.byKey[key]
@@ -223,6 +233,9 @@ type appFile struct {
 	MaxCacheChannels      int    `json:"max_cache_channels"`
 	MaxCacheBytes         int    `json:"max_cache_bytes"`
 	SubscriptionCount     bool   `json:"subscription_count"`
+	// Pointers: absent means the server's default, 0 turns history off.
+	HistorySize       *int `json:"history_size"`
+	HistoryTTLSeconds *int `json:"history_ttl_seconds"`
 
 	Webhooks            []webhookFile `json:"webhooks"`
 	WebhookBatchMS      int           `json:"webhook_batch_ms"`
@@ -270,6 +283,14 @@ func LoadAppsFile(path string) (*Apps, error) {
 	}
 	apps := make([]App, len(files))
 	for i, f := range files {
+		for _, h := range [...]struct {
+			name string
+			v    *int
+		}{{"history_size", f.HistorySize}, {"history_ttl_seconds", f.HistoryTTLSeconds}} {
+			if h.v != nil && *h.v < 0 {
+				return nil, fmt.Errorf("%w: app %q: %s is negative (0 turns history off) in %s", ErrInvalidApp, f.ID, h.name, path)
+			}
+		}
 		apps[i] = App{
 			ID: f.ID, Key: f.Key, Secret: f.Secret, ClientEvents: f.ClientEvents,
 			MaxPresenceMembers:    f.MaxPresenceMembers,
@@ -282,6 +303,8 @@ func LoadAppsFile(path string) (*Apps, error) {
 			MaxCacheChannels:      f.MaxCacheChannels,
 			MaxCacheBytes:         f.MaxCacheBytes,
 			SubscriptionCount:     f.SubscriptionCount,
+			HistorySize:           historyFromFile(f.HistorySize),
+			HistoryTTL:            time.Duration(historyFromFile(f.HistoryTTLSeconds)) * time.Second,
 			Webhooks:              webhooksFromFile(f.Webhooks),
 			WebhookBatch:          time.Duration(f.WebhookBatchMS) * time.Millisecond,
 			WebhookTimeout:        time.Duration(f.WebhookTimeoutMS) * time.Millisecond,
@@ -296,6 +319,18 @@ func LoadAppsFile(path string) (*Apps, error) {
 		return nil, fmt.Errorf("%w (in %s)", err, path)
 	}
 	return r, nil
+}
+
+// historyFromFile maps an apps file's history setting to App's: absent is
+// zero (the default), 0 is -1 (off).
+func historyFromFile(v *int) int {
+	switch {
+	case v == nil:
+		return 0
+	case *v == 0:
+		return -1
+	}
+	return *v
 }
 
 // LoadApps is what a command line needs: the apps of file when it is set,

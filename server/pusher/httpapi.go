@@ -34,6 +34,7 @@ const (
 //	GET  /apps/{app_id}/channels
 //	GET  /apps/{app_id}/channels/{channel}
 //	GET  /apps/{app_id}/channels/{channel}/users
+//	GET  /apps/{app_id}/channels/{channel}/history (chatd's; history.go)
 //	POST /apps/{app_id}/users/{user_id}/terminate_connections
 //
 // Every request must be signed (auth_key, auth_timestamp within 600 s,
@@ -51,6 +52,7 @@ func (p *Protocol) APIHandler() http.Handler {
 		{"GET", "/apps/{app_id}/channels", "channels", p.apiChannels},
 		{"GET", "/apps/{app_id}/channels/{channel}", "channel", p.apiChannel},
 		{"GET", "/apps/{app_id}/channels/{channel}/users", "users", p.apiUsers},
+		{"GET", "/apps/{app_id}/channels/{channel}/history", "history", p.apiHistory},
 		{"POST", "/apps/{app_id}/users/{user_id}/terminate_connections", "terminate_connections", p.apiTerminate},
 	}
 	mux := http.NewServeMux()
@@ -322,7 +324,7 @@ func (p *Protocol) publishEvent(st *appState, ev event) {
 		except = st.conn(ev.except)
 	}
 	for _, c := range ev.channels {
-		st.deliver(c, encodeEvent(ev.name, c, ev.data, ""), ev.data, except, ev.except)
+		st.deliver(c, ev.name, ev.data, "", except, ev.except)
 	}
 }
 

@@ -6,7 +6,10 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
+	"sync/atomic"
 	"time"
+
+	"chatd/server/history"
 )
 
 // PongTimeout is how long the engine waits for any message after it sent a
@@ -26,6 +29,13 @@ type Config struct {
 	// Now is the clock (rate limits, cache TTL, HTTP API timestamps);
 	// nil means time.Now. Tests set it.
 	Now func() time.Time
+	// History is the engine's history of rooms (history.go); nil means no
+	// app keeps history. HistorySize and HistoryTTL are the defaults of
+	// App.HistorySize and App.HistoryTTL: zero means
+	// history.DefaultSize and DefaultTTL, negative size off.
+	History     HistoryRooms
+	HistorySize int
+	HistoryTTL  time.Duration
 }
 
 // Validate reports whether the config can be used.
@@ -53,6 +63,11 @@ type Protocol struct {
 
 	cluster Cluster // nil: a single node (SetCluster)
 	node    string  // this node's ID in the cluster
+
+	hist           HistoryRooms // nil: no history (history.go)
+	histSize       int
+	histTTL        time.Duration
+	recoveryFailed atomic.Uint64 // subscriptions whose recovery request could not be honoured
 }
 
 // New returns a Protocol for cfg.
@@ -60,7 +75,14 @@ func New(cfg Config) (*Protocol, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	p := &Protocol{apps: cfg.Apps, rooms: cfg.Rooms, log: cfg.Logger, now: cfg.Now}
+	p := &Protocol{apps: cfg.Apps, rooms: cfg.Rooms, log: cfg.Logger, now: cfg.Now,
+		hist: cfg.History, histSize: cfg.HistorySize, histTTL: cfg.HistoryTTL}
+	if p.histSize == 0 {
+		p.histSize = history.DefaultSize
+	}
+	if p.histTTL <= 0 {
+		p.histTTL = history.DefaultTTL
+	}
 	if p.apps == nil {
 		apps, err := NewApps()
 		if err != nil {
@@ -102,12 +124,15 @@ type Stats struct {
 	WebhookEventsDropped uint64 // events given up on: retried for App.WebhookRetryFor, or pending when Shutdown ended
 	WebhookQueueOverflow uint64 // events not queued because their webhook's queue was full
 	WebhookQueued        int    // events waiting in the queues now
+
+	RecoveryFailed uint64 // subscriptions whose chatd_since or chatd_rewind could not be honoured
 }
 
 // Stats returns the current counters. Safe to call from any goroutine; it
 // takes each app's lock briefly.
 func (p *Protocol) Stats() Stats {
 	var st Stats
+	st.RecoveryFailed = p.recoveryFailed.Load()
 	for _, a := range p.states {
 		a.cacheStats(&st)
 		a.hooks.stats(&st)

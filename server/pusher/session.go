@@ -147,6 +147,10 @@ type subscribeData struct {
 	Channel     string          `json:"channel"`
 	Auth        string          `json:"auth"`
 	ChannelData json.RawMessage `json:"channel_data"`
+	// chatd's recovery plugin (history.go): resume after a position, or
+	// the last N events on a first subscription.
+	Since  *string         `json:"chatd_since"`
+	Rewind json.RawMessage `json:"chatd_rewind"`
 }
 
 // memberData is a presence channel's channel_data.
@@ -207,7 +211,7 @@ func (s *Session) subscribe(raw json.RawMessage) {
 		// counts for); only the confirmation is sent again.
 		sub = s.subs[s.find(name)]
 	}
-	if e := s.app.subscribe(s, sub, info, again); e != nil {
+	if e := s.app.subscribe(s, sub, info, again, parseRecovery(d.Since, d.Rewind)); e != nil {
 		s.sendSubscribeError(name, e)
 		return
 	}
@@ -318,8 +322,7 @@ func (s *Session) clientEvent(m clientMessage) {
 		return
 	}
 	// On presence channels the recipients learn who sent it.
-	msg := encodeEvent(m.Event, m.Channel, data, s.subs[i].userID)
-	s.app.deliver(m.Channel, msg, data, s.conn, s.socketID)
+	s.app.deliver(m.Channel, m.Event, data, s.subs[i].userID, s.conn, s.socketID)
 	s.app.hooks.clientEvent(m.Channel, m.Event, data, s.socketID, s.subs[i].userID)
 	s.app.counters.clientEvents.Add(1)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 
 	"chatd/server/broker"
+	"chatd/server/history"
 	"maps"
 	"slices"
 	"strconv"
@@ -93,7 +94,7 @@ func (a *appState) room(channel string) string { return RoomKey(a.app.ID, channe
 // when sub.userID is a new member, then the cached event or cache_miss on
 // cache channels. again means s is already subscribed: only the replies are
 // sent again.
-func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage, again bool) *subscribeError {
+func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage, again bool, rr recoveryRequest) *subscribeError {
 	if sub.kind&kindPresence != 0 && a.p.cluster != nil {
 		return a.subscribePresenceClustered(s, sub, info, again)
 	}
@@ -109,6 +110,7 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 
 	ch := a.channels[sub.channel]
 	var added *member
+	join := false
 	if !again || ch == nil {
 		if sub.kind&kindPresence != 0 {
 			var m *member
@@ -143,20 +145,38 @@ func (a *appState) subscribe(s *Session, sub subscription, info json.RawMessage,
 		ch.subs++
 		a.hooks.subscriptionCount(sub.channel, ch.subs)
 		a.counters.subs.Add(1)
-		a.rooms.Subscribe(room, s.conn)
+		join = true
 	}
 
 	data := "{}"
 	if sub.kind&kindPresence != 0 {
 		data = string(appendPresence(nil, ch))
 	}
-	s.conn.Send(encodeEvent("pusher_internal:subscription_succeeded", sub.channel, data, ""))
+	recovered := false
+	switch lim := a.p.historyLimits(a.app); {
+	case join && lim.Size > 0:
+		// Joined, told its position and given what it asked for in one
+		// step, before any live event (history.go).
+		a.subscribeKept(s, room, sub.channel, data, lim, rr)
+		recovered = rr.asked
+	case join:
+		a.rooms.Subscribe(room, s.conn)
+		fallthrough
+	default:
+		s.conn.Send(encodeEvent("pusher_internal:subscription_succeeded", sub.channel, data, ""))
+		if join && rr.asked {
+			s.conn.Send(recoveryFailed(sub.channel, history.Position{}, history.ErrOff))
+			a.p.recoveryFailed.Add(1)
+		}
+	}
 	if added != nil {
 		a.rooms.Publish(room, encodeEvent("pusher_internal:member_added", sub.channel,
 			string(appendMember(nil, sub.userID, added.info)), ""), s.conn)
 		a.hooks.memberAdded(sub.channel, sub.userID)
 	}
-	if sub.kind&kindCache != 0 {
+	// A subscriber that recovered or rewound has the cache channel's last
+	// event among what it was given (or was told it could not be).
+	if sub.kind&kindCache != 0 && !recovered {
 		if e := a.cache.get(sub.channel, a.p.now()); e != nil {
 			s.conn.Send(e.msg)
 		} else {
@@ -212,29 +232,39 @@ func (a *appState) unsubscribeLocked(s *Session, sub subscription) {
 	}
 }
 
-// deliver hands an event already encoded for channel (msg; data is its
-// data, for the HTTP API's info=cache) to the channel's room, for every
-// subscriber but `except` (the connection with socket_id exceptID, which
-// may be on another node). On a cache channel it first stores the event in
-// the cache, subscribed or not, as Pusher does; it does both under a.mu, so
-// that a connection subscribing meanwhile gets the event exactly once: live
-// if it joined first, from the cache if after. Other channels need no lock.
-// In a cluster the event also goes, once, to the other nodes.
-func (a *appState) deliver(channel string, msg []byte, data string, except Conn, exceptID string) {
+// deliver hands an event for channel (data is its data, for the HTTP
+// API's info=cache; userID the sender on presence channels) to the
+// channel's room, for every subscriber but `except` (the connection with
+// socket_id exceptID, which may be on another node). On a channel that
+// keeps history the event is encoded with its position and kept. On a
+// cache channel it first stores the event in the cache, subscribed or
+// not, as Pusher does; it does both under a.mu, so that a connection
+// subscribing meanwhile gets the event exactly once: live if it joined
+// first, from the cache if after. Other channels need no lock. In a
+// cluster the event also goes, once, to the other nodes.
+func (a *appState) deliver(channel, event, data, userID string, except Conn, exceptID string) {
 	room := a.room(channel)
 	cl := a.p.cluster
-	if classify(channel)&kindCache == 0 {
+	cache := classify(channel)&kindCache != 0
+	if cache {
+		a.mu.Lock()
+	}
+	var msg []byte
+	if lim := a.p.historyLimits(a.app); lim.Size > 0 {
+		msg = a.publishKept(room, lim, event, channel, data, userID, except)
+	} else {
+		msg = encodeEvent(event, channel, data, userID)
 		a.rooms.Publish(room, msg, except)
+	}
+	if !cache {
 		if cl != nil {
 			cl.Publish(room, msg, exceptID)
 		}
 		return
 	}
-	a.mu.Lock()
 	now := a.p.now()
 	a.cache.expire(now)
 	a.cache.store(channel, msg, data, now.Add(CacheTTL), a.app.MaxCacheChannels, a.app.MaxCacheBytes)
-	a.rooms.Publish(room, msg, except)
 	a.mu.Unlock()
 	if cl != nil {
 		cl.PutCache(broker.CacheEntry{App: a.app.ID, Channel: channel, Node: a.p.node, Except: exceptID, Data: data, Msg: msg})

@@ -1,0 +1,192 @@
+package server
+
+import (
+	"errors"
+	"net/url"
+	"strconv"
+
+	"chatd/server/history"
+	"chatd/server/pusher"
+	"chatd/server/wsframe"
+
+	"github.com/gobwas/ws"
+)
+
+// History (package history) on the engine's side: the store keeps the
+// frames the rooms were sent, so a replay is those bytes written as they
+// are (shared, never copied per joiner). A room's messages are appended
+// and put into its fan-out under the store's lock, and a joiner is added
+// to the room and queued its replay under it too: members receive a
+// room's messages in position order, and a joiner gets each exactly once.
+//
+// What one joiner is replayed is bounded by half of Config.WriteQueue, so
+// that a replay never makes its own reader a slow consumer: a raw
+// ?history=N gets the newest of its N that fit, a Pusher recovery that
+// does not fit gets chatd:recovery_failed (too_large).
+
+// ErrBadHistory is a raw ?history= value that is not a whole number.
+var errBadHistory = errors.New("history must be a whole number of messages from 0 up")
+
+// newHistory makes the store when raw rooms or any Pusher app keep
+// history; nil when none does (then history costs nothing).
+func (s *Server) newHistory() {
+	c := s.cfg
+	if len(c.Cluster.NATS) > 0 {
+		// Positions must be the cluster's, and a node's memory is not:
+		// no history in a cluster (README, "History").
+		if c.HistorySize > 0 {
+			s.log.Info("history is kept on single nodes only: off in this NATS cluster")
+		}
+		return
+	}
+	if c.HistorySize > 0 {
+		s.rawHist = history.Limits{Size: c.HistorySize, TTL: c.HistoryTTL}
+	}
+	need := s.rawHist.Size > 0
+	if c.Apps != nil {
+		for _, app := range c.Apps.List() {
+			size := app.HistorySize
+			if size == 0 {
+				size = c.HistorySize
+			}
+			need = need || (size > 0 && app.HistoryTTL >= 0)
+		}
+	} else {
+		need = need || c.HistorySize > 0
+	}
+	if !need {
+		return
+	}
+	s.hist = history.New(history.Config{MaxBytes: c.HistoryMaxBytes, InUse: s.hub.inUse, SweepInterval: -1})
+}
+
+// inUse reports whether room has members on this node (history.Config.InUse).
+func (h *Hub) inUse(room string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.rooms[room] != nil
+}
+
+// rawHistory parses a raw route's query: the number of messages a joiner
+// asks for with ?history=N (-1: not asked).
+func rawHistory(query string) (int, error) {
+	if query == "" {
+		return -1, nil
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil || !q.Has("history") {
+		return -1, nil
+	}
+	n, err := strconv.ParseUint(q.Get("history"), 10, 31)
+	if err != nil {
+		return 0, errBadHistory
+	}
+	return int(n), nil
+}
+
+// replayBudget is how many bytes of history one joiner may be queued.
+func (s *Server) replayBudget() int { return s.cfg.WriteQueue / 2 }
+
+// joinRaw adds c to its raw room; with ?history=N, atomically with it, it
+// queues the room's last N messages (those that fit the replay budget).
+func (p *rawProto) joinRaw(c *Conn, rt route) {
+	s := p.s
+	if s.hist == nil || s.rawHist.Size <= 0 || rt.history <= 0 {
+		c.room, _ = s.hub.join(rt.room, c, true)
+		return
+	}
+	s.hist.Join(rt.room, s.rawHist, history.Request{Last: rt.history}, func(frames [][]byte, _ history.Position, _ error) {
+		c.room, _ = s.hub.join(rt.room, c, true)
+		frames = s.fitReplay(frames)
+		if len(frames) > 0 {
+			c.sendShared(frames...)
+			s.stats.Replayed.Add(uint64(len(frames)))
+		}
+	})
+}
+
+// fitReplay keeps the newest frames that fit the replay budget.
+func (s *Server) fitReplay(frames [][]byte) [][]byte {
+	budget, i := s.replayBudget(), len(frames)
+	for i > 0 && budget >= len(frames[i-1]) {
+		budget -= len(frames[i-1])
+		i--
+	}
+	return frames[i:]
+}
+
+// publishRaw is a raw member's message into its room: kept and put into
+// the room's fan-out in one step when the room keeps history.
+func (p *rawProto) publishRaw(c *Conn, op ws.OpCode, payload []byte) (mustFlush bool) {
+	s := p.s
+	if s.hist == nil || s.rawHist.Size <= 0 {
+		return c.room.publish(op, payload, c)
+	}
+	s.hist.Append(c.room.name, s.rawHist, func(history.Position) []byte {
+		return wsframe.AppendFrame(make([]byte, 0, wsframe.HeaderLen(len(payload))+len(payload)), op, payload)
+	}, func(frame []byte) {
+		mustFlush = c.room.publishFrame(frame, c)
+	})
+	return mustFlush
+}
+
+// The pusher.HistoryRooms side of pusherRooms.
+
+func (pr pusherRooms) PublishKept(room string, lim history.Limits, encode func(history.Position) []byte, except pusher.Conn) {
+	h := pr.h
+	ex, _ := except.(*Conn)
+	h.s.hist.Append(room, lim, func(pos history.Position) []byte {
+		msg := encode(pos)
+		return wsframe.AppendFrame(make([]byte, 0, wsframe.HeaderLen(len(msg))+len(msg)), ws.OpText, msg)
+	}, func(frame []byte) {
+		if r := h.Room(room); r != nil && r.publishFrame(frame, ex) {
+			r.flushLater()
+		}
+	})
+}
+
+func (pr pusherRooms) SubscribeFrom(room string, pc pusher.Conn, lim history.Limits, req history.Request, first func(history.Position, error) [][]byte) (err error) {
+	h := pr.h
+	c := pc.(*Conn)
+	h.s.hist.Join(room, lim, req, func(frames [][]byte, at history.Position, jerr error) {
+		err = jerr
+		if err == nil {
+			size := 0
+			for _, f := range frames {
+				size += len(f)
+			}
+			if size > h.s.replayBudget() {
+				err, frames = pusher.ErrReplayTooLarge, nil
+			}
+		}
+		h.Join(room, c)
+		for _, m := range first(at, err) {
+			c.Send(m)
+		}
+		if len(frames) > 0 {
+			c.sendShared(frames...)
+			h.s.stats.Replayed.Add(uint64(len(frames)))
+		}
+	})
+	return err
+}
+
+func (pr pusherRooms) History(room string, lim history.Limits, n int) ([][]byte, history.Position) {
+	frames, at := pr.h.s.hist.Last(room, lim, n)
+	for i, f := range frames {
+		frames[i] = framePayload(f)
+	}
+	return frames, at
+}
+
+// framePayload returns the payload of an unmasked server frame.
+func framePayload(f []byte) []byte {
+	switch n := f[1] & 0x7f; n {
+	case 126:
+		return f[4:]
+	case 127:
+		return f[10:]
+	default:
+		return f[2:]
+	}
+}

@@ -1,0 +1,431 @@
+package history
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Defaults for zero Config and Limits fields.
+const (
+	DefaultSize     = 100
+	DefaultTTL      = 10 * time.Minute
+	DefaultMaxBytes = 64 << 20
+	// entryOverhead is what one kept message costs beyond its bytes: the
+	// slice header and the time in its ring slot.
+	entryOverhead = 32
+	// streamOverhead is what one stream costs beyond its messages.
+	streamOverhead = 160
+)
+
+// Reasons a position cannot be honoured. Each is a sentence a client can
+// show; errors.Is tells them apart.
+var (
+	ErrEpoch   = errors.New("history: the stream's epoch changed (restarted or forgotten): messages may be missing")
+	ErrTooOld  = errors.New("history: the position is older than the oldest message kept: messages are missing")
+	ErrFuture  = errors.New("history: the position is beyond the stream's last message")
+	ErrOff     = errors.New("history: this room or channel keeps no history")
+	ErrBadPos  = errors.New("history: malformed position")
+	ErrClosed  = errors.New("history: store closed")
+	errNoBuild = errors.New("history: encode returned nothing")
+)
+
+// Position names one message: its offset within the stream's epoch.
+// Offset 0 is the position before the first message.
+type Position struct {
+	Epoch  string
+	Offset uint64
+}
+
+// String is "epoch:offset", the form clients send back (ParsePosition).
+func (p Position) String() string { return p.Epoch + ":" + strconv.FormatUint(p.Offset, 10) }
+
+// ParsePosition parses "epoch:offset". An epoch is 1-64 characters of
+// [A-Za-z0-9._-]; an offset a decimal number.
+func ParsePosition(s string) (Position, error) {
+	i := len(s) - 1
+	for i >= 0 && s[i] != ':' {
+		i--
+	}
+	if i < 0 {
+		return Position{}, ErrBadPos
+	}
+	return MakePosition(s[:i], s[i+1:])
+}
+
+// MakePosition checks an epoch and a decimal offset given apart.
+func MakePosition(epoch, offset string) (Position, error) {
+	if !validEpoch(epoch) {
+		return Position{}, ErrBadPos
+	}
+	n, err := strconv.ParseUint(offset, 10, 64)
+	if err != nil {
+		return Position{}, ErrBadPos
+	}
+	return Position{Epoch: epoch, Offset: n}, nil
+}
+
+func validEpoch(e string) bool {
+	if len(e) < 1 || len(e) > 64 {
+		return false
+	}
+	for i := 0; i < len(e); i++ {
+		b := e[i]
+		switch {
+		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9', b == '.', b == '_', b == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// Limits bound one stream. Size ≤ 0 keeps nothing (history off for it).
+type Limits struct {
+	Size int           // messages kept
+	TTL  time.Duration // none older; zero means DefaultTTL
+}
+
+// Config configures a Store. The zero value is usable.
+type Config struct {
+	// MaxBytes bounds all streams together; zero means 64 MiB.
+	MaxBytes int64
+	// Now is the clock; nil means time.Now (tests set it).
+	Now func() time.Time
+	// SweepInterval: how often expired messages are dropped and empty
+	// streams forgotten. Zero means one second; negative: no sweeper
+	// goroutine (tests call Sweep).
+	SweepInterval time.Duration
+	// InUse reports whether the room of a stream has members; an empty
+	// stream whose room has members is kept, so that the positions its
+	// members were given stay valid. Called with the store's lock held.
+	// Nil means no room has members.
+	InUse func(key string) bool
+}
+
+// Stats are a store's gauges and counters.
+type Stats struct {
+	Streams  int    // streams kept
+	Messages int    // messages kept
+	Bytes    int64  // bytes counted against MaxBytes
+	Appended uint64 // messages appended
+	Evicted  uint64 // streams forgotten because MaxBytes was reached
+	Expired  uint64 // messages dropped for their age
+	Replayed uint64 // messages handed to joiners
+	Failed   uint64 // recovery requests that could not be honoured
+}
+
+// Store is the memory history of many streams. Safe for concurrent use.
+type Store struct {
+	cfg   Config
+	epoch string // this store's prefix of every stream's epoch
+
+	mu      sync.Mutex
+	streams map[string]*stream
+	lru     stream // sentinel of the list of streams, most recently published first
+	bytes   int64
+	made    uint64 // streams created, for epochs
+	closed  bool
+	stats   Stats
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+type stream struct {
+	key       string
+	epoch     string
+	next      uint64 // the offset the next message gets
+	ring      []entry
+	head, n   int
+	ttl       time.Duration
+	prev, nxt *stream
+}
+
+type entry struct {
+	frame []byte
+	at    int64 // unix nanoseconds when appended
+}
+
+// New returns a store; its sweeper runs until Close.
+func New(cfg Config) *Store {
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = DefaultMaxBytes
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.SweepInterval == 0 {
+		cfg.SweepInterval = time.Second
+	}
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	s := &Store{cfg: cfg, epoch: hex.EncodeToString(b[:]), streams: make(map[string]*stream)}
+	s.lru.prev, s.lru.nxt = &s.lru, &s.lru
+	if cfg.SweepInterval > 0 {
+		s.StartSweeper()
+	}
+	return s
+}
+
+// StartSweeper starts the goroutine that calls Sweep every
+// Config.SweepInterval (one second if it is not positive), until Close.
+// Once only; New does it unless SweepInterval is negative.
+func (s *Store) StartSweeper() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop != nil || s.closed {
+		return
+	}
+	if s.cfg.SweepInterval <= 0 {
+		s.cfg.SweepInterval = time.Second
+	}
+	s.stop, s.done = make(chan struct{}), make(chan struct{})
+	go s.sweeper()
+}
+
+// Close stops the sweeper and forgets everything.
+func (s *Store) Close() {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.streams = nil
+	s.lru.prev, s.lru.nxt = &s.lru, &s.lru
+	s.bytes = 0
+	stop := s.stop
+	s.mu.Unlock()
+	if stop != nil {
+		close(s.stop)
+		<-s.done
+	}
+}
+
+func (s *Store) sweeper() {
+	defer close(s.done)
+	t := time.NewTicker(s.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.Sweep()
+		}
+	}
+}
+
+// Append gives the next message of stream key its position, calls encode
+// with it (nil encode: the message is stored as given by frame), keeps
+// the result within lim and calls deliver with it, all under the store's
+// lock (see the package doc). With lim.Size ≤ 0 nothing is kept and no
+// position is given: encode gets the zero Position and deliver is still
+// called, so callers need no second path.
+func (s *Store) Append(key string, lim Limits, encode func(Position) []byte, deliver func(frame []byte)) Position {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if lim.Size <= 0 || s.closed {
+		deliver(encode(Position{}))
+		return Position{}
+	}
+	st := s.streamLocked(key, true)
+	pos := Position{Epoch: st.epoch, Offset: st.next}
+	frame := encode(pos)
+	st.next++
+	now := s.cfg.Now().UnixNano()
+	st.ttl = ttlOf(lim)
+	s.expireLocked(st, now)
+	if len(st.ring) < lim.Size && st.n == len(st.ring) {
+		// Grow the ring as messages come, up to Size: a room that says
+		// little costs little. Unroll first so that head is 0.
+		st.unroll()
+		grown := min(max(2*len(st.ring), 4), lim.Size)
+		ring := make([]entry, grown)
+		copy(ring, st.ring)
+		st.ring = ring
+	}
+	for st.n > lim.Size || (st.n > 0 && st.n == len(st.ring)) {
+		s.dropOldestLocked(st)
+	}
+	st.ring[(st.head+st.n)%len(st.ring)] = entry{frame: frame, at: now}
+	st.n++
+	s.bytes += int64(len(frame)) + entryOverhead
+	s.stats.Appended++
+	s.touchLocked(st)
+	deliver(frame)
+	for s.bytes > s.cfg.MaxBytes && s.lru.prev != st {
+		s.forgetLocked(s.lru.prev)
+		s.stats.Evicted++
+	}
+	return pos
+}
+
+func ttlOf(lim Limits) time.Duration {
+	if lim.TTL <= 0 {
+		return DefaultTTL
+	}
+	return lim.TTL
+}
+
+// unroll moves the ring's entries to its start.
+func (st *stream) unroll() {
+	if st.head == 0 {
+		return
+	}
+	r := make([]entry, len(st.ring))
+	for i := 0; i < st.n; i++ {
+		r[i] = st.ring[(st.head+i)%len(st.ring)]
+	}
+	st.ring, st.head = r, 0
+}
+
+func (s *Store) streamLocked(key string, create bool) *stream {
+	st := s.streams[key]
+	if st == nil && create {
+		s.made++
+		st = &stream{key: key, epoch: s.epoch + "-" + strconv.FormatUint(s.made, 36), next: 1}
+		s.streams[key] = st
+		s.bytes += streamOverhead + int64(len(key))
+		st.prev, st.nxt = &s.lru, s.lru.nxt
+		st.prev.nxt, st.nxt.prev = st, st
+	}
+	return st
+}
+
+// touchLocked makes st the most recently published stream.
+func (s *Store) touchLocked(st *stream) {
+	if s.lru.nxt == st {
+		return
+	}
+	st.prev.nxt, st.nxt.prev = st.nxt, st.prev
+	st.prev, st.nxt = &s.lru, s.lru.nxt
+	st.prev.nxt, st.nxt.prev = st, st
+}
+
+func (s *Store) dropOldestLocked(st *stream) {
+	e := &st.ring[st.head]
+	s.bytes -= int64(len(e.frame)) + entryOverhead
+	*e = entry{}
+	st.head = (st.head + 1) % len(st.ring)
+	st.n--
+}
+
+func (s *Store) expireLocked(st *stream, now int64) {
+	cut := now - int64(st.ttl)
+	for st.n > 0 && st.ring[st.head].at <= cut {
+		s.dropOldestLocked(st)
+		s.stats.Expired++
+	}
+}
+
+// forgetLocked drops a stream and its messages; the next message of its
+// key starts a new epoch.
+func (s *Store) forgetLocked(st *stream) {
+	for st.n > 0 {
+		s.dropOldestLocked(st)
+	}
+	st.prev.nxt, st.nxt.prev = st.nxt, st.prev
+	delete(s.streams, st.key)
+	s.bytes -= streamOverhead + int64(len(st.key))
+}
+
+// Sweep drops expired messages and forgets streams left empty.
+func (s *Store) Sweep() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now().UnixNano()
+	for st := s.lru.prev; st != &s.lru; {
+		prev := st.prev
+		s.expireLocked(st, now)
+		if st.n == 0 && (s.cfg.InUse == nil || !s.cfg.InUse(st.key)) {
+			s.forgetLocked(st)
+		}
+		st = prev
+	}
+}
+
+// Request is what a joiner asks for: the messages after Since (when set),
+// or else the last Last messages.
+type Request struct {
+	Since *Position
+	Last  int
+}
+
+// Join calls join under the store's lock with the messages req names of
+// stream key, in order, and the stream's position at that moment (the
+// last message's; offset 0 and the epoch the stream will have if it holds
+// nothing). err says why a Since position cannot be honoured; the frames
+// are then nil. The slices are valid only during the call; the frames
+// themselves are immutable and may be kept.
+func (s *Store) Join(key string, lim Limits, req Request, join func(frames [][]byte, at Position, err error)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || lim.Size <= 0 {
+		var err error
+		if req.Since != nil {
+			err = ErrOff
+			s.stats.Failed++
+		}
+		join(nil, Position{}, err)
+		return
+	}
+	st := s.streamLocked(key, true)
+	st.ttl = ttlOf(lim)
+	s.expireLocked(st, s.cfg.Now().UnixNano())
+	at := Position{Epoch: st.epoch, Offset: st.next - 1}
+	first := st.next - uint64(st.n) // offset of the oldest kept
+	var from uint64                 // replay offsets > from
+	var err error
+	switch {
+	case req.Since != nil && req.Since.Epoch != st.epoch:
+		err = ErrEpoch
+	case req.Since != nil && req.Since.Offset > at.Offset:
+		err = ErrFuture
+	case req.Since != nil && req.Since.Offset+1 < first:
+		err = ErrTooOld
+	case req.Since != nil:
+		from = req.Since.Offset
+	default:
+		n := min(max(req.Last, 0), st.n)
+		from = at.Offset - uint64(n)
+	}
+	if err != nil {
+		s.stats.Failed++
+		join(nil, at, err)
+		return
+	}
+	var frames [][]byte
+	for o := from + 1; o <= at.Offset; o++ {
+		i := st.n - int(at.Offset-o) - 1
+		frames = append(frames, st.ring[(st.head+i)%len(st.ring)].frame)
+	}
+	s.stats.Replayed += uint64(len(frames))
+	join(frames, at, nil)
+}
+
+// Last returns up to n of stream key's newest messages (oldest first) and
+// the position of the newest.
+func (s *Store) Last(key string, lim Limits, n int) (frames [][]byte, at Position) {
+	s.Join(key, lim, Request{Last: n}, func(f [][]byte, p Position, _ error) {
+		frames, at = append([][]byte(nil), f...), p
+	})
+	return frames, at
+}
+
+// Stats returns the store's gauges and counters.
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.stats
+	st.Streams = len(s.streams)
+	st.Bytes = s.bytes
+	for _, x := range s.streams {
+		st.Messages += x.n
+	}
+	return st
+}
