@@ -50,9 +50,9 @@
 //     cycles (agent_churn.go), and each round's slow consumers and hostile
 //     clients (stall-handshake, stall-frame, half-close, garbage,
 //     http-stall: agent_hostile.go).
-//     Meanwhile the coordinator samples the server (/proc and /metrics);
-//     afterwards it drains the phases and judges start against end
-//     (soakChecks).
+//     Meanwhile the coordinator samples the server (/proc and /metrics:
+//     soak_sample.go); afterwards it drains the phases and judges start
+//     against end (soakChecks in soak_verdict.go).
 //
 // Goroutines: per connection one reader (none for slow consumers, whose
 // point is not to read); per sender one goroutine during a phase; one

@@ -20,8 +20,9 @@
 //     (Protocol.DemoHandler, mounted at /pusher/), rate limited as a whole
 //     (DemoRequestsPerSecond, DemoBurst) because it signs for anybody;
 //   - the app registry (App, Apps, NewApps, LoadAppsFile, LoadApps);
-//   - the app's backend told what happens (webhook.go): webhooks posted
-//     from the state transitions, batched, filtered, signed and retried;
+//   - the app's backend told what happens: webhooks (webhook.go: their
+//     settings) posted from the state transitions (webhook_events.go),
+//     batched, filtered, signed and retried (webhook_delivery.go);
 //     pusher_internal:subscription_count (subcount.go) and watchlist
 //     online/offline events for signed-in users (watchlist.go).
 //

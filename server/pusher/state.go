@@ -37,7 +37,7 @@ type appState struct {
 	users    map[string][]*Session    // signed-in user ID -> its connections
 	cache    eventCache               // cache channel -> last event
 	watchers map[string][]*Session    // watched user ID -> connections watching it (watchlist.go)
-	hooks    *appHooks                // webhooks and subscription counts (webhook.go); nil if none
+	hooks    *appHooks                // webhooks and subscription counts (webhook_events.go); nil if none
 
 	// In a cluster (cluster.go): presence channels as the cluster knows
 	// them, and this node's connections in them by channel NUL user.
