@@ -88,6 +88,27 @@ func TestBrowserPusherApp(t *testing.T) {
 		pusherScreenshot(t, file, ctx1, ctx2)
 	}
 
+	// carol comes late: the app asks for the room's recent messages
+	// (chatd_rewind) and shows them after her join, each once.
+	ctx3, cancel3 := chromedp.NewContext(ctx1)
+	defer cancel3()
+	if err := chromedp.Do(ctx3, chromedp.EmulateViewport(900, 640), chromedp.Navigate(pageURL)); err != nil {
+		t.Fatalf("carol: navigate to %s: %v", pageURL, err)
+	}
+	browserWaitStatus(t, ctx3, "carol", "connected")
+	pusherJoin(t, ctx3, "carol", "carol", room)
+	pusherWaitMembers(t, ctx3, "carol", "alice", "bob", "carol")
+	browserWaitLogLine(t, ctx3, "carol", "bob: "+reply)
+	pusherCheckLog(t, ctx3, "carol", []string{
+		"you joined room " + room + " as carol",
+		"alice: " + msg,
+		"bob: " + reply,
+	})
+	if err := chromedp.Cancel(ctx3); err != nil {
+		t.Fatalf("carol: closing the tab: %v", err)
+	}
+	pusherWaitMembers(t, ctx1, "alice", "alice", "bob")
+
 	// bob closes his tab: his connection ends and alice sees him leave.
 	if err := chromedp.Cancel(ctx2); err != nil {
 		t.Fatalf("bob: closing the tab: %v", err)

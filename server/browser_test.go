@@ -202,4 +202,24 @@ func TestBrowserChat(t *testing.T) {
 	if got, err := chromedp.Run(ctx1, chromedp.Value(chromedp.ID("message"))); err != nil || got != "" {
 		t.Errorf("page 1: #message = %q, %v after sending; want it cleared", got, err)
 	}
+
+	// A late joiner: the page dials /chat?history=20, so it is shown what
+	// was said before it came, then the live messages, each once.
+	ctx3, cancel3 := chromedp.NewContext(ctx1)
+	defer cancel3()
+	if err := chromedp.Do(ctx3, chromedp.Navigate(pageURL)); err != nil {
+		t.Fatalf("page 3: navigate to %s: %v", pageURL, err)
+	}
+	browserWaitStatus(t, ctx3, "page 3", "Connection established!")
+	waitConns(t, s, 3)
+	live := "live after page three came"
+	browserSend(t, ctx2, "page 2", live)
+	browserWaitLogLine(t, ctx3, "page 3", live)
+	lines3, err := browserLogLines(ctx3)
+	if err != nil {
+		t.Fatalf("page 3: reading #log: %v", err)
+	}
+	if want := []string{msg, reply, live}; !slices.Equal(lines3, want) {
+		t.Errorf("page 3 (late joiner) log = %q, want %q", lines3, want)
+	}
 }

@@ -1,0 +1,259 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"chatd/bench/testutil"
+
+	"github.com/coder/websocket"
+	gorilla "github.com/gorilla/websocket"
+)
+
+// readN reads n messages from a gorilla connection, with their types.
+func readN(t *testing.T, c *gorilla.Conn, n int, within time.Duration) (types []int, msgs []string) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(within))
+	defer c.SetReadDeadline(time.Time{})
+	for len(msgs) < n {
+		mt, b, err := c.ReadMessage()
+		if err != nil {
+			t.Fatalf("after %d of %d messages: %v", len(msgs), n, err)
+		}
+		types = append(types, mt)
+		msgs = append(msgs, string(b))
+	}
+	return types, msgs
+}
+
+// silent fails if c receives a message within d.
+func silent(t *testing.T, c *gorilla.Conn, d time.Duration) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(d))
+	defer c.SetReadDeadline(time.Time{})
+	if _, b, err := c.ReadMessage(); err == nil {
+		t.Fatalf("unexpected message %q", b)
+	}
+}
+
+func TestRawHistoryReplaysLastNThenLive(t *testing.T) {
+	s := newTestServer(t, Config{})
+	for _, path := range []string{"/chat", "/chat/room-1"} {
+		t.Run(path, func(t *testing.T) {
+			sender, _, err := gorilla.DefaultDialer.Dial(wsURL(s, path), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sender.Close()
+			waitConns(t, s, 1)
+			base := s.hist.Stats().Appended
+			// Text and binary messages keep their opcodes in the replay.
+			for i := 1; i <= 5; i++ {
+				mt := gorilla.TextMessage
+				if i == 2 {
+					mt = gorilla.BinaryMessage
+				}
+				if err := sender.WriteMessage(mt, []byte("m"+strconv.Itoa(i))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			testutil.CheckFor(t, 5*time.Second, func() error {
+				if n := s.hist.Stats().Appended - base; n < 5 {
+					return fmt.Errorf("%d appended", n)
+				}
+				return nil
+			})
+			late, _, err := gorilla.DefaultDialer.Dial(wsURL(s, path+"?history=4"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer late.Close()
+			// A joiner without ?history gets nothing from before it came.
+			plain, _, err := gorilla.DefaultDialer.Dial(wsURL(s, path), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer plain.Close()
+			waitConns(t, s, 3)
+			sender.WriteMessage(gorilla.TextMessage, []byte("live"))
+			types, got := readN(t, late, 5, 5*time.Second)
+			if want := "[m2 m3 m4 m5 live]"; fmt.Sprint(got) != want {
+				t.Fatalf("late joiner got %v, want %v", got, want)
+			}
+			if types[0] != gorilla.BinaryMessage || types[1] != gorilla.TextMessage {
+				t.Fatalf("opcodes %v: m2 was binary", types)
+			}
+			if _, got := readN(t, plain, 1, 5*time.Second); got[0] != "live" {
+				t.Fatalf("plain joiner got %v first", got)
+			}
+			silent(t, late, 200*time.Millisecond)
+			sender.Close()
+			late.Close()
+			plain.Close()
+			waitConns(t, s, 0)
+		})
+	}
+}
+
+// While a sender floods a room, members join with ?history=N: each must
+// see a run of consecutive messages, none missing or twice at the seam
+// between the replay and the live ones, up to the last.
+func TestRawHistorySeamUnderLoad(t *testing.T) {
+	s := newTestServer(t, Config{HistorySize: 50})
+	ctx := context.Background()
+	sender, _, err := websocket.Dial(ctx, wsURL(s, "/chat/seam"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.CloseNow()
+	const total = 3000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 1; i <= total; i++ {
+			if err := sender.Write(ctx, websocket.MessageText, []byte(strconv.Itoa(i))); err != nil {
+				return
+			}
+			if i%100 == 0 {
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for j := 0; j < 20; j++ {
+		time.Sleep(3 * time.Millisecond)
+		c, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/chat/seam?history=50"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			prev := 0
+			c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			for prev < total {
+				_, b, err := c.ReadMessage()
+				if err != nil {
+					errs <- fmt.Errorf("after %d: %v", prev, err)
+					return
+				}
+				n, _ := strconv.Atoi(string(b))
+				if prev != 0 && n != prev+1 {
+					errs <- fmt.Errorf("got %d after %d", n, prev)
+					return
+				}
+				prev = n
+			}
+		}()
+	}
+	wg.Wait()
+	<-done
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func TestRawHistoryBadValues(t *testing.T) {
+	s := newTestServer(t, Config{})
+	for _, q := range []string{"history=-1", "history=abc", "history=99999999999999999999", "history=1.5"} {
+		_, resp, err := gorilla.DefaultDialer.Dial(wsURL(s, "/chat/r?"+q), nil)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("?%s: err %v, response %v; want 400", q, err, resp)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), "history must be a whole number") {
+			t.Fatalf("?%s: body %q", q, body)
+		}
+	}
+	// A huge but valid N is capped at the room's history size.
+	c, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/chat/r?history=2000000000"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+}
+
+func TestRawHistoryOffAndBounds(t *testing.T) {
+	off := newTestServer(t, Config{HistorySize: -1})
+	if off.hist != nil {
+		t.Fatal("history off still made a store")
+	}
+	a, _, err := gorilla.DefaultDialer.Dial(wsURL(off, "/chat/x"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	a.WriteMessage(gorilla.TextMessage, []byte("before"))
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if off.stats.MessagesIn.Load() != 1 {
+			return fmt.Errorf("message not read yet")
+		}
+		return nil
+	})
+	b, _, err := gorilla.DefaultDialer.Dial(wsURL(off, "/chat/x?history=10"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	silent(t, b, 200*time.Millisecond)
+
+	// Many rooms, a small total: the store stays within it and forgets the
+	// least recently published rooms (counted).
+	const max = 64 << 10
+	s := newTestServer(t, Config{HistorySize: 100, HistoryMaxBytes: max, AdminAddr: "127.0.0.1:0"})
+	msg := strings.Repeat("x", 500)
+	for r := 0; r < 40; r++ {
+		c, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/chat/soak-"+strconv.Itoa(r)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 20; i++ {
+			c.WriteMessage(gorilla.TextMessage, []byte(msg))
+		}
+		c.Close()
+	}
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if st := s.hist.Stats(); st.Appended != 800 {
+			return fmt.Errorf("appended %d", st.Appended)
+		}
+		return nil
+	})
+	st := s.hist.Stats()
+	if st.Bytes > max || st.Evicted == 0 {
+		t.Fatalf("stats %+v: want at most %d bytes and evictions", st, max)
+	}
+	// The newest room is whole.
+	c, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/chat/soak-39?history=20"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	readN(t, c, 20, 5*time.Second)
+	// /metrics says so.
+	resp, err := http.Get("http://" + s.AdminAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	found := false
+	for sc := bufio.NewScanner(resp.Body); sc.Scan(); {
+		if strings.HasPrefix(sc.Text(), "chatd_history_evicted_rooms_total ") && !strings.HasSuffix(sc.Text(), " 0") {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatal("chatd_history_evicted_rooms_total missing or 0 in /metrics")
+	}
+}
