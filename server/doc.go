@@ -62,6 +62,9 @@
 //
 //	pusher.Session.mu        one Pusher connection's subscriptions and user
 //	pusher appState.mu       one app's channels, presence, users, cache
+//	history.Store.mu         kept messages; held while a kept message is put
+//	                         into its room's fan-out and while a joiner is
+//	                         added and queued its replay (history.go)
 //	Hub.mu                   the room registry
 //	Room.mu                  one room's members, pending batch, backpressure
 //	Conn.wmu                 one connection's queue and close state
