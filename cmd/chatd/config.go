@@ -109,10 +109,10 @@ func (o prefixList) Set(s string) error {
 
 // DefaultAdminAddr is where the admin listener (metrics, pprof, health and
 // readiness) listens unless -admin-addr says otherwise: loopback only. Not
-// 9090 (Prometheus's own port) nor anywhere in 9090-9999 or 10000 up
-// (Prometheus, its exporters' allocations) nor any port a common tool or
-// chatd's peers listen on by default: README, "The admin port". When it
-// is taken, chatd serves without an admin listener
+// 9090 (Prometheus's own port), nor in the ranges Prometheus and its
+// exporters are allocated (9090-9999, and above 10000 for new exporters),
+// nor a port common tools or chatd's peers use by default (README, "The
+// admin port"). When it is taken, chatd serves without an admin listener
 // (server.Config.AdminAddrDefault); an -admin-addr given that is taken is
 // an error.
 const DefaultAdminAddr = "127.0.0.1:7090"
