@@ -109,6 +109,10 @@ type Config struct {
 	Stdout   io.Writer `json:"-"`
 	Stderr   io.Writer `json:"-"`
 	Progress *bool     `json:"-"` // nil: on when Stderr is a terminal
+
+	// Version (-version): ParseArgs returns ErrVersion, and chatbench
+	// prints its build instead of running.
+	Version bool `json:"-"`
 }
 
 // Per-process and per-address budgets used for the defaults.

@@ -101,8 +101,13 @@ func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.Channel, "channel", "", "pusher: public channel to subscribe and publish to (0: bench)")
 	fs.StringVar(&cfg.JSON, "json", "", "write every figure and the arguments to this JSON file")
 	fs.StringVar(&cfg.Plot, "plot", "", "draw the latency distribution (and RSS per connections) to this SVG file")
+	fs.BoolVar(&cfg.Version, "version", false, "print the build (module version, VCS revision and time, dirty flag, Go version) and exit")
 	return fs
 }
+
+// ErrVersion is ParseArgs's answer to -version: print the build
+// (chatd/server/buildinfo) and exit.
+var ErrVersion = errors.New("chatbench: -version")
 
 // ParseArgs turns a command line (without the program name) into a Config.
 func ParseArgs(args []string, out io.Writer) (Config, error) {
@@ -117,6 +122,9 @@ func ParseArgs(args []string, out io.Writer) (Config, error) {
 	}
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("chatbench: unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.Version {
+		return cfg, ErrVersion
 	}
 	if cfg.Scenario == "" {
 		fs.Usage()

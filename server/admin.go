@@ -59,12 +59,21 @@ func (s *Server) adminHandler() http.Handler {
 	return mux
 }
 
-// startAdmin opens the admin listener, if one is configured.
+// startAdmin opens the admin listener, if one is configured. A default
+// address (Config.AdminAddrDefault) that cannot be listened on is logged
+// and skipped.
 func (s *Server) startAdmin() error {
 	if s.cfg.AdminAddr == "" {
 		return nil
 	}
 	ln, err := net.Listen("tcp", s.cfg.AdminAddr)
+	if err != nil && s.cfg.AdminAddrDefault {
+		s.log.Warn("no admin listener (/metrics, /healthz, /readyz, /debug/pprof/): the default -admin-addr "+
+			s.cfg.AdminAddr+" is not available (another program, or another chatd on this host, has it); "+
+			"serving without one. Give this chatd its own -admin-addr to have it, or -admin-addr off to say so",
+			"admin_addr", s.cfg.AdminAddr, "err", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -115,8 +115,15 @@ type Config struct {
 	// AdminAddr is the TCP address of the admin listener: /metrics
 	// (Prometheus), /debug/pprof/, /healthz and /readyz, for operators
 	// only. Empty means no admin listener (cmd/chatd's default is
-	// 127.0.0.1:9090).
+	// 127.0.0.1:7090).
 	AdminAddr string
+	// AdminAddrDefault says AdminAddr is a default the operator did not
+	// choose (cmd/chatd: neither -admin-addr nor CHATD_ADMIN_ADDR given):
+	// if it cannot be listened on (another program, or another chatd on
+	// the host, has it), Start logs one warning naming -admin-addr and
+	// serves without an admin listener instead of failing with
+	// ErrAdminListen.
+	AdminAddrDefault bool
 	// ShutdownDelay is how long Shutdown keeps serving with /readyz
 	// answering 503 before it closes the listener and sends the close
 	// frames, so a load balancer stops sending new clients first. Zero

@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"chatd/server/buildinfo"
 )
 
 // Metrics. Every Server has its own prometheus.Registry (tests run several
@@ -63,7 +65,16 @@ func (s *Server) newMetrics() {
 	for i, b := range roomSizes {
 		m.fanout[i] = fanout.WithLabelValues(b.label)
 	}
+	bi := buildinfo.Read()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "chatd_build_info",
+		Help: "Always 1; the labels say which build of chatd this is: module version, VCS revision, the revision's commit time, whether the tree had uncommitted changes (dirty), and the Go version (\"unknown\" where the binary does not record one).",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "revision": bi.Revision, "revision_time": bi.Time,
+			"dirty": bi.Dirty, "goversion": bi.GoVersion},
+	})
+	build.Set(1)
 	m.reg.MustRegister(
+		build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.handshake, fanout, &serverCollector{s: s, descs: newServerDescs()},

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"chatd/server/buildinfo"
 	"chatd/poller"
 	"chatd/server/broker"
 	"chatd/server/history"
@@ -150,7 +151,8 @@ func (s *Server) Start() error {
 		if a := s.AdminAddr(); a != nil {
 			admin = a.String()
 		}
-		s.log.Info("chatd listening", "addr", s.ln.Addr().String(), "admin", admin, "workers", s.poller.Workers(), "max_conns", s.cfg.MaxConns)
+		s.log.Info("chatd listening", append([]any{"addr", s.ln.Addr().String(), "admin", admin, "workers", s.poller.Workers(), "max_conns", s.cfg.MaxConns},
+			buildinfo.Read().LogAttrs()...)...)
 	})
 	return err
 }

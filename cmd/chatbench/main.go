@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"chatd/bench"
+	"chatd/server/buildinfo"
 )
 
 func main() {
@@ -25,6 +26,10 @@ func main() {
 
 	cfg, err := bench.ParseArgs(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if errors.Is(err, bench.ErrVersion) {
+		fmt.Println(buildinfo.Read().String("chatbench"))
 		return
 	}
 	if err != nil {

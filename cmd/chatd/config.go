@@ -19,7 +19,10 @@ import (
 	"chatd/server/pusher"
 )
 
-var errHelp = errors.New("help requested")
+var (
+	errHelp    = errors.New("help requested")
+	errVersion = errors.New("version requested")
+)
 
 // byteSize is a flag value in bytes that also takes KiB/MiB suffixes.
 type byteSize struct{ p *int }
@@ -106,8 +109,14 @@ func (o prefixList) Set(s string) error {
 }
 
 // DefaultAdminAddr is where the admin listener (metrics, pprof, health and
-// readiness) listens unless -admin-addr says otherwise: loopback only.
-const DefaultAdminAddr = "127.0.0.1:9090"
+// readiness) listens unless -admin-addr says otherwise: loopback only. Not
+// 9090 (Prometheus's own port), nor in the ranges Prometheus and its
+// exporters are allocated (9090-9999, and above 10000 for new exporters),
+// nor a port common tools or chatd's peers use by default (README, "The
+// admin port"). When it is taken, chatd serves without an admin listener
+// (server.Config.AdminAddrDefault); an -admin-addr given that is taken is
+// an error.
+const DefaultAdminAddr = "127.0.0.1:7090"
 
 type options struct {
 	cfg        server.Config
@@ -152,7 +161,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	fs.Var(commaList{&c.Cluster.NATS}, "nats", "comma-separated NATS URLs (nats://host:4222): join the chatd cluster that meets there (empty: one node)")
 	fs.StringVar(&c.Cluster.NodeID, "node-id", "", "this node's name in logs and in NATS (empty: random, logged at start)")
 	fs.DurationVar(&c.Cluster.NodeTimeout, "node-timeout", broker.DefaultNodeTimeout, "with -nats: how long a node may go unheard (killed) before the cluster removes its Pusher presence")
-	fs.StringVar(&c.AdminAddr, "admin-addr", DefaultAdminAddr, "admin listener for operators: /metrics, /debug/pprof/, /healthz, /readyz (empty or \"off\": none; port 0: any free port, logged at start)")
+	fs.StringVar(&c.AdminAddr, "admin-addr", DefaultAdminAddr, "admin listener for operators: /metrics, /debug/pprof/, /healthz, /readyz (empty or \"off\": none; port 0: any free port, logged at start). The default, when taken, is skipped with a warning; an address given that is taken is an error")
+	version := fs.Bool("version", false, "print the build (module version, VCS revision and time, dirty flag, Go version) and exit")
 	fs.DurationVar(&c.ShutdownDelay, "shutdown-delay", 0, "on SIGTERM, keep serving this long with /readyz answering 503 before closing connections, so a load balancer stops sending first")
 	fs.IntVar(&c.MaxConnsPerIP, "max-conns-per-ip", 0, "WebSocket connections allowed from one client address; over it HTTP 429 (0: no cap)")
 	fs.IntVar(&c.MaxMessageRate, "max-message-rate", 0, "messages per second one raw /chat connection may send on average; over it the connection is closed with 1008 \"rate limit\" (0: no cap)")
@@ -164,15 +174,20 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	fs.Var(byteSize{&o.historyMaxBytes}, "history-max-bytes", "all rooms' history together; past it the least recently published room is forgotten")
 
 	usage := func() {
-		fmt.Fprintf(stderr, "Usage: chatd [flags]\n\nA WebSocket chat server: ws://HOST/chat is the lobby, ws://HOST/chat/{room} a room,\nws://HOST/app/{key}?protocol=7 speaks Pusher Channels (default app: id chatd, key chatd-key,\nsecret chatd-secret, client events on).\nEvery flag can also be set as CHATD_<NAME> (e.g. CHATD_MAX_MESSAGE); flags win.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: chatd [flags]\n\nA WebSocket chat server: ws://HOST/chat is the lobby, ws://HOST/chat/{room} a room,\nws://HOST/app/{key}?protocol=7 speaks Pusher Channels (default app: id chatd, key chatd-key,\nsecret chatd-secret, client events on).\nEvery flag but -version can also be set as CHATD_<NAME> (e.g. CHATD_MAX_MESSAGE); flags win.\n\nFlags:\n")
 		fs.SetOutput(stderr)
 		fs.PrintDefaults()
 		fs.SetOutput(io.Discard)
 	}
 	var envErr error
+	adminExplicit := false
 	fs.VisitAll(func(f *flag.Flag) {
+		if f.Name == "version" {
+			return // an environment that happens to have CHATD_VERSION must not stop chatd
+		}
 		name := "CHATD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
 		if v := getenv(name); v != "" && envErr == nil {
+			adminExplicit = adminExplicit || f.Name == "admin-addr"
 			if err := f.Value.Set(v); err != nil {
 				envErr = fmt.Errorf("invalid value %q for %s (flag -%s): %v", v, name, f.Name, err)
 			}
@@ -191,6 +206,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	if fs.NArg() > 0 {
 		return *c, fmt.Errorf("unexpected argument %q (see chatd -h)", fs.Arg(0))
 	}
+	if *version {
+		return *c, errVersion
+	}
+	fs.Visit(func(f *flag.Flag) { adminExplicit = adminExplicit || f.Name == "admin-addr" })
+	// The default admin address is skipped when taken; one the operator
+	// gave is not.
+	c.AdminAddrDefault = !adminExplicit
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return *c, fmt.Errorf("invalid value %q for flag -log-level: want debug, info, warn or error", o.logLevel)
@@ -254,7 +276,7 @@ func validate(c *server.Config) error {
 func runServer(ctx context.Context, cfg server.Config) error {
 	err := server.Run(ctx, cfg)
 	if errors.Is(err, server.ErrAdminListen) && errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("%w (another process, perhaps another chatd, has -admin-addr's port: give each chatd its own -admin-addr, or -admin-addr off)", err)
+		return fmt.Errorf("%w (another process, perhaps another chatd, has -admin-addr's port: give each chatd its own -admin-addr, or -admin-addr off, or leave -admin-addr unset to serve without one when its default is taken)", err)
 	}
 	if errors.Is(err, syscall.EADDRINUSE) {
 		// The kernel shares an address only among sockets that all set

@@ -7,12 +7,18 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"chatd/server/buildinfo"
 )
 
 func main() {
 	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
 	if err != nil {
 		if err == errHelp {
+			os.Exit(0)
+		}
+		if err == errVersion {
+			fmt.Println(buildinfo.Read().String("chatd"))
 			os.Exit(0)
 		}
 		fmt.Fprintln(os.Stderr, "chatd:", err)

@@ -30,6 +30,7 @@ var allFlags = []string{
 	"idle-timeout", "handshake-timeout", "drain-timeout", "max-conns", "max-http-conns",
 	"allowed-origins", "log-level", "nats", "node-id", "admin-addr", "shutdown-delay",
 	"max-conns-per-ip", "max-message-rate", "max-message-burst", "trusted-proxies", "node-timeout",
+	"version",
 }
 
 // envMap returns a getenv func backed by m.
@@ -83,8 +84,11 @@ func TestChatdParseConfigDefaults(t *testing.T) {
 	if len(cfg.AllowedOrigins) != 0 {
 		t.Errorf("AllowedOrigins = %q, want none", cfg.AllowedOrigins)
 	}
-	if cfg.AdminAddr != "127.0.0.1:9090" {
-		t.Errorf("AdminAddr = %q, want 127.0.0.1:9090", cfg.AdminAddr)
+	if cfg.AdminAddr != "127.0.0.1:7090" || DefaultAdminAddr != "127.0.0.1:7090" {
+		t.Errorf("AdminAddr = %q (DefaultAdminAddr %q), want 127.0.0.1:7090", cfg.AdminAddr, DefaultAdminAddr)
+	}
+	if !cfg.AdminAddrDefault {
+		t.Errorf("AdminAddrDefault = false without -admin-addr: a taken default would stop chatd")
 	}
 	if cfg.ShutdownDelay != 0 || cfg.MaxConnsPerIP != 0 || cfg.MaxMessageRate != 0 || cfg.MaxMessageBurst != 0 || len(cfg.TrustedProxies) != 0 {
 		t.Errorf("limits on by default: ShutdownDelay %v MaxConnsPerIP %d MaxMessageRate %d MaxMessageBurst %d TrustedProxies %v",
@@ -208,8 +212,9 @@ func checkConfig(t *testing.T, got, want server.Config) {
 	if !slices.Equal(got.AllowedOrigins, want.AllowedOrigins) {
 		t.Errorf("AllowedOrigins = %q, want %q", got.AllowedOrigins, want.AllowedOrigins)
 	}
-	if got.AdminAddr != want.AdminAddr || got.ShutdownDelay != want.ShutdownDelay {
-		t.Errorf("AdminAddr %q ShutdownDelay %v, want %q %v", got.AdminAddr, got.ShutdownDelay, want.AdminAddr, want.ShutdownDelay)
+	if got.AdminAddr != want.AdminAddr || got.AdminAddrDefault != want.AdminAddrDefault || got.ShutdownDelay != want.ShutdownDelay {
+		t.Errorf("AdminAddr %q AdminAddrDefault %v ShutdownDelay %v, want %q %v %v", got.AdminAddr, got.AdminAddrDefault, got.ShutdownDelay,
+			want.AdminAddr, want.AdminAddrDefault, want.ShutdownDelay)
 	}
 	if got.MaxConnsPerIP != want.MaxConnsPerIP || got.MaxMessageRate != want.MaxMessageRate || got.MaxMessageBurst != want.MaxMessageBurst {
 		t.Errorf("MaxConnsPerIP %d MaxMessageRate %d MaxMessageBurst %d, want %d %d %d", got.MaxConnsPerIP, got.MaxMessageRate,
@@ -284,6 +289,22 @@ func TestChatdParseConfigEnv(t *testing.T) {
 	if cfg := mustParse(t, []string{"-admin-addr", ""}, noEnv); cfg.AdminAddr != "" {
 		t.Errorf("-admin-addr '': AdminAddr = %q", cfg.AdminAddr)
 	}
+	// The default address given explicitly is the operator's choice: taken,
+	// it is an error.
+	if cfg := mustParse(t, []string{"-admin-addr", DefaultAdminAddr}, noEnv); cfg.AdminAddrDefault {
+		t.Errorf("-admin-addr %s: AdminAddrDefault = true", DefaultAdminAddr)
+	}
+	if cfg := mustParse(t, nil, envMap(map[string]string{"CHATD_ADMIN_ADDR": DefaultAdminAddr})); cfg.AdminAddrDefault {
+		t.Errorf("CHATD_ADMIN_ADDR=%s: AdminAddrDefault = true", DefaultAdminAddr)
+	}
+	// -version is a command, not a setting: CHATD_VERSION in the
+	// environment does not stop chatd.
+	if _, err := parseConfig(nil, envMap(map[string]string{"CHATD_VERSION": "1"}), io.Discard); err != nil {
+		t.Errorf("CHATD_VERSION=1: %v, want chatd to run", err)
+	}
+	if _, err := parseConfig([]string{"-version"}, noEnv, io.Discard); !errors.Is(err, errVersion) {
+		t.Errorf("-version: %v, want errVersion", err)
+	}
 	ctx := context.Background()
 	if cfg.Logger.Enabled(ctx, slog.LevelInfo) || !cfg.Logger.Enabled(ctx, slog.LevelWarn) {
 		t.Errorf("CHATD_LOG_LEVEL=warn: wrong logger level")
@@ -332,7 +353,7 @@ func TestChatdZeroMeansDefault(t *testing.T) {
 		t.Fatalf("zero flags: %+v", cfg)
 	}
 	cfg.Addr = "127.0.0.1:0"
-	cfg.AdminAddr = "127.0.0.1:0" // not the default 9090: tests run side by side
+	cfg.AdminAddr = "127.0.0.1:0" // not the default: tests run side by side
 	s, err := server.New(cfg)
 	if err != nil {
 		t.Fatalf("server.New with zero values: %v", err)
@@ -513,11 +534,18 @@ type chatdProc struct {
 func startChatd(t *testing.T, bin string, args ...string) *chatdProc {
 	t.Helper()
 	if !slices.Contains(args, "-admin-addr") {
-		// Not the default 127.0.0.1:9090: many chatd run side by side.
+		// Not the default (DefaultAdminAddr): many chatd run side by side.
 		args = append([]string{"-admin-addr", "127.0.0.1:0"}, args...)
 	}
+	return startChatdEnv(t, bin, nil, args...)
+}
+
+// startChatdEnv is startChatd with env added to the process's environment
+// and args as they are (no -admin-addr added).
+func startChatdEnv(t *testing.T, bin string, env []string, args ...string) *chatdProc {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
-	cmd.Env = withoutChatdEnv(os.Environ())
+	cmd.Env = append(withoutChatdEnv(os.Environ()), env...)
 	stderrPipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
