@@ -112,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Start() error {
 	var err error
 	s.startOnce.Do(func() {
-		s.poller, err = poller.New(poller.Config{Workers: s.cfg.Workers, Logger: s.log})
+		s.poller, err = poller.New(poller.Config{Workers: s.cfg.Workers, Engine: s.cfg.Poller, Logger: s.log})
 		if err != nil {
 			return
 		}
@@ -136,7 +136,7 @@ func (s *Server) Start() error {
 		if a := s.AdminAddr(); a != nil {
 			admin = a.String()
 		}
-		s.log.Info("chatd listening", "addr", s.ln.Addr().String(), "admin", admin, "workers", s.poller.Workers(), "max_conns", s.cfg.MaxConns)
+		s.log.Info("chatd listening", "addr", s.ln.Addr().String(), "admin", admin, "poller", s.poller.Engine(), "workers", s.poller.Workers(), "max_conns", s.cfg.MaxConns)
 	})
 	return err
 }
