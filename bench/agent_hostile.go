@@ -74,7 +74,7 @@ func halfClose(nc net.Conn, cork bool, b []byte) error {
 	return tc.CloseWrite()
 }
 
-// setCork sets TCP_CORK: nothing leaves until the socket is uncorked or
+// setCork sets TCP_CORK (TCP_NOPUSH on macOS/BSD): nothing leaves until the socket is uncorked or
 // shut down (which sends what is queued with the FIN).
 func setCork(tc syscall.Conn) error {
 	rc, err := tc.SyscallConn()
@@ -82,7 +82,7 @@ func setCork(tc syscall.Conn) error {
 		return err
 	}
 	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, 1) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, corkOption, 1) }); err != nil {
 		return err
 	}
 	return serr

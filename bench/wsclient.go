@@ -104,10 +104,11 @@ func dialer(o DialOptions) *net.Dialer {
 // presetSocket sets o's socket options on fd before bind and connect:
 // with a source address, IP_BIND_ADDRESS_NO_PORT, so that the port is
 // chosen at connect from the four-tuple and each source address gets the
-// whole ephemeral range; SO_RCVBUF when asked.
+// whole ephemeral range (Linux only: see sys_bsd.go); SO_RCVBUF when
+// asked.
 func presetSocket(fd int, o DialOptions) error {
 	if o.LocalIP != nil {
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		bindAddressNoPort(fd)
 	}
 	if o.RcvBuf > 0 {
 		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, o.RcvBuf)

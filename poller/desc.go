@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync/atomic"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,7 +64,7 @@ type Desc struct {
 func (p *Poller) Register(d *Desc, fd int, h Handler) error {
 	d.fd, d.h, d.p = int32(fd), h, p
 	if err := p.ep.addDesc(d); err != nil {
-		return fmt.Errorf("poller: epoll add fd %d: %w", fd, err)
+		return fmt.Errorf("poller: register fd %d: %w", fd, err)
 	}
 	return nil
 }
@@ -82,7 +81,7 @@ func (p *Poller) Adopt(d *Desc, fd int, h Handler, bind func()) error {
 	d.state.Store(stSched | stWake)
 	bind()
 	if err := p.ep.addDesc(d); err != nil {
-		return fmt.Errorf("poller: epoll add fd %d: %w", fd, err)
+		return fmt.Errorf("poller: register fd %d: %w", fd, err)
 	}
 	p.push(task{d: d})
 	return nil
@@ -91,8 +90,9 @@ func (p *Poller) Adopt(d *Desc, fd int, h Handler, bind func()) error {
 // Fd returns the descriptor number (for logging and socket options).
 func (d *Desc) Fd() int { return int(d.fd) }
 
-// dispatch runs on the epoll goroutine: it records readiness and queues the
-// descriptor unless it is already queued or running.
+// dispatch runs on the engine's wait goroutine: it records readiness (the
+// ev* bits) and queues the descriptor unless it is already queued or
+// running.
 func (d *Desc) dispatch(ev uint32) {
 	var bits uint32
 	if ev&(evIn|evRdHup|evHup|evErr) != 0 {
@@ -230,19 +230,20 @@ func (d *Desc) hangup(w *Worker, err error) {
 	d.h.OnHangup(w, err)
 }
 
-// Close removes the descriptor from epoll and closes it. It must be called
+// Close removes the descriptor from the engine and closes it. It must be called
 // from one of the Desc's own callbacks (see the package doc). Idempotent.
 func (d *Desc) Close() error {
 	if d.state.Or(stClosed)&stClosed != 0 {
 		return nil
 	}
-	// Remove from epoll before close: an epoll registration belongs to the
-	// open file description, not the number.
+	// Remove from the engine before close: an epoll registration belongs
+	// to the open file description, not the number, and netpoll's map of
+	// callbacks is keyed by the number.
 	_ = d.p.ep.delDesc(d)
 	return unix.Close(int(d.fd))
 }
 
-// Detach removes the descriptor from epoll without closing it, handing the
+// Detach removes the descriptor from the engine without closing it, handing the
 // fd to the caller (used to pass a plain HTTP connection to net/http). Like
 // Close, it must be called from one of the Desc's callbacks.
 func (d *Desc) Detach() (fd int, err error) {
@@ -267,41 +268,4 @@ func (d *Desc) Write(b []byte) (int, error) {
 		n = 0
 	}
 	return n, err
-}
-
-// MaxIovecs bounds one Writev call; the caller loops for more.
-const MaxIovecs = 64
-
-// Writev writes up to MaxIovecs buffers with one writev(2) call, without blocking
-// and without allocating. The return value is as for Write.
-func (d *Desc) Writev(bufs [][]byte) (int, error) {
-	var iov [MaxIovecs]unix.Iovec
-	cnt := 0
-	for _, b := range bufs {
-		if len(b) == 0 {
-			continue
-		}
-		if cnt == MaxIovecs {
-			break
-		}
-		iov[cnt].Base = &b[0]
-		iov[cnt].SetLen(len(b))
-		cnt++
-	}
-	if cnt == 0 {
-		return 0, nil
-	}
-	for {
-		r, _, errno := unix.Syscall(unix.SYS_WRITEV, uintptr(d.fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(cnt))
-		switch errno {
-		case 0:
-			return int(r), nil
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return 0, nil
-		default:
-			return 0, errno
-		}
-	}
 }

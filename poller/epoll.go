@@ -1,3 +1,5 @@
+//go:build linux
+
 package poller
 
 import (
@@ -50,15 +52,13 @@ var errEpollClosed = errors.New("poller: epoll closed")
 // initialDescs is the table's first size; it doubles as fds grow past it.
 const initialDescs = 1024
 
-// Event bits as epoll_event.events has them.
-const (
-	evIn    = uint32(unix.EPOLLIN)
-	evOut   = uint32(unix.EPOLLOUT)
-	evRdHup = uint32(unix.EPOLLRDHUP)
-	evHup   = uint32(unix.EPOLLHUP)
-	evErr   = uint32(unix.EPOLLERR)
-	evET    = uint32(unix.EPOLLET)
-)
+// evET asks epoll for edge-triggered events.
+const evET = uint32(unix.EPOLLET)
+
+// The portable ev* bits (engine.go) are epoll's: the array's length is
+// zero only if every pair is equal, so this fails to compile otherwise.
+var _ [0]struct{} = [evIn ^ unix.EPOLLIN | evOut ^ unix.EPOLLOUT | evErr ^ unix.EPOLLERR |
+	evHup ^ unix.EPOLLHUP | evRdHup ^ unix.EPOLLRDHUP]struct{}{}
 
 func newEpoll(onError func(error)) (*epoll, error) {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -147,9 +147,13 @@ func (e *epoll) addListener(l *Listener) error {
 	return nil
 }
 
-// modListener sets the events a listener waits for (0: none, while it
-// backs off; evIn: accepting).
-func (e *epoll) modListener(l *Listener, events uint32) error {
+// setListener sets the events a listener waits for (none, while it backs
+// off; evIn: accepting).
+func (e *epoll) setListener(l *Listener, on bool) error {
+	var events uint32
+	if on {
+		events = evIn
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {

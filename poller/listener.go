@@ -13,15 +13,16 @@ import (
 )
 
 // AcceptFunc receives each accepted socket (non-blocking, close-on-exec).
-// It runs on the epoll goroutine and must not block. It owns fd.
+// It runs on the engine's wait goroutine and must not block. It owns fd.
 type AcceptFunc func(fd int)
 
-// Listener is a listening socket served by the poller's epoll loop.
+// Listener is a listening socket served by the poller's readiness loop.
 type Listener struct {
-	p      *Poller
-	ln     *net.TCPListener
-	fd     int
-	accept AcceptFunc
+	p       *Poller
+	ln      *net.TCPListener
+	fd      int
+	accept  AcceptFunc
+	noDelay bool // set TCP_NODELAY on each accepted socket (where it is not inherited)
 
 	mu      sync.Mutex
 	closed  bool
@@ -57,6 +58,12 @@ type listenOptions struct {
 // bind fails with EADDRINUSE as it does without it. When one of them
 // closes, the connections that wait in its accept queue are reset (unless
 // net.ipv4.tcp_migrate_req moves them to another listener of the group).
+//
+// That is Linux's and DragonFly's SO_REUSEPORT and FreeBSD's
+// SO_REUSEPORT_LB (used there). On macOS, NetBSD and OpenBSD SO_REUSEPORT
+// lets processes share the port but does not spread connections (one
+// listener gets them all), so Listen refuses the option there with an
+// error wrapping ErrReusePort; see CheckReusePort.
 func ReusePort(on bool) ListenOption {
 	return func(o *listenOptions) { o.reusePort = on }
 }
@@ -64,17 +71,24 @@ func ReusePort(on bool) ListenOption {
 // NoDelay, when on, sets TCP_NODELAY on the listening socket. Linux copies
 // it into every socket accepted from it (the accepted socket is a clone of
 // the listener's), so accepted connections start with Nagle's algorithm
-// off without a setsockopt call each.
+// off without a setsockopt call each. On other systems the listener sets
+// it on each accepted socket (one setsockopt per accept) rather than rely
+// on an inheritance that is not documented there.
 func NoDelay(on bool) ListenOption {
 	return func(o *listenOptions) { o.noDelay = on }
 }
 
 // Listen opens a TCP listener on addr (as net.Listen understands it) and
-// serves it from the epoll loop, calling accept for each new socket.
+// serves it from the readiness loop, calling accept for each new socket.
 func (p *Poller) Listen(addr string, accept AcceptFunc, opts ...ListenOption) (*Listener, error) {
 	var o listenOptions
 	for _, opt := range opts {
 		opt(&o)
+	}
+	if o.reusePort {
+		if err := CheckReusePort(); err != nil {
+			return nil, err
+		}
 	}
 	var lc net.ListenConfig
 	if o.reusePort || o.noDelay {
@@ -84,8 +98,8 @@ func (p *Poller) Listen(addr string, accept AcceptFunc, opts ...ListenOption) (*
 			var serr error
 			if err := c.Control(func(fd uintptr) {
 				if o.reusePort {
-					if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
-						serr = fmt.Errorf("poller: setsockopt SO_REUSEPORT: %w", err)
+					if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, reusePortOption, 1); err != nil {
+						serr = fmt.Errorf("poller: setsockopt %s: %w", reusePortName, err)
 						return
 					}
 				}
@@ -117,10 +131,10 @@ func (p *Poller) Listen(addr string, accept AcceptFunc, opts ...ListenOption) (*
 		tl.Close()
 		return nil, err
 	}
-	l := &Listener{p: p, ln: tl, fd: lfd, accept: accept}
+	l := &Listener{p: p, ln: tl, fd: lfd, accept: accept, noDelay: o.noDelay && !noDelayInherited}
 	if err := p.ep.addListener(l); err != nil {
 		tl.Close()
-		return nil, fmt.Errorf("poller: epoll add listener: %w", err)
+		return nil, fmt.Errorf("poller: register listener: %w", err)
 	}
 	p.mu.Lock()
 	p.listeners = append(p.listeners, l)
@@ -143,7 +157,7 @@ func (l *Listener) Close() error {
 	return l.ln.Close()
 }
 
-// onEvent runs on the epoll goroutine. The listener is level-triggered, so
+// onEvent runs on the engine's wait goroutine. The listener is level-triggered, so
 // whatever is left after one batch raises the event again.
 func (l *Listener) onEvent(ev uint32) {
 	if ev&evIn == 0 {
@@ -164,6 +178,12 @@ func (l *Listener) onEvent(ev uint32) {
 		}
 		l.mu.Unlock()
 		if err == nil {
+			if l.noDelay {
+				// Not copied from the listener on this OS (a constant
+				// false on Linux, where it is). A failure leaves Nagle on,
+				// which is slower, not wrong.
+				_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+			}
 			l.Accepted.Add(1)
 			l.accept(fd)
 			continue
@@ -196,7 +216,7 @@ func (l *Listener) pause(err error) {
 	} else if l.backoff *= 2; l.backoff > maxAcceptBackoff {
 		l.backoff = maxAcceptBackoff
 	}
-	_ = l.p.ep.modListener(l, 0)
+	_ = l.p.ep.setListener(l, false)
 	now := time.Now().UnixNano()
 	if last := l.lastLog.Load(); now-last > int64(time.Second) && l.lastLog.CompareAndSwap(last, now) {
 		l.p.log.Warn("accept failed; backing off", "err", err, "backoff", l.backoff, "failures", l.AcceptErrors.Load())
@@ -211,17 +231,5 @@ func (l *Listener) resume() {
 		return
 	}
 	l.paused = false
-	_ = l.p.ep.modListener(l, evIn)
-}
-
-// accept4 takes one connection off the listener, non-blocking and
-// close-on-exec. It asks for no peer address (unix.Accept4 allocates one
-// per call, garbage on every connect; the server looks the peer up only
-// where it needs it).
-func accept4(lfd int) (int, error) {
-	r, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(lfd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
-	if errno != 0 {
-		return -1, errno
-	}
-	return int(r), nil
+	_ = l.p.ep.setListener(l, true)
 }

@@ -29,6 +29,11 @@ type Config struct {
 	// ReadBudget is how many bytes one job reads from one descriptor before
 	// it yields the worker to others (fairness). Zero means 4 reads' worth.
 	ReadBudget int
+	// Engine is the readiness loop: EngineEpoll (Linux only) or
+	// EngineNetpoll (easygo's netpoll: epoll on Linux, kqueue on macOS and
+	// the BSDs). Empty means DefaultEngine(): epoll on Linux, netpoll
+	// elsewhere.
+	Engine string
 	// Logger receives rare operational messages. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -46,6 +51,9 @@ func (c Config) withDefaults() Config {
 	if c.ReadBudget <= 0 {
 		c.ReadBudget = 4 * c.ReadBufferSize
 	}
+	if c.Engine == "" {
+		c.Engine = defaultEngine
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -57,13 +65,13 @@ func (c Config) Validate() error {
 	if c.Workers < 0 || c.QueueSize < 0 || c.ReadBufferSize < 0 || c.ReadBudget < 0 {
 		return fmt.Errorf("poller: negative value in Config")
 	}
-	return nil
+	return CheckEngine(c.Engine)
 }
 
-// Poller owns one epoll instance and the worker pool.
+// Poller owns one readiness loop (the engine) and the worker pool.
 type Poller struct {
 	cfg    Config
-	ep     *epoll
+	ep     engine
 	queue  chan task
 	wg     sync.WaitGroup
 	closed atomic.Bool
@@ -84,7 +92,7 @@ type task struct {
 	f func(*Worker)
 }
 
-// New creates the epoll instance and starts the workers.
+// New starts the engine's readiness loop and the workers.
 func New(cfg Config) (*Poller, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -95,9 +103,9 @@ func New(cfg Config) (*Poller, error) {
 		queue: make(chan task, cfg.QueueSize),
 		log:   cfg.Logger,
 	}
-	ep, err := newEpoll(func(err error) { p.log.Error("epoll wait failed", "err", err) })
+	ep, err := newEngine(cfg.Engine, func(err error) { p.log.Error("poller: wait failed", "engine", cfg.Engine, "err", err) })
 	if err != nil {
-		return nil, fmt.Errorf("poller: epoll_create: %w", err)
+		return nil, fmt.Errorf("poller: %s: %w", cfg.Engine, err)
 	}
 	p.ep = ep
 	for i := 0; i < cfg.Workers; i++ {
@@ -108,10 +116,13 @@ func New(cfg Config) (*Poller, error) {
 	return p, nil
 }
 
+// Engine returns the name of the engine in use.
+func (p *Poller) Engine() string { return p.cfg.Engine }
+
 // Workers returns the number of worker goroutines.
 func (p *Poller) Workers() int { return p.cfg.Workers }
 
-// Close stops the listeners, the epoll loop and the workers. Registered
+// Close stops the listeners, the readiness loop and the workers. Registered
 // descriptors are not closed; the owner closes them before calling Close.
 func (p *Poller) Close() error {
 	if !p.closed.CompareAndSwap(false, true) {

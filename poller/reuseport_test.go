@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -51,6 +52,14 @@ func openFDs(t *testing.T) int {
 // 127.0.0.1 port with ReusePort, the kernel spreads connections over both,
 // and when one closes the other takes every new connection.
 func TestListenReusePort(t *testing.T) {
+	if err := CheckReusePort(); err != nil {
+		// Not spread on this OS: Listen says so instead of half working.
+		p := newTestPoller(t, quietConfig(1))
+		if _, lerr := listenCounting(t, p, "127.0.0.1:0", ReusePort(true)); !errors.Is(lerr, ErrReusePort) {
+			t.Fatalf("Listen with ReusePort on %s: %v, want ErrReusePort", runtime.GOOS, lerr)
+		}
+		return
+	}
 	p1 := newTestPoller(t, quietConfig(1))
 	p2 := newTestPoller(t, quietConfig(1))
 	ln1, err := listenCounting(t, p1, "127.0.0.1:0", ReusePort(true))
@@ -72,7 +81,7 @@ func TestListenReusePort(t *testing.T) {
 		for _, opt := range []struct {
 			name string
 			opt  int
-		}{{"SO_REUSEPORT", unix.SO_REUSEPORT}, {"SO_REUSEADDR", unix.SO_REUSEADDR}} {
+		}{{reusePortName, reusePortOption}, {"SO_REUSEADDR", unix.SO_REUSEADDR}} {
 			v, err := unix.GetsockoptInt(ln.fd, unix.SOL_SOCKET, opt.opt)
 			if err != nil || v == 0 {
 				t.Errorf("listener fd %d: %s = %d, %v; want it set", ln.fd, opt.name, v, err)
@@ -128,6 +137,11 @@ func TestListenExclusiveByDefault(t *testing.T) {
 	if v, err := unix.GetsockoptInt(ln.fd, unix.SOL_SOCKET, unix.SO_REUSEPORT); err != nil || v != 0 {
 		t.Errorf("default listener: SO_REUSEPORT = %d, %v; want 0", v, err)
 	}
+	if reusePortOption != 0 && reusePortOption != unix.SO_REUSEPORT {
+		if v, err := unix.GetsockoptInt(ln.fd, unix.SOL_SOCKET, reusePortOption); err != nil || v != 0 {
+			t.Errorf("default listener: %s = %d, %v; want 0", reusePortName, v, err)
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		opts []ListenOption
@@ -136,9 +150,17 @@ func TestListenExclusiveByDefault(t *testing.T) {
 		{"ReusePort(false)", []ListenOption{ReusePort(false)}},
 		{"ReusePort(true)", []ListenOption{ReusePort(true)}},
 	} {
+		var want error = unix.EADDRINUSE
+		var o listenOptions
+		for _, opt := range tc.opts {
+			opt(&o)
+		}
+		if o.reusePort && CheckReusePort() != nil {
+			want = ErrReusePort // refused before bind on this OS
+		}
 		_, err := listenCounting(t, p2, addr, tc.opts...)
-		if !errors.Is(err, unix.EADDRINUSE) {
-			t.Errorf("%s: second Listen on %s: %v, want EADDRINUSE", tc.name, addr, err)
+		if !errors.Is(err, want) {
+			t.Errorf("%s: second Listen on %s: %v, want %v", tc.name, addr, err, want)
 		}
 	}
 	dialAndClose(t, addr, 5)
@@ -151,9 +173,10 @@ func TestListenExclusiveByDefault(t *testing.T) {
 }
 
 // TestListenNoDelay: with NoDelay the sockets accepted from the listener
-// have TCP_NODELAY without setting it themselves (Linux copies it from the
-// listener); without it they have Nagle's algorithm on, as the kernel
-// makes them. Both with ReusePort too, which shares the Control hook.
+// have TCP_NODELAY without the AcceptFunc setting it (Linux copies it from
+// the listener; elsewhere the listener sets it per accepted socket);
+// without it they have Nagle's algorithm on, as the kernel makes them.
+// Both with ReusePort too, which shares the Control hook (where it works).
 func TestListenNoDelay(t *testing.T) {
 	p := newTestPoller(t, quietConfig(1))
 	for _, tc := range []struct {
@@ -167,6 +190,9 @@ func TestListenNoDelay(t *testing.T) {
 		{"NoDelay(false)", []ListenOption{NoDelay(false)}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if len(tc.opts) == 2 && CheckReusePort() != nil {
+				t.Skipf("no ReusePort on %s", runtime.GOOS)
+			}
 			got := make(chan int, 1)
 			ln, err := p.Listen("127.0.0.1:0", func(fd int) {
 				v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"chatd/poller"
 	"chatd/server/history"
 	"chatd/server/pusher"
 )
@@ -60,6 +61,11 @@ type Config struct {
 	// exclusive listener: a second one on Addr fails with "address already
 	// in use".
 	ReusePort bool
+	// Poller is the readiness engine (package poller): "epoll" (Linux
+	// only) or "netpoll" (easygo's netpoll: epoll on Linux, kqueue on
+	// macOS and the BSDs). Empty means poller.DefaultEngine(): epoll on
+	// Linux, netpoll elsewhere.
+	Poller string
 	// Workers is the size of the worker pool. Zero means GOMAXPROCS.
 	Workers int
 	// GCPercent is the garbage collector's growth target that Run sets for
@@ -167,6 +173,11 @@ type Config struct {
 	testHookMessage func(payload []byte)
 }
 
+// testPoller is the engine a zero Config.Poller means in this package's
+// tests: TestMain sets it from CHATD_POLLER, so the whole suite runs on
+// either engine. Outside tests it is empty: the poller's default.
+var testPoller string
+
 // ConfigError is an invalid Config field. It wraps ErrBadConfig.
 type ConfigError struct {
 	Field  string // the Config field, e.g. "MaxMessage"
@@ -226,6 +237,14 @@ func (c Config) Validate() error {
 	case c.MaxMessageBurst > maxMessageBurst:
 		return &ConfigError{"MaxMessageBurst", fmt.Sprintf("must be at most %d (got %d)", maxMessageBurst, c.MaxMessageBurst)}
 	}
+	if err := poller.CheckEngine(c.Poller); err != nil {
+		return &ConfigError{"Poller", strings.TrimPrefix(err.Error(), "poller: engine ")}
+	}
+	if c.ReusePort {
+		if err := poller.CheckReusePort(); err != nil {
+			return &ConfigError{"ReusePort", fmt.Sprintf("is not supported: %v", err)}
+		}
+	}
 	for _, p := range c.TrustedProxies {
 		if !p.IsValid() {
 			return &ConfigError{"TrustedProxies", "entry is not a network (want CIDRs like 10.0.0.0/8)"}
@@ -254,6 +273,9 @@ func (c Config) Validate() error {
 func (c Config) withDefaults() Config {
 	if c.Addr == "" {
 		c.Addr = DefaultAddr
+	}
+	if c.Poller == "" {
+		c.Poller = testPoller
 	}
 	if c.MaxMessage == 0 {
 		c.MaxMessage = DefaultMaxMessage

@@ -20,6 +20,10 @@ import (
 	"chatd/bench/testutil"
 )
 
+// setRlimit sets a limit field: uint64 on Linux and macOS, int64 on
+// FreeBSD.
+func setRlimit[T ~int64 | ~uint64](p *T, v int) { *p = T(v) }
+
 // TestHelperLimitedServer is not a test: it is the server process that the
 // open-file-limit tests start with a lowered RLIMIT_NOFILE. It passes at
 // once when run normally.
@@ -32,7 +36,7 @@ func TestHelperLimitedServer(t *testing.T) {
 	fmt.Sscanf(spec, "%d:%d", &nofile, &maxConns)
 	var rl syscall.Rlimit
 	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl)
-	rl.Cur = uint64(nofile)
+	setRlimit(&rl.Cur, nofile)
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		fmt.Println("ERR", err)
 		os.Exit(1)

@@ -124,7 +124,7 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Start() error {
 	var err error
 	s.startOnce.Do(func() {
-		s.poller, err = poller.New(poller.Config{Workers: s.cfg.Workers, Logger: s.log})
+		s.poller, err = poller.New(poller.Config{Workers: s.cfg.Workers, Engine: s.cfg.Poller, Logger: s.log})
 		if err != nil {
 			return
 		}
@@ -151,7 +151,7 @@ func (s *Server) Start() error {
 		if a := s.AdminAddr(); a != nil {
 			admin = a.String()
 		}
-		s.log.Info("chatd listening", append([]any{"addr", s.ln.Addr().String(), "admin", admin, "workers", s.poller.Workers(), "max_conns", s.cfg.MaxConns},
+		s.log.Info("chatd listening", append([]any{"addr", s.ln.Addr().String(), "admin", admin, "poller", s.poller.Engine(), "workers", s.poller.Workers(), "max_conns", s.cfg.MaxConns},
 			buildinfo.Read().LogAttrs()...)...)
 	})
 	return err

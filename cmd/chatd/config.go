@@ -138,6 +138,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&c.Addr, "addr", server.DefaultAddr, "listen address")
 	fs.BoolVar(&c.ReusePort, "reuse-port", false, "share -addr with other chatd processes started with -reuse-port (SO_REUSEPORT): the kernel spreads new connections over them")
+	fs.StringVar(&c.Poller, "poller", "", "readiness engine: epoll (Linux only) or netpoll (easygo: epoll on Linux, kqueue on macOS/BSD) (empty: epoll on Linux, netpoll elsewhere)")
 	fs.IntVar(&c.Workers, "workers", 0, "worker goroutines (0: one per CPU)")
 	fs.IntVar(&c.GCPercent, "gc-percent", 0, "garbage collector target: the heap may grow this many percent over what the last collection kept (0: 25; ignored when GOGC is set in the environment, which then rules)")
 	c.MaxMessage = server.DefaultMaxMessage
@@ -252,7 +253,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 
 // configFlags maps server.Config fields to the flags that set them.
 var configFlags = map[string]string{
-	"Workers": "workers", "GCPercent": "gc-percent", "MaxMessage": "max-message", "WriteQueue": "write-queue",
+	"Poller": "poller", "ReusePort": "reuse-port", "Workers": "workers", "GCPercent": "gc-percent", "MaxMessage": "max-message", "WriteQueue": "write-queue",
 	"PingInterval": "ping-interval", "IdleTimeout": "idle-timeout",
 	"HandshakeTimeout": "handshake-timeout", "DrainTimeout": "drain-timeout",
 	"MaxConns": "max-conns", "MaxHTTPConns": "max-http-conns", "AllowedOrigins": "allowed-origins",

@@ -12,13 +12,16 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"chatd/bench/testutil"
+	"chatd/poller"
 	"chatd/server"
 
 	"github.com/gorilla/websocket"
@@ -26,7 +29,7 @@ import (
 
 // allFlags is every flag chatd defines.
 var allFlags = []string{
-	"addr", "reuse-port", "workers", "gc-percent", "max-message", "write-queue", "ping-interval",
+	"addr", "reuse-port", "poller", "workers", "gc-percent", "max-message", "write-queue", "ping-interval",
 	"idle-timeout", "handshake-timeout", "drain-timeout", "max-conns", "max-http-conns",
 	"allowed-origins", "log-level", "nats", "node-id", "admin-addr", "shutdown-delay",
 	"max-conns-per-ip", "max-message-rate", "max-message-burst", "trusted-proxies", "node-timeout",
@@ -261,11 +264,17 @@ func TestChatdParseConfigEnv(t *testing.T) {
 		"CHATD_MAX_MESSAGE_RATE":  "5",
 		"CHATD_MAX_MESSAGE_BURST": "9",
 		"CHATD_TRUSTED_PROXIES":   "127.0.0.1/32",
+		"CHATD_POLLER":            poller.EngineNetpoll,
+	}
+	reusePort := poller.CheckReusePort() == nil
+	if !reusePort {
+		delete(env, "CHATD_REUSE_PORT") // refused on this OS (TestChatdPollerFlag)
 	}
 	cfg := mustParse(t, nil, envMap(env))
 	checkConfig(t, cfg, server.Config{
 		Addr:             "127.0.0.1:7000",
-		ReusePort:        true,
+		ReusePort:        reusePort,
+		Poller:           poller.EngineNetpoll,
 		Workers:          2,
 		MaxMessage:       1 << 10,
 		WriteQueue:       128 << 10,
@@ -333,6 +342,9 @@ func TestChatdParseConfigEnv(t *testing.T) {
 		t.Errorf("flag -reuse-port=false over CHATD_REUSE_PORT=true: ReusePort = true")
 	}
 	for _, v := range []string{"1", "TRUE", "t"} {
+		if !reusePort {
+			break
+		}
 		if cfg := mustParse(t, nil, envMap(map[string]string{"CHATD_REUSE_PORT": v})); !cfg.ReusePort {
 			t.Errorf("CHATD_REUSE_PORT=%s: ReusePort = false", v)
 		}
@@ -342,6 +354,37 @@ func TestChatdParseConfigEnv(t *testing.T) {
 	cfg = mustParse(t, nil, envMap(map[string]string{"CHATD_MAX_MESSAGE": ""}))
 	if cfg.MaxMessage != server.DefaultMaxMessage {
 		t.Errorf("empty CHATD_MAX_MESSAGE: MaxMessage = %d", cfg.MaxMessage)
+	}
+}
+
+// TestChatdPollerFlag: -poller takes the engines of this OS; an unknown
+// one, or one this OS does not have (epoll off Linux), is an error that
+// names the flag; so is -reuse-port where the kernel would not spread
+// connections (macOS).
+func TestChatdPollerFlag(t *testing.T) {
+	if cfg := mustParse(t, nil, noEnv); cfg.Poller != "" {
+		t.Errorf("no -poller: Poller = %q, want empty (the poller's default, %s here)", cfg.Poller, poller.DefaultEngine())
+	}
+	for _, e := range poller.Engines() {
+		if cfg := mustParse(t, []string{"-poller", e}, noEnv); cfg.Poller != e {
+			t.Errorf("-poller %s: Poller = %q", e, cfg.Poller)
+		}
+	}
+	bad := []string{"kqueue", "select"}
+	if runtime.GOOS != "linux" {
+		bad = append(bad, poller.EngineEpoll)
+	}
+	for _, e := range bad {
+		_, err := parseConfig([]string{"-poller", e}, noEnv, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "-poller") || !strings.Contains(err.Error(), strconv.Quote(e)) {
+			t.Errorf("-poller %s: %v, want an error naming -poller and %q", e, err, e)
+		}
+	}
+	_, err := parseConfig([]string{"-reuse-port"}, noEnv, io.Discard)
+	if rerr := poller.CheckReusePort(); rerr == nil && err != nil {
+		t.Errorf("-reuse-port: %v", err)
+	} else if rerr != nil && (err == nil || !strings.Contains(err.Error(), "-reuse-port")) {
+		t.Errorf("-reuse-port on %s: %v, want an error naming -reuse-port", runtime.GOOS, err)
 	}
 }
 
@@ -848,6 +891,7 @@ func TestChatdProcess(t *testing.T) {
 // withoutChatdEnv drops CHATD_* variables of the test's own environment.
 func withoutChatdEnv(env []string) []string {
 	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
-		return strings.HasPrefix(kv, "CHATD_")
+		// CHATD_POLLER stays: .ci/run runs these tests on each engine.
+		return strings.HasPrefix(kv, "CHATD_") && !strings.HasPrefix(kv, "CHATD_POLLER=")
 	})
 }
