@@ -52,6 +52,9 @@ func (s *Server) adminHandler() http.Handler {
 		case !s.broker.Stats().Connected:
 			w.WriteHeader(http.StatusServiceUnavailable)
 			io.WriteString(w, "cluster broker disconnected\n")
+		case s.historyReason() != "":
+			// Serving, without history: say why.
+			io.WriteString(w, "ready; history unavailable: "+s.historyReason()+"\n")
 		default:
 			io.WriteString(w, "ready\n")
 		}

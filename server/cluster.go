@@ -62,6 +62,7 @@ func (s *Server) newBroker() (broker.Broker, error) {
 	s.log.Info("chatd node joining the cluster", "node", cc.NodeID, "nats", cc.NATS)
 	s.pusher.SetCluster(pusherCluster{b})
 	b.EnableShared(s.pusher, cc.NodeTimeout)
+	s.enableClusterHistory(b)
 	return b, nil
 }
 

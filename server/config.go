@@ -167,6 +167,9 @@ type Config struct {
 	// HistoryMaxBytes bounds all rooms' history together; past it the
 	// least recently published room is forgotten. Zero means 64 MiB.
 	HistoryMaxBytes int64
+	// HistoryReplicas is how many copies of the cluster's history stream
+	// a JetStream cluster keeps (with Cluster.NATS). Zero means 1.
+	HistoryReplicas int
 
 	// testHookMessage, when set, is called for each raw message (tests
 	// use it to inject a panic).
@@ -234,6 +237,8 @@ func (c Config) Validate() error {
 		return bad("HistoryTTL", c.HistoryTTL)
 	case c.HistoryMaxBytes < 0:
 		return bad("HistoryMaxBytes", c.HistoryMaxBytes)
+	case c.HistoryReplicas < 0:
+		return bad("HistoryReplicas", c.HistoryReplicas)
 	case c.MaxMessageBurst > maxMessageBurst:
 		return &ConfigError{"MaxMessageBurst", fmt.Sprintf("must be at most %d (got %d)", maxMessageBurst, c.MaxMessageBurst)}
 	}

@@ -31,14 +31,6 @@ var errBadHistory = errors.New("history must be a whole number of messages from 
 // history; nil when none does (then history costs nothing).
 func (s *Server) newHistory() {
 	c := s.cfg
-	if len(c.Cluster.NATS) > 0 {
-		// Positions must be the cluster's, and a node's memory is not:
-		// no history in a cluster (README, "History").
-		if c.HistorySize > 0 {
-			s.log.Info("history is kept on single nodes only: off in this NATS cluster")
-		}
-		return
-	}
 	if c.HistorySize > 0 {
 		s.rawHist = history.Limits{Size: c.HistorySize, TTL: c.HistoryTTL}
 	}
@@ -57,7 +49,10 @@ func (s *Server) newHistory() {
 	if !need {
 		return
 	}
-	s.hist = history.New(history.Config{MaxBytes: c.HistoryMaxBytes, InUse: s.hub.inUse, SweepInterval: -1})
+	// In a cluster the store is this node's cache of the cluster's stream
+	// (cluster_history.go): fed by Put, answering joins once ready.
+	s.hist = history.New(history.Config{MaxBytes: c.HistoryMaxBytes, InUse: s.hub.inUse, SweepInterval: -1,
+		Gated: len(c.Cluster.NATS) > 0})
 }
 
 // inUse reports whether room has members on this node (history.Config.InUse).
@@ -91,18 +86,42 @@ func (s *Server) replayBudget() int { return s.cfg.WriteQueue / 2 }
 // queues the room's last N messages (those that fit the replay budget).
 func (p *rawProto) joinRaw(c *Conn, rt route) {
 	s := p.s
-	if s.hist == nil || s.rawHist.Size <= 0 || rt.history <= 0 {
+	switch {
+	case s.hist == nil || s.rawHist.Size <= 0:
 		c.room, _ = s.hub.join(rt.room, c, true)
+	case s.kept != nil:
+		req := history.Request{Last: max(rt.history, 0)}
+		if !s.keeping() {
+			req = history.Request{} // no history while the stream is unusable
+		}
+		c.room = s.joinKept(rt.room, c, s.rawHist, req, true, func(_ *Room, frames [][]byte, _ history.Position, _ error) {
+			s.replay(c, s.fitReplay(frames))
+		})
+	case rt.history <= 0:
+		c.room, _ = s.hub.join(rt.room, c, true)
+	default:
+		s.hist.Join(rt.room, s.rawHist, history.Request{Last: rt.history}, func(frames [][]byte, _ history.Position, _ error) {
+			c.room, _ = s.hub.join(rt.room, c, true)
+			s.replay(c, s.fitReplay(frames))
+		})
+	}
+}
+
+// replay queues kept frames to c.
+func (s *Server) replay(c *Conn, frames [][]byte) {
+	if len(frames) > 0 {
+		c.sendShared(frames...)
+		s.stats.Replayed.Add(uint64(len(frames)))
+	}
+}
+
+// leaveRaw takes c out of its raw room.
+func (p *rawProto) leaveRaw(c *Conn) {
+	if p.s.kept != nil && p.s.rawHist.Size > 0 {
+		p.s.leaveKept(c.room.name, c)
 		return
 	}
-	s.hist.Join(rt.room, s.rawHist, history.Request{Last: rt.history}, func(frames [][]byte, _ history.Position, _ error) {
-		c.room, _ = s.hub.join(rt.room, c, true)
-		frames = s.fitReplay(frames)
-		if len(frames) > 0 {
-			c.sendShared(frames...)
-			s.stats.Replayed.Add(uint64(len(frames)))
-		}
-	})
+	p.s.hub.Leave(c.room.name, c)
 }
 
 // fitReplay keeps the newest frames that fit the replay budget.
@@ -119,23 +138,47 @@ func (s *Server) fitReplay(frames [][]byte) [][]byte {
 // the room's fan-out in one step when the room keeps history.
 func (p *rawProto) publishRaw(c *Conn, op ws.OpCode, payload []byte) (mustFlush bool) {
 	s := p.s
-	if s.hist == nil || s.rawHist.Size <= 0 {
-		return c.room.publish(op, payload, c)
+	switch {
+	case s.hist == nil || s.rawHist.Size <= 0:
+	case s.kept != nil:
+		if s.keeping() {
+			// Delivered here too, from the stream, in its order.
+			s.kept.nats.KeptPublish(c.room.name, c.room.joinNumber(c), byte(op), payload)
+			return false
+		}
+	default:
+		s.hist.Append(c.room.name, s.rawHist, func(history.Position) []byte {
+			return wsframe.AppendFrame(make([]byte, 0, wsframe.HeaderLen(len(payload))+len(payload)), op, payload)
+		}, func(frame []byte) {
+			mustFlush = c.room.publishFrame(frame, c)
+		})
+		return mustFlush
 	}
-	s.hist.Append(c.room.name, s.rawHist, func(history.Position) []byte {
-		return wsframe.AppendFrame(make([]byte, 0, wsframe.HeaderLen(len(payload))+len(payload)), op, payload)
-	}, func(frame []byte) {
-		mustFlush = c.room.publishFrame(frame, c)
-	})
-	return mustFlush
+	s.broker.Publish(c.room.name, byte(op), payload)
+	return c.room.publish(op, payload, c)
 }
 
 // The pusher.HistoryRooms side of pusherRooms.
 
-func (pr pusherRooms) PublishKept(room string, lim history.Limits, encode func(history.Position) []byte, except pusher.Conn) {
+func (pr pusherRooms) PublishKept(room string, lim history.Limits, encode func(history.Position) []byte, except pusher.Conn, exceptID string) {
 	h := pr.h
+	s := h.s
 	ex, _ := except.(*Conn)
-	h.s.hist.Append(room, lim, func(pos history.Position) []byte {
+	if s.kept != nil {
+		msg := encode(history.Position{})
+		if s.keeping() {
+			if len(exceptID) > 255 {
+				exceptID = ""
+			}
+			s.kept.nats.KeptPublish(room, 0, opPusher, []byte{byte(len(exceptID))}, []byte(exceptID), msg)
+			return
+		}
+		// No stream: as without history, over core NATS.
+		h.Publish(room, ws.OpText, msg, ex)
+		pusherCluster{s.kept.nats}.Publish(room, msg, exceptID)
+		return
+	}
+	s.hist.Append(room, lim, func(pos history.Position) []byte {
 		msg := encode(pos)
 		return wsframe.AppendFrame(make([]byte, 0, wsframe.HeaderLen(len(msg))+len(msg)), ws.OpText, msg)
 	}, func(frame []byte) {
@@ -145,34 +188,51 @@ func (pr pusherRooms) PublishKept(room string, lim history.Limits, encode func(h
 	})
 }
 
-func (pr pusherRooms) SubscribeFrom(room string, pc pusher.Conn, lim history.Limits, req history.Request, first func(history.Position, error) [][]byte) (err error) {
+func (pr pusherRooms) SubscribeFrom(room string, pc pusher.Conn, lim history.Limits, req history.Request, first func(history.Position, error) [][]byte) {
 	h := pr.h
+	s := h.s
 	c := pc.(*Conn)
-	h.s.hist.Join(room, lim, req, func(frames [][]byte, at history.Position, jerr error) {
-		err = jerr
+	answer := func(frames [][]byte, at history.Position, err error) {
 		if err == nil {
 			size := 0
 			for _, f := range frames {
 				size += len(f)
 			}
-			if size > h.s.replayBudget() {
+			if size > s.replayBudget() {
 				err, frames = pusher.ErrReplayTooLarge, nil
 			}
 		}
-		h.Join(room, c)
 		for _, m := range first(at, err) {
 			c.Send(m)
 		}
-		if len(frames) > 0 {
-			c.sendShared(frames...)
-			h.s.stats.Replayed.Add(uint64(len(frames)))
+		s.replay(c, frames)
+	}
+	switch {
+	case s.kept != nil && s.keeping():
+		s.joinKept(room, c, lim, req, false, func(_ *Room, frames [][]byte, at history.Position, err error) {
+			answer(frames, at, err)
+		})
+	case s.kept != nil:
+		h.Join(room, c)
+		var err error
+		if req.Since != nil {
+			err = history.ErrOff
 		}
-	})
-	return err
+		answer(nil, history.Position{}, err)
+	default:
+		s.hist.Join(room, lim, req, func(frames [][]byte, at history.Position, err error) {
+			h.Join(room, c)
+			answer(frames, at, err)
+		})
+	}
 }
 
 func (pr pusherRooms) History(room string, lim history.Limits, n int) ([][]byte, history.Position) {
-	frames, at := pr.h.s.hist.Last(room, lim, n)
+	s := pr.h.s
+	if s.kept != nil {
+		return s.kept.last(room, n)
+	}
+	frames, at := s.hist.Last(room, lim, n)
 	for i, f := range frames {
 		frames[i] = framePayload(f)
 	}

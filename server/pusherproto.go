@@ -93,7 +93,13 @@ type pusherRooms struct{ h *Hub }
 
 func (pr pusherRooms) Subscribe(room string, c pusher.Conn) { pr.h.Join(room, c.(*Conn)) }
 
-func (pr pusherRooms) Unsubscribe(room string, c pusher.Conn) { pr.h.Leave(room, c.(*Conn)) }
+func (pr pusherRooms) Unsubscribe(room string, c pusher.Conn) {
+	if s := pr.h.s; s.kept != nil && s.keptLimits(room).Size > 0 {
+		s.leaveKept(room, c.(*Conn))
+		return
+	}
+	pr.h.Leave(room, c.(*Conn))
+}
 
 func (pr pusherRooms) Publish(room string, msg []byte, except pusher.Conn) {
 	ex, _ := except.(*Conn)

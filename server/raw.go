@@ -35,7 +35,6 @@ func (p *rawProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
 	}
 	// Other nodes' members get it through the broker (nothing leaves the
 	// process without a cluster); this node's, from the room's batch.
-	p.s.broker.Publish(c.room.name, byte(op), payload)
 	if p.publishRaw(c, op, payload) {
 		c.publish = publishedMustFlush // after this read's last message (Conn.feed)
 	} else if c.publish == publishedNone {
@@ -64,7 +63,7 @@ func (p *rawProto) allowMessage(c *Conn) bool {
 
 func (p *rawProto) onClose(c *Conn) {
 	if c.room != nil {
-		p.s.hub.Leave(c.room.name, c)
+		p.leaveRaw(c)
 		if c.cong.Load() == congListed {
 			c.room.drained(c) // producers must not wait for it any longer
 		}

@@ -35,6 +35,7 @@ type Server struct {
 	// keeps history. rawHist: the raw rooms' limits (Size 0: off).
 	hist    *history.Store
 	rawHist history.Limits
+	kept    *clusterKept // history through the cluster's stream (cluster_history.go); nil otherwise
 
 	// The protocols: what runs on /chat connections, what runs on
 	// /app/{key} connections, and package pusher's protocol state with its

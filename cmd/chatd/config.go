@@ -173,6 +173,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	fs.DurationVar(&c.HistoryTTL, "history-ttl", history.DefaultTTL, "no kept message is older than this (an apps file's history_ttl_seconds wins per app)")
 	o.historyMaxBytes = history.DefaultMaxBytes
 	fs.Var(byteSize{&o.historyMaxBytes}, "history-max-bytes", "all rooms' history together; past it the least recently published room is forgotten")
+	fs.IntVar(&c.HistoryReplicas, "history-replicas", 1, "with -nats: copies of the history stream in a JetStream cluster")
 
 	usage := func() {
 		fmt.Fprintf(stderr, "Usage: chatd [flags]\n\nA WebSocket chat server: ws://HOST/chat is the lobby, ws://HOST/chat/{room} a room,\nws://HOST/app/{key}?protocol=7 speaks Pusher Channels (default app: id chatd, key chatd-key,\nsecret chatd-secret, client events on).\nEvery flag but -version can also be set as CHATD_<NAME> (e.g. CHATD_MAX_MESSAGE); flags win.\n\nFlags:\n")
@@ -258,7 +259,7 @@ var configFlags = map[string]string{
 	"HandshakeTimeout": "handshake-timeout", "DrainTimeout": "drain-timeout",
 	"MaxConns": "max-conns", "MaxHTTPConns": "max-http-conns", "AllowedOrigins": "allowed-origins",
 	"Cluster.NATS": "nats", "Cluster.NodeTimeout": "node-timeout", "ShutdownDelay": "shutdown-delay", "MaxConnsPerIP": "max-conns-per-ip",
-	"MaxMessageRate": "max-message-rate", "MaxMessageBurst": "max-message-burst", "TrustedProxies": "trusted-proxies",
+	"MaxMessageRate": "max-message-rate", "MaxMessageBurst": "max-message-burst", "TrustedProxies": "trusted-proxies", "HistoryReplicas": "history-replicas",
 }
 
 // validate checks c with server.Config.Validate, the one set of rules, and

@@ -126,3 +126,21 @@ func signedPost(t *testing.T, addr, path, body string) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// signedGet GETs path with query from chatd's HTTP API, signed for the
+// default app.
+func signedGet(t *testing.T, addr, path, query string) (int, string) {
+	t.Helper()
+	q, _ := url.ParseQuery(query)
+	q.Set("auth_key", pusher.DefaultAppKey)
+	q.Set("auth_timestamp", strconv.FormatInt(time.Now().Unix(), 10))
+	q.Set("auth_version", "1.0")
+	q.Set("auth_signature", pusher.SignRequest(pusher.DefaultAppSecret, "GET", path, q))
+	resp, err := http.Get("http://" + addr + path + "?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}

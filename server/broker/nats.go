@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -65,7 +66,10 @@ type NATS struct {
 	rooms    map[string]*natsRoom // by room key
 	subjects map[string]string    // subject -> room key, for delivery
 	closed   bool
-	shared   *shared // the Pusher layer's shared state (EnableShared); nil if not asked for
+	shared   *shared    // the Pusher layer's shared state (EnableShared); nil if not asked for
+	hist     *histState // the history stream (EnableHistory); nil if not asked for
+	onConn   []func()   // called when NATS (re)connects
+	uid      string     // this process's unique ID (UniqueID)
 
 	published, delivered, lost, reconnects atomic.Uint64
 }
@@ -106,6 +110,9 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 		rooms:    make(map[string]*natsRoom),
 		subjects: make(map[string]string),
 	}
+	var uid [9]byte
+	_, _ = rand.Read(uid[:])
+	b.uid = base64.RawURLEncoding.EncodeToString(uid[:])
 	nc, err := nats.Connect(strings.Join(cfg.URLs, ","),
 		nats.Name("chatd "+cfg.NodeID),
 		// A node delivers its own members' messages itself.
@@ -117,6 +124,7 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 		nats.ConnectHandler(func(*nats.Conn) {
 			log.Info("connected to NATS", "node", cfg.NodeID)
 			b.kickShared()
+			b.connected()
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Warn("lost NATS; reconnecting", "node", cfg.NodeID, "err", err)
@@ -125,6 +133,7 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 			b.reconnects.Add(1)
 			log.Info("reconnected to NATS", "node", cfg.NodeID, "url", nc.ConnectedUrlRedacted())
 			b.kickShared()
+			b.connected()
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrSlowConsumer) {
@@ -150,6 +159,26 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 // presence or saying goodbye: what a node killed with SIGKILL does. For
 // tests of the cluster's fault handling; Close still releases the rest.
 func (b *NATS) Abandon() { b.nc.Close() }
+
+// onConnect registers f, called (on NATS's goroutine) each time NATS
+// connects or reconnects, and now if it is connected.
+func (b *NATS) onConnect(f func()) {
+	b.mu.Lock()
+	b.onConn = append(b.onConn, f)
+	b.mu.Unlock()
+	if b.nc != nil && b.nc.IsConnected() {
+		f()
+	}
+}
+
+func (b *NATS) connected() {
+	b.mu.Lock()
+	fs := append([]func(){}, b.onConn...)
+	b.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
 
 // NodeID returns the node's ID.
 func (b *NATS) NodeID() string { return b.cfg.NodeID }
@@ -205,6 +234,9 @@ func (b *NATS) Interest(room string, on bool) {
 	if r.members == 0 && r.sub == nil {
 		delete(b.rooms, room)
 	}
+	if b.hist != nil {
+		b.hist.interest(b, room, on)
+	}
 }
 
 // Publish implements Broker.
@@ -257,6 +289,7 @@ func (b *NATS) Stats() Stats {
 	b.mu.Lock()
 	rooms := len(b.subjects)
 	sh := b.shared
+	h := b.hist
 	b.mu.Unlock()
 	st := Stats{
 		Connected: b.nc.IsConnected(),
@@ -269,6 +302,9 @@ func (b *NATS) Stats() Stats {
 	}
 	if sh != nil {
 		sh.stats(&st)
+	}
+	if h != nil {
+		h.stats(&st)
 	}
 	return st
 }
@@ -283,7 +319,11 @@ func (b *NATS) Close() error {
 	}
 	b.closed = true
 	sh := b.shared
+	h := b.hist
 	b.mu.Unlock()
+	if h != nil {
+		h.close()
+	}
 	if sh != nil {
 		sh.close()
 	}

@@ -104,6 +104,12 @@ type Config struct {
 	// members were given stay valid. Called with the store's lock held.
 	// Nil means no room has members.
 	InUse func(key string) bool
+	// Gated: streams are fed from elsewhere (a cluster's stream, by Put)
+	// and a stream answers Join only once Ready says it holds everything
+	// up to a position; joins before that wait (their callback is called
+	// from Ready). Forgetting a gated stream whose room has members only
+	// drops its messages.
+	Gated bool
 }
 
 // Stats are a store's gauges and counters.
@@ -136,18 +142,36 @@ type Store struct {
 }
 
 type stream struct {
-	key       string
-	epoch     string
-	next      uint64 // the offset the next message gets
-	ring      []entry
-	head, n   int
-	ttl       time.Duration
+	key     string
+	epoch   string
+	next    uint64 // the offset the next message gets (Append); Put: last + 1
+	ring    []entry
+	head, n int
+	ttl     time.Duration
+	// sparse: positions are given by Put (a cluster's stream sequence),
+	// not consecutive: a position is honoured only if its message is still
+	// kept, since what came between it and the oldest kept is unknown.
+	sparse    bool
+	ready     bool          // Gated stores: Ready was called since the stream was made or unreadied
+	pending   []pendingJoin // Gated stores: joins waiting for Ready
 	prev, nxt *stream
 }
 
+type pendingJoin struct {
+	lim   Limits
+	req   Request
+	join  func(frames [][]byte, at Position, err error)
+	until int64 // a position ahead of the stream waits until then (unix ns) for it to arrive
+}
+
+// lagWait is how long a join from a position the stream has not reached
+// waits (Gated stores: this node's feed may lag the cluster's stream).
+const lagWait = 3 * time.Second
+
 type entry struct {
-	frame []byte
-	at    int64 // unix nanoseconds when appended
+	frame []byte // nil: a marker, a position that is never replayed
+	at    int64  // unix nanoseconds when appended
+	off   uint64
 }
 
 // New returns a store; its sweeper runs until Close.
@@ -240,6 +264,19 @@ func (s *Store) Append(key string, lim Limits, encode func(Position) []byte, del
 	now := s.cfg.Now().UnixNano()
 	st.ttl = ttlOf(lim)
 	s.expireLocked(st, now)
+	s.pushLocked(st, lim, entry{frame: frame, at: now, off: pos.Offset})
+	s.stats.Appended++
+	deliver(frame)
+	for s.bytes > s.cfg.MaxBytes && s.lru.prev != st {
+		s.forgetLocked(s.lru.prev)
+		s.stats.Evicted++
+	}
+	return pos
+}
+
+// pushLocked adds e at the end of st's ring, dropping the oldest past
+// lim.Size.
+func (s *Store) pushLocked(st *stream, lim Limits, e entry) {
 	if len(st.ring) < lim.Size && st.n == len(st.ring) {
 		// Grow the ring as messages come, up to Size: a room that says
 		// little costs little. Unroll first so that head is 0.
@@ -252,17 +289,10 @@ func (s *Store) Append(key string, lim Limits, encode func(Position) []byte, del
 	for st.n > lim.Size || (st.n > 0 && st.n == len(st.ring)) {
 		s.dropOldestLocked(st)
 	}
-	st.ring[(st.head+st.n)%len(st.ring)] = entry{frame: frame, at: now}
+	st.ring[(st.head+st.n)%len(st.ring)] = e
 	st.n++
-	s.bytes += int64(len(frame)) + entryOverhead
-	s.stats.Appended++
+	s.bytes += int64(len(e.frame)) + entryOverhead
 	s.touchLocked(st)
-	deliver(frame)
-	for s.bytes > s.cfg.MaxBytes && s.lru.prev != st {
-		s.forgetLocked(s.lru.prev)
-		s.stats.Evicted++
-	}
-	return pos
 }
 
 func ttlOf(lim Limits) time.Duration {
@@ -329,6 +359,9 @@ func (s *Store) forgetLocked(st *stream) {
 	for st.n > 0 {
 		s.dropOldestLocked(st)
 	}
+	if s.cfg.Gated && (len(st.pending) > 0 || (s.cfg.InUse != nil && s.cfg.InUse(st.key))) {
+		return // its feed goes on; positions before now are too old
+	}
 	st.prev.nxt, st.nxt.prev = st.nxt, st.prev
 	delete(s.streams, st.key)
 	s.bytes -= streamOverhead + int64(len(st.key))
@@ -341,6 +374,9 @@ func (s *Store) Sweep() {
 	now := s.cfg.Now().UnixNano()
 	for st := s.lru.prev; st != &s.lru; {
 		prev := st.prev
+		if st.ready && len(st.pending) > 0 {
+			s.retryPendingLocked(st, true)
+		}
 		s.expireLocked(st, now)
 		if st.n == 0 && (s.cfg.InUse == nil || !s.cfg.InUse(st.key)) {
 			s.forgetLocked(st)
@@ -375,24 +411,47 @@ func (s *Store) Join(key string, lim Limits, req Request, join func(frames [][]b
 		return
 	}
 	st := s.streamLocked(key, true)
+	if s.cfg.Gated && !st.ready {
+		st.pending = append(st.pending, pendingJoin{lim, req, join, 0})
+		return
+	}
+	s.joinLocked(st, lim, req, join, 0)
+}
+
+func (s *Store) joinLocked(st *stream, lim Limits, req Request, join func(frames [][]byte, at Position, err error), until int64) {
 	st.ttl = ttlOf(lim)
 	s.expireLocked(st, s.cfg.Now().UnixNano())
 	at := Position{Epoch: st.epoch, Offset: st.next - 1}
-	first := st.next - uint64(st.n) // offset of the oldest kept
-	var from uint64                 // replay offsets > from
+	if now := s.cfg.Now().UnixNano(); s.cfg.Gated && req.Since != nil && req.Since.Epoch == st.epoch && req.Since.Offset > at.Offset {
+		// This node's feed may lag: wait for the position a while.
+		if until == 0 {
+			until = now + int64(lagWait)
+		}
+		if now < until {
+			st.pending = append(st.pending, pendingJoin{lim, req, join, until})
+			return
+		}
+	}
+	var from uint64 // replay offsets > from
 	var err error
 	switch {
 	case req.Since != nil && req.Since.Epoch != st.epoch:
 		err = ErrEpoch
 	case req.Since != nil && req.Since.Offset > at.Offset:
 		err = ErrFuture
-	case req.Since != nil && req.Since.Offset+1 < first:
+	case req.Since != nil && !st.honours(req.Since.Offset, at.Offset):
 		err = ErrTooOld
 	case req.Since != nil:
 		from = req.Since.Offset
 	default:
 		n := min(max(req.Last, 0), st.n)
-		from = at.Offset - uint64(n)
+		from = 0
+		if n < st.n {
+			from = st.ring[(st.head+st.n-n-1)%len(st.ring)].off
+		}
+		if n == 0 {
+			from = at.Offset
+		}
 	}
 	if err != nil {
 		s.stats.Failed++
@@ -400,12 +459,144 @@ func (s *Store) Join(key string, lim Limits, req Request, join func(frames [][]b
 		return
 	}
 	var frames [][]byte
-	for o := from + 1; o <= at.Offset; o++ {
-		i := st.n - int(at.Offset-o) - 1
-		frames = append(frames, st.ring[(st.head+i)%len(st.ring)].frame)
+	for i := 0; i < st.n; i++ {
+		e := &st.ring[(st.head+i)%len(st.ring)]
+		if e.off > from && e.frame != nil {
+			frames = append(frames, e.frame)
+		}
 	}
 	s.stats.Replayed += uint64(len(frames))
 	join(frames, at, nil)
+}
+
+// Ready says that stream key (Gated stores) now holds every message up to
+// at (its feed has handed them over with Put): joins waiting for it are
+// answered now, in order, under the lock. at's epoch names the stream.
+func (s *Store) Ready(key string, at Position) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	st := s.streamLocked(key, true)
+	if !st.sparse || st.epoch != at.Epoch {
+		for st.n > 0 {
+			s.dropOldestLocked(st)
+		}
+		st.sparse, st.epoch, st.next = true, at.Epoch, 1
+	}
+	st.next = max(st.next, at.Offset+1)
+	st.ready = true
+	pending := st.pending
+	st.pending = nil
+	for _, p := range pending {
+		s.joinLocked(st, p.lim, p.req, p.join, p.until)
+	}
+}
+
+// retryPendingLocked answers the joins waiting on a ready stream for a
+// position it has now reached (or, with expired, whose wait is over).
+func (s *Store) retryPendingLocked(st *stream, expired bool) {
+	now := s.cfg.Now().UnixNano()
+	pending := st.pending
+	st.pending = nil
+	for _, p := range pending {
+		if !expired || now >= p.until {
+			s.joinLocked(st, p.lim, p.req, p.join, p.until)
+		} else {
+			st.pending = append(st.pending, p)
+		}
+	}
+}
+
+// ReleasePending answers every join waiting for a stream's feed with err
+// and nothing to replay (Gated stores: the feed is gone for now).
+func (s *Store) ReleasePending(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, st := range s.streams {
+		pending := st.pending
+		st.pending = nil
+		for _, p := range pending {
+			var e error
+			if p.req.Since != nil {
+				e = err
+				s.stats.Failed++
+			}
+			p.join(nil, Position{}, e)
+		}
+	}
+}
+
+// UnreadyLocked says that stream key's feed stopped (its room has no
+// members here any more): until Ready again, joins wait. Only inside Do.
+func (s *Store) UnreadyLocked(key string) {
+	if st := s.streamLocked(key, false); st != nil {
+		st.ready = false
+	}
+}
+
+// honours reports whether every message after offset x (up to last) is
+// still kept.
+func (st *stream) honours(x, last uint64) bool {
+	if x == last {
+		return true
+	}
+	if st.n == 0 {
+		return false
+	}
+	oldest := st.ring[st.head].off
+	if st.sparse {
+		return x >= oldest
+	}
+	return x+1 >= oldest
+}
+
+// Put keeps a message whose position was given elsewhere (a cluster's
+// stream: pos.Offset grows but not by one), then calls deliver with it
+// (not for a nil frame, a marker: a position kept but never replayed),
+// under the store's lock. A position not after the stream's last is
+// dropped (a duplicate); another epoch starts the stream over. It reports
+// whether the message was kept.
+func (s *Store) Put(key string, lim Limits, pos Position, frame []byte, deliver func(frame []byte)) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if lim.Size <= 0 || s.closed {
+		return false
+	}
+	st := s.streamLocked(key, true)
+	if !st.sparse || st.epoch != pos.Epoch {
+		for st.n > 0 {
+			s.dropOldestLocked(st)
+		}
+		st.sparse, st.epoch, st.next = true, pos.Epoch, 1
+	}
+	if pos.Offset < st.next {
+		return false
+	}
+	st.next = pos.Offset + 1
+	now := s.cfg.Now().UnixNano()
+	st.ttl = ttlOf(lim)
+	s.expireLocked(st, now)
+	s.pushLocked(st, lim, entry{frame: frame, at: now, off: pos.Offset})
+	if frame != nil {
+		deliver(frame)
+	}
+	if st.ready && len(st.pending) > 0 {
+		s.retryPendingLocked(st, false)
+	}
+	for s.bytes > s.cfg.MaxBytes && s.lru.prev != st {
+		s.forgetLocked(s.lru.prev)
+		s.stats.Evicted++
+	}
+	return true
+}
+
+// Do calls f under the store's lock (see the package doc on order).
+func (s *Store) Do(f func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f()
 }
 
 // Last returns up to n of stream key's newest messages (oldest first) and

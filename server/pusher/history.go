@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"strconv"
+	"strings"
 
 	"chatd/server/history"
 )
@@ -41,12 +42,15 @@ type HistoryRooms interface {
 	// PublishKept is Publish for a channel that keeps history: encode is
 	// called with the event's position, and its result is kept within lim
 	// and delivered to the room's members but except, in position order.
-	PublishKept(room string, lim history.Limits, encode func(history.Position) []byte, except Conn)
+	// exceptID is except's socket_id, for the other nodes of a cluster.
+	PublishKept(room string, lim history.Limits, encode func(history.Position) []byte, except Conn, exceptID string)
 	// SubscribeFrom is Subscribe and, atomically with it, sends first's
 	// messages (first is called with the channel's position and, for a
 	// Since request, why it cannot be honoured), then, if it can be, the
-	// kept events req names, before any live event. It returns that error.
-	SubscribeFrom(room string, c Conn, lim history.Limits, req history.Request, first func(at history.Position, err error) [][]byte) error
+	// kept events req names, before any live event. In a cluster that may
+	// happen later, from another goroutine, once this node holds the
+	// channel's recent events (c is subscribed at once all the same).
+	SubscribeFrom(room string, c Conn, lim history.Limits, req history.Request, first func(at history.Position, err error) [][]byte)
 	// History returns up to n of the room's kept events (the messages as
 	// encoded), oldest first, and the newest's position.
 	History(room string, lim history.Limits, n int) (msgs [][]byte, at history.Position)
@@ -57,9 +61,9 @@ type HistoryRooms interface {
 var ErrReplayTooLarge = errors.New("history: more was missed than one connection may be sent at once")
 
 // historyLimits returns app's history limits; Size 0 when history is off
-// for it (or in a cluster, where positions are not yet the cluster's).
+// for it.
 func (p *Protocol) historyLimits(app *App) history.Limits {
-	if p.hist == nil || p.cluster != nil {
+	if p.hist == nil {
 		return history.Limits{}
 	}
 	size, ttl := app.HistorySize, app.HistoryTTL
@@ -74,6 +78,34 @@ func (p *Protocol) historyLimits(app *App) history.Limits {
 	}
 	return history.Limits{Size: size, TTL: ttl}
 }
+
+// RoomHistory returns the history limits of the channel whose room key is
+// room (Size 0: it keeps none).
+func (p *Protocol) RoomHistory(room string) history.Limits {
+	appID, _, ok := strings.Cut(room, "\x00")
+	if !ok {
+		return history.Limits{}
+	}
+	a := p.states[appID]
+	if a == nil {
+		return history.Limits{}
+	}
+	return p.historyLimits(a.app)
+}
+
+// ConnOf returns the connection with socket_id socketID of the app of
+// room, or nil.
+func (p *Protocol) ConnOf(room, socketID string) Conn {
+	appID, _, _ := strings.Cut(room, "\x00")
+	if a := p.states[appID]; a != nil && socketID != "" {
+		return a.conn(socketID)
+	}
+	return nil
+}
+
+// WithPosition returns an encoded event with its position (a cluster's
+// node adds it when the stream hands the event over).
+func WithPosition(msg []byte, pos history.Position) []byte { return appendPosition(msg, pos) }
 
 // encodeEventAt is encodeEvent with the event's position (none when pos is
 // the zero Position).
@@ -172,7 +204,7 @@ func (a *appState) subscribeKept(s *Session, room, channel, data string, lim his
 	if rr.bad != "" {
 		req = history.Request{}
 	}
-	err := a.p.hist.SubscribeFrom(room, s.conn, lim, req, func(at history.Position, err error) [][]byte {
+	a.p.hist.SubscribeFrom(room, s.conn, lim, req, func(at history.Position, err error) [][]byte {
 		msgs := [][]byte{encodeEventAt("pusher_internal:subscription_succeeded", channel, data, "", at)}
 		switch {
 		case rr.bad != "":
@@ -180,21 +212,21 @@ func (a *appState) subscribeKept(s *Session, room, channel, data string, lim his
 		case err != nil:
 			msgs = append(msgs, recoveryFailed(channel, at, err))
 		}
+		if len(msgs) > 1 {
+			a.p.recoveryFailed.Add(1)
+		}
 		return msgs
 	})
-	if err != nil || rr.bad != "" {
-		a.p.recoveryFailed.Add(1)
-	}
 }
 
 // publishKept encodes an event with its position, keeps it and delivers
 // it (appState.deliver on a channel that keeps history); it returns the
 // message as encoded.
-func (a *appState) publishKept(room string, lim history.Limits, event, channel, data, userID string, except Conn) (msg []byte) {
+func (a *appState) publishKept(room string, lim history.Limits, event, channel, data, userID string, except Conn, exceptID string) (msg []byte) {
 	a.p.hist.PublishKept(room, lim, func(pos history.Position) []byte {
 		msg = encodeEventAt(event, channel, data, userID, pos)
 		return msg
-	}, except)
+	}, except, exceptID)
 	return msg
 }
 
@@ -208,7 +240,7 @@ func (p *Protocol) apiHistory(req *apiRequest) (any, *apiError) {
 	}
 	lim := p.historyLimits(req.st.app)
 	if lim.Size <= 0 {
-		return nil, &apiError{404, "app " + strconv.Quote(req.st.app.ID) + " keeps no history (history_size 0, or a cluster)"}
+		return nil, &apiError{404, "app " + strconv.Quote(req.st.app.ID) + " keeps no history (history_size 0)"}
 	}
 	n := lim.Size
 	if v := req.query.Get("limit"); v != "" {

@@ -251,15 +251,16 @@ func (a *appState) deliver(channel, event, data, userID string, except Conn, exc
 	}
 	var msg []byte
 	if lim := a.p.historyLimits(a.app); lim.Size > 0 {
-		msg = a.publishKept(room, lim, event, channel, data, userID, except)
+		// Kept, and in a cluster carried by the history stream.
+		msg = a.publishKept(room, lim, event, channel, data, userID, except, exceptID)
 	} else {
 		msg = encodeEvent(event, channel, data, userID)
 		a.rooms.Publish(room, msg, except)
-	}
-	if !cache {
 		if cl != nil {
 			cl.Publish(room, msg, exceptID)
 		}
+	}
+	if !cache {
 		return
 	}
 	now := a.p.now()
