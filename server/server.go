@@ -13,9 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"chatd/server/buildinfo"
 	"chatd/poller"
 	"chatd/server/broker"
+	"chatd/server/buildinfo"
 	"chatd/server/history"
 	"chatd/server/pusher"
 
