@@ -52,6 +52,26 @@ func (c *Conn) sendShared(bufs ...[]byte) (retained, behind bool) {
 // not take are queued by reference; the caller must not modify them. It
 // reports whether anything was queued.
 func (c *Conn) writeLocked(bufs ...[]byte) (queued bool) {
+	if len(c.outq) == 0 && len(bufs) > poller.MaxIovecs {
+		// More than one writev takes (a history replay): queue them all
+		// and write the queue until the socket is full, not just the first
+		// writev's worth, which would leave the rest queued with no
+		// EPOLLOUT to come for it.
+		for _, b := range bufs {
+			if len(b) > 0 {
+				c.outq = append(c.outq, b)
+				c.outBytes += len(b)
+			}
+		}
+		c.flushLocked()
+		if len(c.outq) == 0 {
+			return false
+		}
+		if c.outBytes > c.srv.cfg.WriteQueue && c.mayQueueLocked() {
+			c.slowConsumerLocked()
+		}
+		return true
+	}
 	if len(c.outq) == 0 {
 		var n int
 		var err error

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"chatd/bench/testutil"
+	"chatd/server/pusher"
 
 	"github.com/coder/websocket"
 	gorilla "github.com/gorilla/websocket"
@@ -255,5 +257,73 @@ func TestRawHistoryOffAndBounds(t *testing.T) {
 	}
 	if !found {
 		t.Fatal("chatd_history_evicted_rooms_total missing or 0 in /metrics")
+	}
+}
+
+// A replay of more frames than one writev takes (poller.MaxIovecs) is
+// written whole, and live messages follow it.
+func TestRawHistoryLongReplay(t *testing.T) {
+	s := newTestServer(t, Config{HistorySize: 150})
+	sender, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/chat/long"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	for i := 1; i <= 150; i++ {
+		sender.WriteMessage(gorilla.TextMessage, []byte(strconv.Itoa(i)))
+	}
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if n := s.hist.Stats().Appended; n != 150 {
+			return fmt.Errorf("%d appended", n)
+		}
+		return nil
+	})
+	late, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/chat/long?history=150"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Close()
+	waitConns(t, s, 2)
+	sender.WriteMessage(gorilla.TextMessage, []byte("live"))
+	_, got := readN(t, late, 151, 5*time.Second)
+	for i := 0; i < 150; i++ {
+		if got[i] != strconv.Itoa(i+1) {
+			t.Fatalf("message %d is %q", i, got[i])
+		}
+	}
+	if got[150] != "live" {
+		t.Fatalf("last %q", got[150])
+	}
+}
+
+// The same for a Pusher subscriber that rewinds more events than one
+// writev takes: it gets them all, then the live ones.
+func TestPusherHistoryLongRewind(t *testing.T) {
+	s := newTestServer(t, Config{HistorySize: 150})
+	for i := 1; i <= 120; i++ {
+		body := fmt.Sprintf(`{"name":"n","channel":"long","data":"%d"}`, i)
+		q := url.Values{"auth_key": {"chatd-key"}, "auth_timestamp": {strconv.FormatInt(time.Now().Unix(), 10)},
+			"auth_version": {"1.0"}, "body_md5": {pusher.BodyMD5([]byte(body))}}
+		q.Set("auth_signature", pusher.SignRequest("chatd-secret", "POST", "/apps/chatd/events", q))
+		resp, err := http.Post("http://"+s.Addr().String()+"/apps/chatd/events?"+q.Encode(), "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("event %d: %d", i, resp.StatusCode)
+		}
+	}
+	c, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/app/chatd-key?protocol=7"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.WriteMessage(gorilla.TextMessage, []byte(`{"event":"pusher:subscribe","data":{"channel":"long","chatd_rewind":120}}`))
+	_, got := readN(t, c, 2+120, 5*time.Second) // connection_established, subscription_succeeded, 120 events
+	for i, m := range got[2:] {
+		if !strings.Contains(m, fmt.Sprintf(`"data":"%d"`, i+1)) {
+			t.Fatalf("event %d: %s", i+1, m)
+		}
 	}
 }
