@@ -43,8 +43,15 @@ type clusterKept struct {
 }
 
 // keeping reports whether rooms that keep history go through the stream
-// now.
-func (s *Server) keeping() bool { return s.kept != nil && !s.kept.down.Load() }
+// now (it is established and NATS is there).
+func (s *Server) keeping() bool {
+	return s.kept != nil && !s.kept.down.Load() && s.kept.nats.KeptUsable()
+}
+
+// away reports whether this node keeps history through the stream but
+// cannot reach it right now (NATS is away): its members are served at
+// once, and what they send is published for the stream when NATS is back.
+func (s *Server) away() bool { return s.kept != nil && !s.kept.down.Load() && !s.kept.nats.KeptUsable() }
 
 // keptLimits returns room's history limits (Size 0: it keeps none).
 func (s *Server) keptLimits(room string) history.Limits {
@@ -80,11 +87,17 @@ func (k keptHandler) HistoryUp(up bool, reason string) {
 	}
 }
 
+// HistoryStopped: Interest ended, which for a room that keeps history
+// happens under the store's lock (leaveKept, rawProto.onClose, joinKept).
+func (k keptHandler) HistoryStopped(room string) { k.s.hist.UnreadyLocked(room) }
+
+func (k keptHandler) HistoryWaitingSince(room string) int64 { return k.s.hist.WaitingSince(room) }
+
 func (k keptHandler) HistoryReady(room, epoch string, seq uint64) {
 	k.s.hist.Ready(room, history.Position{Epoch: epoch, Offset: seq})
 }
 
-func (k keptHandler) HistoryMessage(room, epoch string, seq uint64, node string, member uint64, marker bool, payload []byte, warm bool) {
+func (k keptHandler) HistoryMessage(room, epoch string, seq uint64, stamp int64, node string, member uint64, marker, local bool, payload []byte, warm bool) {
 	s := k.s
 	lim := s.keptLimits(room)
 	if lim.Size <= 0 {
@@ -107,9 +120,10 @@ func (k keptHandler) HistoryMessage(room, epoch string, seq uint64, node string,
 			frame = wsframe.AppendFrame(make([]byte, 0, wsframe.HeaderLen(len(body))+len(body)), ws.OpCode(op), body)
 		}
 	}
-	s.hist.Put(room, lim, pos, frame, func(f []byte) {
-		if warm {
-			return
+	mine := node == s.kept.nats.UniqueID()
+	s.hist.Put(room, lim, pos, stamp, frame, func(f []byte) {
+		if warm || (local && mine) {
+			return // nobody's, or delivered here when it was sent
 		}
 		r := s.hub.Room(room)
 		if r == nil {
@@ -119,7 +133,7 @@ func (k keptHandler) HistoryMessage(room, epoch string, seq uint64, node string,
 		switch {
 		case exceptID != "":
 			ex, _ = s.pusher.ConnOf(room, exceptID).(*Conn)
-		case member != 0 && node == k.s.kept.nats.UniqueID():
+		case member != 0 && mine:
 			ex = r.memberByJoin(member)
 		}
 		if r.publishFrame(f, ex) {
@@ -151,34 +165,48 @@ func (r *Room) joinNumber(c *Conn) uint64 {
 }
 
 // leaveKept is Hub.Leave for a room whose history comes from the stream:
-// under the store's lock, and the room's cache waits for its feed again
-// once it has no members here.
+// under the store's lock, for HistoryStopped.
 func (s *Server) leaveKept(room string, c *Conn) {
-	s.hist.Do(func() {
-		if s.hub.Leave(room, c) {
-			s.hist.UnreadyLocked(room)
-		}
-	})
+	s.hist.Do(func() { s.hub.Leave(room, c) })
 }
 
 // joinKept joins c to room and hands join the replay req asks for (now,
 // or once the room's cache is ready); join is not called for a connection
-// that closed meanwhile. c is a member of room when joinKept returns.
+// that closed meanwhile. A joiner that waits is not yet a member (it must
+// not get live messages before its replay), but holds the room's
+// interest, so that this node follows the room; a raw one is not read
+// meanwhile (its messages need its room). It returns the room if c joined
+// at once.
 func (s *Server) joinKept(room string, c *Conn, lim history.Limits, req history.Request, paced bool, join func(r *Room, frames [][]byte, at history.Position, err error)) *Room {
-	var joined *Room
+	var now *Room
+	answered, held := false, false // under the store's lock
 	s.hist.Join(room, lim, req, func(frames [][]byte, at history.Position, err error) {
-		if c.state.Load() == stateClosed {
-			return
+		answered = true
+		if c.state.Load() != stateClosed {
+			r, _ := s.hub.join(room, c, paced)
+			join(r, frames, at, err)
 		}
-		r, _ := s.hub.join(room, c, paced)
-		join(r, frames, at, err)
+		if held {
+			s.broker.Interest(room, false)
+			if paced {
+				c.d.ResumeRead()
+			}
+		}
 	})
 	s.hist.Do(func() {
+		if !answered {
+			held = true
+			s.broker.Interest(room, true)
+			if paced {
+				c.d.PauseRead()
+			}
+			return
+		}
 		if c.state.Load() != stateClosed {
-			joined, _ = s.hub.join(room, c, paced)
+			now = s.hub.Room(room)
 		}
 	})
-	return joined
+	return now
 }
 
 // historyReason is /readyz's word on cluster history ("" when fine).

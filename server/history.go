@@ -89,12 +89,13 @@ func (p *rawProto) joinRaw(c *Conn, rt route) {
 	switch {
 	case s.hist == nil || s.rawHist.Size <= 0:
 		c.room, _ = s.hub.join(rt.room, c, true)
+	case s.kept != nil && !s.keeping():
+		// No stream now: served as without history.
+		c.room, _ = s.hub.join(rt.room, c, true)
 	case s.kept != nil:
 		req := history.Request{Last: max(rt.history, 0)}
-		if !s.keeping() {
-			req = history.Request{} // no history while the stream is unusable
-		}
-		c.room = s.joinKept(rt.room, c, s.rawHist, req, true, func(_ *Room, frames [][]byte, _ history.Position, _ error) {
+		s.joinKept(rt.room, c, s.rawHist, req, true, func(r *Room, frames [][]byte, _ history.Position, _ error) {
+			c.room = r
 			s.replay(c, s.fitReplay(frames))
 		})
 	case rt.history <= 0:
@@ -115,14 +116,9 @@ func (s *Server) replay(c *Conn, frames [][]byte) {
 	}
 }
 
-// leaveRaw takes c out of its raw room.
-func (p *rawProto) leaveRaw(c *Conn) {
-	if p.s.kept != nil && p.s.rawHist.Size > 0 {
-		p.s.leaveKept(c.room.name, c)
-		return
-	}
-	p.s.hub.Leave(c.room.name, c)
-}
+// leaveRaw takes c out of its raw room (under the store's lock when the
+// room's history comes from the cluster's stream: rawProto.onClose).
+func (p *rawProto) leaveRaw(c *Conn) { p.s.hub.Leave(c.room.name, c) }
 
 // fitReplay keeps the newest frames that fit the replay budget.
 func (s *Server) fitReplay(frames [][]byte) [][]byte {
@@ -140,12 +136,15 @@ func (p *rawProto) publishRaw(c *Conn, op ws.OpCode, payload []byte) (mustFlush 
 	s := p.s
 	switch {
 	case s.hist == nil || s.rawHist.Size <= 0:
-	case s.kept != nil:
-		if s.keeping() {
-			// Delivered here too, from the stream, in its order.
-			s.kept.nats.KeptPublish(c.room.name, c.room.joinNumber(c), byte(op), payload)
-			return false
-		}
+	case s.keeping():
+		// Delivered here too, from the stream, in its order.
+		s.kept.nats.KeptPublish(c.room.name, c.room.joinNumber(c), false, byte(op), payload)
+		return false
+	case s.away():
+		// Members here now; the other nodes and the history when NATS is
+		// back (the stream then skips it here).
+		s.kept.nats.KeptPublish(c.room.name, 0, true, byte(op), payload)
+		return c.room.publish(op, payload, c)
 	default:
 		s.hist.Append(c.room.name, s.rawHist, func(history.Position) []byte {
 			return wsframe.AppendFrame(make([]byte, 0, wsframe.HeaderLen(len(payload))+len(payload)), op, payload)
@@ -166,11 +165,15 @@ func (pr pusherRooms) PublishKept(room string, lim history.Limits, encode func(h
 	ex, _ := except.(*Conn)
 	if s.kept != nil {
 		msg := encode(history.Position{})
-		if s.keeping() {
-			if len(exceptID) > 255 {
-				exceptID = ""
+		if len(exceptID) > 255 {
+			exceptID = ""
+		}
+		if s.keeping() || s.away() {
+			away := s.away()
+			s.kept.nats.KeptPublish(room, 0, away, opPusher, []byte{byte(len(exceptID))}, []byte(exceptID), msg)
+			if away {
+				h.Publish(room, ws.OpText, msg, ex)
 			}
-			s.kept.nats.KeptPublish(room, 0, opPusher, []byte{byte(len(exceptID))}, []byte(exceptID), msg)
 			return
 		}
 		// No stream: as without history, over core NATS.
@@ -216,7 +219,10 @@ func (pr pusherRooms) SubscribeFrom(room string, pc pusher.Conn, lim history.Lim
 		h.Join(room, c)
 		var err error
 		if req.Since != nil {
-			err = history.ErrOff
+			err = history.ErrUnavailable
+			if s.kept.down.Load() {
+				err = history.ErrOff
+			}
 		}
 		answer(nil, history.Position{}, err)
 	default:

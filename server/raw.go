@@ -62,6 +62,16 @@ func (p *rawProto) allowMessage(c *Conn) bool {
 }
 
 func (p *rawProto) onClose(c *Conn) {
+	if s := p.s; s.kept != nil && s.rawHist.Size > 0 {
+		// A join waiting for the room's history may set c.room from the
+		// stream's goroutine, under the store's lock (joinKept).
+		s.hist.Do(func() { p.leaveLocked(c) })
+		return
+	}
+	p.leaveLocked(c)
+}
+
+func (p *rawProto) leaveLocked(c *Conn) {
 	if c.room != nil {
 		p.leaveRaw(c)
 		if c.cong.Load() == congListed {

@@ -54,6 +54,7 @@ const (
 	HeaderNode   = "Chatd-Node"
 	HeaderMember = "Chatd-Member"
 	HeaderMarker = "Chatd-Marker"
+	HeaderLocal  = "Chatd-Local" // the sending node delivered it to its own members already (NATS was away)
 )
 
 // HistoryConfig configures the cluster's history stream.
@@ -77,12 +78,23 @@ type HistoryHandler interface {
 	// member name a raw sender (node is this node's UniqueID when it was
 	// sent from here); marker: a position with no message. warm: sent
 	// before this node's interest began (keep it, deliver it to nobody).
-	// payload is the opcode byte and the message; valid during the call.
-	HistoryMessage(room, epoch string, seq uint64, node string, member uint64, marker bool, payload []byte, warm bool)
+	// local: its node delivered it to its own members when it was sent.
+	// stamp: when the stream stored it (unix ns). payload is the opcode
+	// byte and the message; valid during the call.
+	HistoryMessage(room, epoch string, seq uint64, stamp int64, node string, member uint64, marker, local bool, payload []byte, warm bool)
 	// HistoryReady: the room's messages up to seq are all handed over.
 	HistoryReady(room, epoch string, seq uint64)
+	// HistoryWaitingSince returns when the earliest join still waiting
+	// for the room began (unix ns; 0: none): messages stamped from a
+	// little before then are delivered live, not warm (HistoryReady comes
+	// before the first of them).
+	HistoryWaitingSince(room string) int64
 	// HistoryUp is told whether the stream can be used (JetStream there).
 	HistoryUp(up bool, reason string)
+	// HistoryStopped: this node stopped following room (Interest ended);
+	// called from Interest, synchronously, under whatever locks its caller
+	// holds. Until the next HistoryReady its cache may miss messages.
+	HistoryStopped(room string)
 }
 
 type histState struct {
@@ -98,6 +110,7 @@ type histState struct {
 	epoch  string
 	rooms  map[string]*histRoom
 	reason string // why the stream is not usable ("" when it is)
+	failed bool   // the last attempt to establish it failed
 
 	published, lost atomic.Uint64
 }
@@ -164,7 +177,7 @@ func (b *NATS) historyLoop(h *histState) {
 			reason := "history stream unavailable (the NATS server needs JetStream: nats-server -js): " + err.Error()
 			h.mu.Lock()
 			changed := h.reason != reason
-			h.reason = reason
+			h.reason, h.failed = reason, true
 			h.mu.Unlock()
 			if changed {
 				b.log.Error("cluster history unavailable: rooms are served without history until it is", "node", b.cfg.NodeID, "err", err)
@@ -184,7 +197,7 @@ func (b *NATS) establishHistory(h *histState) error {
 		Subjects:          []string{h.prefix + ">"},
 		Storage:           jetstream.FileStorage,
 		Replicas:          h.cfg.Replicas,
-		MaxMsgsPerSubject: int64(h.cfg.Size),
+		MaxMsgsPerSubject: int64(transportWindow(h.cfg.Size)),
 		MaxAge:            h.cfg.TTL,
 		MaxBytes:          h.cfg.MaxBytes,
 		Discard:           jetstream.DiscardOld,
@@ -198,7 +211,7 @@ func (b *NATS) establishHistory(h *histState) error {
 	old := h.epoch
 	h.stream, h.epoch = st, epoch
 	wasDown := h.reason != ""
-	h.reason = ""
+	h.reason, h.failed = "", false
 	h.mu.Unlock()
 	if old != "" && old != epoch {
 		b.log.Warn("the history stream was created again: a new epoch, positions of the old one are not honoured", "epoch", epoch)
@@ -212,6 +225,13 @@ func (b *NATS) establishHistory(h *histState) error {
 	return nil
 }
 
+// transportWindow is how many messages the stream keeps per room: more
+// than the history a client is given (size, the nodes' caches), because the
+// stream carries the live messages too, and a node's consumer may lag a
+// burst: a message dropped for the per-room limit before every node
+// delivered it would be lost to some.
+func transportWindow(size int) int { return max(10*size, 1000) }
+
 // HistoryUp reports whether the history stream is established, and if
 // not, why.
 func (b *NATS) HistoryUp() (bool, string) {
@@ -222,6 +242,19 @@ func (b *NATS) HistoryUp() (bool, string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.reason == "", h.reason
+}
+
+// KeptUsable reports whether history messages go through the stream now:
+// NATS is connected and the stream has not failed to be established (it
+// may be on its way: joins then wait for it).
+func (b *NATS) KeptUsable() bool {
+	h := b.getHist()
+	if h == nil || !b.nc.IsConnected() {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.failed
 }
 
 func (b *NATS) getHist() *histState {
@@ -237,7 +270,7 @@ func (h *histState) subject(room string) string {
 // KeptPublish publishes a message of a room that keeps history to the
 // stream; member is the raw sender's join number (0 for Pusher events,
 // whose payload names the socket to leave out). It does not wait.
-func (b *NATS) KeptPublish(room string, member uint64, op byte, parts ...[]byte) {
+func (b *NATS) KeptPublish(room string, member uint64, local bool, op byte, parts ...[]byte) {
 	h := b.getHist()
 	if h == nil || h.js == nil {
 		return
@@ -255,6 +288,9 @@ func (b *NATS) KeptPublish(room string, member uint64, op byte, parts ...[]byte)
 	m.Header.Set(HeaderNode, b.uid)
 	if member != 0 {
 		m.Header.Set(HeaderMember, strconv.FormatUint(member, 10))
+	}
+	if local {
+		m.Header.Set(HeaderLocal, "1")
 	}
 	if _, err := h.js.PublishMsgAsync(m, jetstream.WithStallWait(50*time.Millisecond)); err != nil {
 		h.lost.Add(1)
@@ -288,6 +324,7 @@ func (h *histState) interest(b *NATS, room string, on bool) {
 	case r.members <= 0:
 		if r.cancel != nil {
 			r.cancel()
+			h.cfg.Handler.HistoryStopped(room)
 		}
 		delete(h.rooms, room)
 	}
@@ -351,6 +388,7 @@ func (b *NATS) startFollow(ctx context.Context, h *histState, room, subj string)
 	}
 	handler := h.cfg.Handler
 	ready := false
+	var prev uint64 // the last message handed over
 	return cons.Consume(func(m jetstream.Msg) {
 		md, err := m.Metadata()
 		if err != nil {
@@ -361,13 +399,22 @@ func (b *NATS) startFollow(ctx context.Context, h *histState, room, subj string)
 			ready = true
 			handler.HistoryReady(room, epoch, last)
 		}
+		if !ready && prev != 0 {
+			// A join waiting since before this message was stored must
+			// get it live: the cache is ready up to the previous one.
+			if w := handler.HistoryWaitingSince(room); w != 0 && md.Timestamp.UnixNano() >= w-int64(time.Second) {
+				ready = true
+				handler.HistoryReady(room, epoch, prev)
+			}
+		}
+		prev = seq
 		hdr := m.Headers()
 		member, _ := strconv.ParseUint(hdr.Get(HeaderMember), 10, 64)
 		marker := hdr.Get(HeaderMarker) != ""
 		if !marker && len(m.Data()) == 0 {
 			return
 		}
-		handler.HistoryMessage(room, epoch, seq, hdr.Get(HeaderNode), member, marker, m.Data(), !ready)
+		handler.HistoryMessage(room, epoch, seq, md.Timestamp.UnixNano(), hdr.Get(HeaderNode), member, marker, hdr.Get(HeaderLocal) != "", m.Data(), !ready)
 		if !ready && seq == last {
 			ready = true
 			handler.HistoryReady(room, epoch, last)

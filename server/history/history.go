@@ -24,13 +24,16 @@ const (
 // Reasons a position cannot be honoured. Each is a sentence a client can
 // show; errors.Is tells them apart.
 var (
-	ErrEpoch   = errors.New("history: the stream's epoch changed (restarted or forgotten): messages may be missing")
-	ErrTooOld  = errors.New("history: the position is older than the oldest message kept: messages are missing")
-	ErrFuture  = errors.New("history: the position is beyond the stream's last message")
-	ErrOff     = errors.New("history: this room or channel keeps no history")
-	ErrBadPos  = errors.New("history: malformed position")
-	ErrClosed  = errors.New("history: store closed")
-	errNoBuild = errors.New("history: encode returned nothing")
+	ErrEpoch  = errors.New("history: the stream's epoch changed (restarted or forgotten): messages may be missing")
+	ErrTooOld = errors.New("history: the position is older than the oldest message kept: messages are missing")
+	ErrFuture = errors.New("history: the position is beyond the stream's last message")
+	ErrOff    = errors.New("history: this room or channel keeps no history")
+	// ErrUnavailable: history is kept, but cannot be reached right now (a
+	// cluster's stream while NATS is away).
+	ErrUnavailable = errors.New("history: unavailable right now (the cluster's stream cannot be reached)")
+	ErrBadPos      = errors.New("history: malformed position")
+	ErrClosed      = errors.New("history: store closed")
+	errNoBuild     = errors.New("history: encode returned nothing")
 )
 
 // Position names one message: its offset within the stream's epoch.
@@ -162,7 +165,17 @@ type pendingJoin struct {
 	req   Request
 	join  func(frames [][]byte, at Position, err error)
 	until int64 // a position ahead of the stream waits until then (unix ns) for it to arrive
+	// joined: when a join without a position began to wait for the
+	// stream's feed (unix ns); it is given, besides what it asked for,
+	// every message kept from joinMargin before then (see Ready).
+	joined int64
 }
+
+// joinMargin: a join that waited for its stream's feed is given the
+// messages stamped from this long before it began to wait. Which of the
+// messages published around a join "came after it" is a matter of clocks
+// across nodes; erring early means none published after it is missed.
+const joinMargin = time.Second
 
 // lagWait is how long a join from a position the stream has not reached
 // waits (Gated stores: this node's feed may lag the cluster's stream).
@@ -412,13 +425,13 @@ func (s *Store) Join(key string, lim Limits, req Request, join func(frames [][]b
 	}
 	st := s.streamLocked(key, true)
 	if s.cfg.Gated && !st.ready {
-		st.pending = append(st.pending, pendingJoin{lim, req, join, 0})
+		st.pending = append(st.pending, pendingJoin{lim: lim, req: req, join: join, joined: s.cfg.Now().UnixNano()})
 		return
 	}
-	s.joinLocked(st, lim, req, join, 0)
+	s.joinLocked(st, lim, req, join, 0, 0)
 }
 
-func (s *Store) joinLocked(st *stream, lim Limits, req Request, join func(frames [][]byte, at Position, err error), until int64) {
+func (s *Store) joinLocked(st *stream, lim Limits, req Request, join func(frames [][]byte, at Position, err error), until, joined int64) {
 	st.ttl = ttlOf(lim)
 	s.expireLocked(st, s.cfg.Now().UnixNano())
 	at := Position{Epoch: st.epoch, Offset: st.next - 1}
@@ -428,7 +441,7 @@ func (s *Store) joinLocked(st *stream, lim Limits, req Request, join func(frames
 			until = now + int64(lagWait)
 		}
 		if now < until {
-			st.pending = append(st.pending, pendingJoin{lim, req, join, until})
+			st.pending = append(st.pending, pendingJoin{lim: lim, req: req, join: join, until: until})
 			return
 		}
 	}
@@ -451,6 +464,17 @@ func (s *Store) joinLocked(st *stream, lim Limits, req Request, join func(frames
 		}
 		if n == 0 {
 			from = at.Offset
+		}
+		if joined != 0 {
+			// It waited for the feed: what was stamped from just before
+			// it began waiting came after it as far as it can tell.
+			cut := joined - int64(joinMargin)
+			for i := 0; i < st.n; i++ {
+				if e := &st.ring[(st.head+i)%len(st.ring)]; e.at >= cut && e.off <= from {
+					from = min(from, e.off-1)
+					break
+				}
+			}
 		}
 	}
 	if err != nil {
@@ -490,7 +514,7 @@ func (s *Store) Ready(key string, at Position) {
 	pending := st.pending
 	st.pending = nil
 	for _, p := range pending {
-		s.joinLocked(st, p.lim, p.req, p.join, p.until)
+		s.joinLocked(st, p.lim, p.req, p.join, p.until, p.joined)
 	}
 }
 
@@ -502,7 +526,7 @@ func (s *Store) retryPendingLocked(st *stream, expired bool) {
 	st.pending = nil
 	for _, p := range pending {
 		if !expired || now >= p.until {
-			s.joinLocked(st, p.lim, p.req, p.join, p.until)
+			s.joinLocked(st, p.lim, p.req, p.join, p.until, p.joined)
 		} else {
 			st.pending = append(st.pending, p)
 		}
@@ -526,6 +550,24 @@ func (s *Store) ReleasePending(err error) {
 			p.join(nil, Position{}, e)
 		}
 	}
+}
+
+// WaitingSince returns when the earliest join waiting for stream key's
+// feed began (unix ns; 0: none waits).
+func (s *Store) WaitingSince(key string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streamLocked(key, false)
+	if st == nil || st.ready {
+		return 0
+	}
+	var w int64
+	for _, p := range st.pending {
+		if p.joined != 0 && (w == 0 || p.joined < w) {
+			w = p.joined
+		}
+	}
+	return w
 }
 
 // UnreadyLocked says that stream key's feed stopped (its room has no
@@ -555,10 +597,11 @@ func (st *stream) honours(x, last uint64) bool {
 // Put keeps a message whose position was given elsewhere (a cluster's
 // stream: pos.Offset grows but not by one), then calls deliver with it
 // (not for a nil frame, a marker: a position kept but never replayed),
-// under the store's lock. A position not after the stream's last is
+// under the store's lock; stamp is when the stream stored it (unix ns;
+// zero: now), from which its age counts. A position not after the stream's last is
 // dropped (a duplicate); another epoch starts the stream over. It reports
 // whether the message was kept.
-func (s *Store) Put(key string, lim Limits, pos Position, frame []byte, deliver func(frame []byte)) bool {
+func (s *Store) Put(key string, lim Limits, pos Position, stamp int64, frame []byte, deliver func(frame []byte)) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if lim.Size <= 0 || s.closed {
@@ -575,10 +618,12 @@ func (s *Store) Put(key string, lim Limits, pos Position, frame []byte, deliver 
 		return false
 	}
 	st.next = pos.Offset + 1
-	now := s.cfg.Now().UnixNano()
 	st.ttl = ttlOf(lim)
-	s.expireLocked(st, now)
-	s.pushLocked(st, lim, entry{frame: frame, at: now, off: pos.Offset})
+	s.expireLocked(st, s.cfg.Now().UnixNano())
+	if stamp == 0 {
+		stamp = s.cfg.Now().UnixNano()
+	}
+	s.pushLocked(st, lim, entry{frame: frame, at: stamp, off: pos.Offset})
 	if frame != nil {
 		deliver(frame)
 	}

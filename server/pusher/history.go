@@ -173,6 +173,8 @@ func recoveryFailed(channel string, at history.Position, err error) []byte {
 		code = "future"
 	case errors.Is(err, history.ErrOff):
 		code = "history_off"
+	case errors.Is(err, history.ErrUnavailable):
+		code = "unavailable"
 	case errors.Is(err, ErrReplayTooLarge):
 		code = "too_large"
 	}
