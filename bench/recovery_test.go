@@ -1,0 +1,133 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestValidateRecovery(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"instances", Config{Scenario: "recovery", Server: "x {addr}", Instances: 2}, "out of its scope"},
+		{"nats", Config{Scenario: "recovery", Server: "x {addr} {nats}", NATS: "/bin/true"}, "out of its scope"},
+		{"procs", Config{Scenario: "recovery", Server: "x {addr}", Procs: 2}, "own process"},
+		{"raw", Config{Scenario: "recovery", Server: "x {addr}", Protocol: "raw"}, "Pusher Channels only"},
+		{"down", Config{Scenario: "recovery", Server: "x {addr}", CutEvery: 100e6, CutDown: 100e6}, "must be shorter"},
+		{"rate", Config{Scenario: "recovery", Server: "x {addr}", Rate: -1}, "-rate"},
+		{"not recovery", Config{Scenario: "broadcast", Server: "x {addr}", CutEvery: 1e9}, "for the recovery scenario"},
+	} {
+		err := c.cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error with %q", c.name, err, c.want)
+		}
+	}
+	c := Config{Scenario: "recovery", Server: "x {addr}"}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Protocol != ProtocolPusher || c.Conns != 100 || c.Senders != 1 || c.Messages != 1000 || c.Rate != 100 ||
+		c.CutEvery != defaultCutEvery || c.CutDown != defaultCutDown || c.Procs != 1 || c.AppKey != DefaultPusherAppKey {
+		t.Errorf("recovery defaults %+v", c)
+	}
+}
+
+func TestParsePosition(t *testing.T) {
+	for _, c := range []struct {
+		in    string
+		epoch string
+		off   uint64
+		ok    bool
+	}{
+		{"a1b2-3:17", "a1b2-3", 17, true},
+		{"e:0", "e", 0, true},
+		{"x:y:5", "x:y", 5, true},
+		{":5", "", 0, false},
+		{"e:", "", 0, false},
+		{"e:-1", "", 0, false},
+		{"", "", 0, false},
+	} {
+		ep, off, ok := parsePosition(c.in)
+		if ep != c.epoch || off != c.off || ok != c.ok {
+			t.Errorf("parsePosition(%q) = %q %d %v, want %q %d %v", c.in, ep, off, ok, c.epoch, c.off, c.ok)
+		}
+	}
+}
+
+// TestE2ERecovery runs the recovery scenario against chatd started by
+// chatbench: with chatd's default history every member ends with every
+// event once and in order, however often it was cut; with history off,
+// or too short for what a cut misses, the run says what was lost.
+func TestE2ERecovery(t *testing.T) {
+	chatd := servers(t)["chatd"]
+	// 20 members, 300 events at 150/s (2s), each member cut every 400ms
+	// and away 80ms: about 12 events missed live per cut.
+	args := []string{"recovery", "-conns", "20", "-messages", "300", "-rate", "150", "-cut-every", "400ms", "-cut-down", "80ms"}
+
+	rep, table := runBench(t, append(args, "-server", chatd)...)
+	x := rep.Runs[0].Recovery
+	if x == nil {
+		t.Fatalf("no recovery result:\n%s", table)
+	}
+	if x.Published != 300 || x.SendErrors != 0 || x.Members != 20 || len(x.PerMember) != 20 {
+		t.Errorf("published %d (errors %d: %s), members %d, per member %d", x.Published, x.SendErrors, x.FirstSendError, x.Members, len(x.PerMember))
+	}
+	// Each member is cut about 2s/400ms = 5 times; allow for cuts skipped
+	// while a member was still away or catching up.
+	if x.Cuts < 40 || x.Reconnects < x.Cuts || x.Replayed == 0 {
+		t.Errorf("cuts %d, reconnects %d, replayed %d: the members were not cut and recovered as scheduled", x.Cuts, x.Reconnects, x.Replayed)
+	}
+	if x.Missed != 0 || x.Duplicates != 0 || x.OutOfOrder != 0 || x.Corrupt != 0 || x.PositionBreaks != 0 || x.Stray != 0 ||
+		x.RecoveryFailed != 0 || x.NoPosition != 0 || x.Received != 300*20 {
+		t.Errorf("against chatd: received %d, missed %d, duplicated %d, out of order %d, corrupt %d, position breaks %d, stray %d, recovery failed %d (%v), without position %d\n%s",
+			x.Received, x.Missed, x.Duplicates, x.OutOfOrder, x.Corrupt, x.PositionBreaks, x.Stray, x.RecoveryFailed, x.FailedCodes, x.NoPosition, table)
+	}
+	for _, m := range x.PerMember {
+		if m.Received != 300 || m.Missed != 0 || m.LastPosition == "" {
+			t.Errorf("member %+v", m)
+		}
+	}
+	if x.CleanMembers != 20 {
+		t.Errorf("%d of 20 members ended clean", x.CleanMembers)
+	}
+	if x.CatchUp.Count != uint64(x.Cuts) || x.CatchUp.P50 <= 0 || x.CatchUp.P99 < x.CatchUp.P50 {
+		t.Errorf("catch-up %+v after %d cuts: every reconnect after a cut must catch up once", x.CatchUp, x.Cuts)
+	}
+	for _, row := range []string{"missed", "duplicated", "out of order", "catch-up p99 (ms)", "chatd:recovery_failed"} {
+		if !strings.Contains(table, row) {
+			t.Errorf("table lacks %q:\n%s", row, table)
+		}
+	}
+
+	// History off: no positions, so nothing to resume from; the misses
+	// are counted, not hidden.
+	rep, table = runBench(t, append(args, "-server", chatd+" -history-size 0")...)
+	x = rep.Runs[0].Recovery
+	if x.Missed == 0 || x.NoPosition == 0 || x.Cuts == 0 || !strings.Contains(table, "without chatd_position") {
+		t.Errorf("history off: missed %d, events without position %d, cuts %d\n%s", x.Missed, x.NoPosition, x.Cuts, table)
+	}
+
+	// Five events kept, about 20 missed per cut (200/s, away 100ms):
+	// chatd answers chatd:recovery_failed (too_old), the member goes on
+	// from the channel's position, and what it lost is counted as missed.
+	short := []string{"recovery", "-conns", "10", "-messages", "400", "-rate", "200", "-cut-every", "500ms", "-cut-down", "100ms"}
+	rep, table = runBench(t, append(short, "-server", chatd+" -history-size 5")...)
+	x = rep.Runs[0].Recovery
+	if x.RecoveryFailed == 0 || x.FailedCodes["too_old"] == 0 || x.Missed == 0 {
+		t.Errorf("history of 5: recovery failed %d (%v), missed %d\n%s", x.RecoveryFailed, x.FailedCodes, x.Missed, table)
+	}
+	if x.Duplicates != 0 || x.OutOfOrder != 0 || x.PositionBreaks != 0 || x.Corrupt != 0 {
+		t.Errorf("history of 5: duplicated %d, out of order %d, position breaks %d, corrupt %d", x.Duplicates, x.OutOfOrder, x.PositionBreaks, x.Corrupt)
+	}
+	if !strings.Contains(table, "too_old") {
+		t.Errorf("table does not say why recovery failed:\n%s", table)
+	}
+
+	// A wrong secret fails the run with the server's answer.
+	_, _, err := runChatbench(t, "recovery", "-conns", "2", "-messages", "10", "-app-secret", "wrong", "-server", chatd)
+	if err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("wrong secret: %v", err)
+	}
+}
