@@ -131,3 +131,58 @@ func TestE2ERecovery(t *testing.T) {
 		t.Errorf("wrong secret: %v", err)
 	}
 }
+
+func TestFastEvent(t *testing.T) {
+	prefix := pusherFast("bench")
+	for _, c := range []struct {
+		in        string
+		data, pos string
+		ok        bool
+	}{
+		{`{"event":"msg","channel":"bench","data":"abc","chatd_position":"e-1:42"}`, "abc", "e-1:42", true},
+		{`{"event":"msg","channel":"bench","data":"abc"}`, "abc", "", true},
+		{`{"event":"msg","channel":"bench","data":"a\"bc"}`, "", "", false},
+		{`{"event":"msg","channel":"other","data":"abc"}`, "", "", false},
+		{`{"event":"msg","channel":"bench","data":"abc","user_id":"u"}`, "", "", false},
+		{`{"event":"msg","channel":"bench","data":"abc","chatd_position":"e:1"`, "", "", false},
+	} {
+		data, pos, ok := fastEvent(prefix, []byte(c.in))
+		if string(data) != c.data || string(pos) != c.pos || ok != c.ok {
+			t.Errorf("fastEvent(%s) = %q %q %v, want %q %q %v", c.in, data, pos, ok, c.data, c.pos, c.ok)
+		}
+	}
+	for _, c := range []struct {
+		in    string
+		epoch string
+		off   uint64
+		ok    bool
+	}{
+		{"a1b2-3:17", "a1b2-3", 17, true},
+		{"e:", "", 0, false},
+		{":1", "", 0, false},
+		{"e:1x", "", 0, false},
+		{"e:123456789012345678901", "", 0, false},
+	} {
+		ep, off, ok := parsePositionBytes([]byte(c.in))
+		if string(ep) != c.epoch || off != c.off || ok != c.ok {
+			t.Errorf("parsePositionBytes(%q) = %q %d %v", c.in, ep, off, ok)
+		}
+	}
+	// A member's accounting of an event allocates nothing.
+	rc := &recoveryRun{cfg: &Config{Senders: 1}, messages: 100, tag: 3, prefix: prefix}
+	m := newRecoveryMember(0, rc)
+	payload := make([]byte, 64)
+	EncodePayload(payload, Payload{Phase: 3, Seq: 1})
+	msg := []byte(`{"event":"msg","channel":"bench","data":"` + string(payload) + `","chatd_position":"e:7"}`)
+	m.havePos, m.epoch, m.offset = true, "e", 6
+	if n := testing.AllocsPerRun(100, func() {
+		data, pos, _ := fastEvent(prefix, msg)
+		m.event(data, pos)
+		m.offset = 6
+	}); n != 0 {
+		t.Errorf("an event costs %.1f allocations", n)
+	}
+	if m.distinct.Load() != 1 || m.dups == 0 || m.posBreaks != 0 || m.corrupt != 0 {
+		t.Errorf("distinct %d, duplicates %d, position breaks %d, corrupt %d", m.distinct.Load(), m.dups, m.posBreaks, m.corrupt)
+	}
+}
