@@ -76,8 +76,9 @@ type RecoveryResult struct {
 	Reconnects     int64          `json:"reconnects"` // subscribed again after a cut or a server close
 	ConnectFails   int64          `json:"reconnect_failures"`
 	FirstConnErr   string         `json:"first_reconnect_error,omitempty"`
-	ServerClosed   int64          `json:"server_closed"` // disconnects chatbench did not cause
-	Replayed       int64          `json:"events_replayed"`
+	ServerClosed   int64          `json:"server_closed"`       // disconnects chatbench did not cause
+	Replayed       int64          `json:"events_replayed"`     // received between subscription_succeeded and caught up
+	ReplayMax      int64          `json:"events_replayed_max"` // the most one reconnect was replayed
 	Received       int64          `json:"events_received"`
 	Missed         int64          `json:"missed"`
 	Duplicates     int64          `json:"duplicates"`
@@ -175,6 +176,7 @@ type recoveryMember struct {
 	reconnects       int64
 	serverClosed     int64
 	replayed         int64
+	replayMax        int64
 	failed           map[string]int
 	afterFailure     bool // the next event may start a new epoch
 }
@@ -397,6 +399,8 @@ func (m *recoveryMember) read(c *Conn, at string, start time.Time, first bool) {
 			m.firstDone()
 		}
 	}
+	replayed := int64(0) // events received on c before it caught up
+	defer func() { m.replayMax = max(m.replayMax, replayed) }()
 	caughtUp := func() {
 		if !first {
 			m.rc.catchUp.Record(m.id, time.Since(start).Nanoseconds())
@@ -419,6 +423,7 @@ func (m *recoveryMember) read(c *Conn, at string, start time.Time, first bool) {
 			m.event(data, pos)
 			if catching {
 				m.replayed++
+				replayed++
 				if reached() {
 					caughtUp()
 				}
@@ -442,6 +447,7 @@ func (m *recoveryMember) read(c *Conn, at string, start time.Time, first bool) {
 			m.event(data, []byte(e.Position))
 			if catching {
 				m.replayed++
+				replayed++
 				if reached() {
 					caughtUp()
 				}
@@ -763,6 +769,7 @@ cutting:
 		res.Corrupt += a.Corrupt
 		res.PositionBreaks += a.PositionBreaks
 		res.Replayed += a.Replayed
+		res.ReplayMax = max(res.ReplayMax, m.replayMax)
 		res.Stray += m.stray
 		res.NoPosition += m.noPos
 		res.ServerClosed += m.serverClosed

@@ -186,3 +186,21 @@ func TestFastEvent(t *testing.T) {
 		t.Errorf("distinct %d, duplicates %d, position breaks %d, corrupt %d", m.distinct.Load(), m.dups, m.posBreaks, m.corrupt)
 	}
 }
+
+// TestE2ERecoveryLargeReplay: a member away long enough to miss more
+// events than one writev takes (poller.MaxIovecs, 64), but fewer than the
+// history keeps (100), must still get every one of them, and the live
+// events after them.
+func TestE2ERecoveryLargeReplay(t *testing.T) {
+	chatd := servers(t)["chatd"]
+	// 150 events/s, away 500ms: about 75 missed per cut.
+	rep, table := runBench(t, "recovery", "-conns", "5", "-messages", "450", "-rate", "150", "-cut-every", "1200ms", "-cut-down", "500ms", "-server", chatd)
+	x := rep.Runs[0].Recovery
+	if x.Cuts < 5 || x.ReplayMax <= 64 {
+		t.Errorf("cuts %d, at most %d events replayed at one reconnect, want more than 64 (about 75 are missed per cut)\n%s", x.Cuts, x.ReplayMax, table)
+	}
+	if x.Missed != 0 || x.Duplicates != 0 || x.OutOfOrder != 0 || x.RecoveryFailed != 0 || x.CleanMembers != 5 {
+		t.Errorf("replays over 64 events: missed %d, duplicated %d, out of order %d, recovery failed %d (%v), %d of 5 members clean\n%s",
+			x.Missed, x.Duplicates, x.OutOfOrder, x.RecoveryFailed, x.FailedCodes, x.CleanMembers, table)
+	}
+}

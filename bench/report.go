@@ -305,6 +305,7 @@ func (run *RunResult) metrics() []Metric {
 		add("cuts", "", float64(x.Cuts))
 		add("reconnects", "", float64(x.Reconnects))
 		add("events replayed", "", float64(x.Replayed))
+		add("most replayed at one reconnect", "", float64(x.ReplayMax))
 		add("events received", "", float64(x.Received))
 		add("missed", "", float64(x.Missed))
 		add("duplicated", "", float64(x.Duplicates))
