@@ -12,7 +12,7 @@ import (
 )
 
 // Scenarios chatbench knows.
-var Scenarios = []string{"density", "broadcast", "churn", "slowloris", "slowconsumer", "soak"}
+var Scenarios = []string{"density", "broadcast", "churn", "slowloris", "slowconsumer", "soak", "recovery"}
 
 // Config is one chatbench invocation. The zero value of every field means
 // the documented default, filled in by Validate (some defaults depend on
@@ -90,6 +90,11 @@ type Config struct {
 	// cycles start per second (zero means 20).
 	Round     time.Duration `json:"round"`
 	ChurnRate float64       `json:"churn_rate"`
+	// Recovery: each member is cut (its socket reset) once every CutEvery
+	// (zero means 2s; the members' cuts are spread evenly over it) and
+	// stays away CutDown (zero means 250ms) before it reconnects.
+	CutEvery time.Duration `json:"cut_every,omitempty"`
+	CutDown  time.Duration `json:"cut_down,omitempty"`
 
 	// Protocol is raw (the /chat/{room} protocol) or pusher (Pusher
 	// Channels: members subscribe at /app/{key}, senders publish through
@@ -229,10 +234,20 @@ func (c *Config) Validate() error {
 		if c.ChurnClose == "" {
 			c.ChurnClose = CloseMixed
 		}
+	case "recovery":
+		def(&c.Conns, 100)
+		def(&c.Senders, 1)
+		def(&c.Messages, 1000)
+		if c.Rate == 0 {
+			c.Rate = 100
+		}
 	}
 	def(&c.Size, 128)
 	if c.Size < PayloadHeaderSize {
 		return fmt.Errorf("chatbench: -size %d is below the %d-byte payload header", c.Size, PayloadHeaderSize)
+	}
+	if err := c.validateRecovery(); err != nil {
+		return err
 	}
 	if err := c.validateNATS(); err != nil {
 		return err
@@ -331,6 +346,39 @@ func (c *Config) validateNATS() error {
 	return nil
 }
 
+// validateRecovery checks the recovery scenario's own flags.
+func (c *Config) validateRecovery() error {
+	if c.Scenario != "recovery" {
+		if c.CutEvery != 0 || c.CutDown != 0 {
+			return fmt.Errorf("chatbench: -cut-every and -cut-down are for the recovery scenario, not %s", c.Scenario)
+		}
+		return nil
+	}
+	if c.Instances > 1 || c.NATS != "" {
+		return errors.New("chatbench: recovery runs against one server: node kills over -instances and -nats are out of its scope, since chatd keeps no history in a cluster yet")
+	}
+	if c.Procs > 1 {
+		return errors.New("chatbench: recovery runs its members in chatbench's own process (-procs 1)")
+	}
+	c.Procs = 1
+	if c.CutEvery == 0 {
+		c.CutEvery = defaultCutEvery
+	}
+	if c.CutDown == 0 {
+		c.CutDown = defaultCutDown
+	}
+	if c.CutEvery < 0 || c.CutDown < 0 {
+		return errors.New("chatbench: -cut-every and -cut-down must be positive")
+	}
+	if c.CutDown >= c.CutEvery {
+		return fmt.Errorf("chatbench: -cut-down %v must be shorter than -cut-every %v: a member is cut again only once it is back and caught up", c.CutDown, c.CutEvery)
+	}
+	if c.Rate <= 0 {
+		return errors.New("chatbench: recovery publishes on a schedule: -rate must be above 0 (its default is 100 events/s)")
+	}
+	return nil
+}
+
 // validateSoak checks the soak's own flags.
 func (c *Config) validateSoak() error {
 	if c.Scenario != "soak" {
@@ -424,6 +472,12 @@ func (c *Config) validateInstances() error {
 
 // validateProtocol checks -protocol and the Pusher flags.
 func (c *Config) validateProtocol() error {
+	if c.Scenario == "recovery" {
+		if c.Protocol != "" && c.Protocol != ProtocolPusher {
+			return fmt.Errorf("chatbench: -protocol %q: recovery runs over Pusher Channels only (positions and chatd_since)", c.Protocol)
+		}
+		c.Protocol = ProtocolPusher
+	}
 	if c.Protocol == "" {
 		c.Protocol = ProtocolRaw
 	}
@@ -459,8 +513,8 @@ func (c *Config) validateProtocol() error {
 	if !pusher {
 		return nil
 	}
-	if c.Scenario != "broadcast" {
-		return fmt.Errorf("chatbench: -protocol pusher is for the broadcast scenario, not %s", c.Scenario)
+	if c.Scenario != "broadcast" && c.Scenario != "recovery" {
+		return fmt.Errorf("chatbench: -protocol pusher is for the broadcast and recovery scenarios, not %s", c.Scenario)
 	}
 	if c.Binary {
 		return errors.New("chatbench: -binary does not apply to -protocol pusher: Pusher events are JSON text")

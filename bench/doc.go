@@ -1,12 +1,14 @@
 // Package bench is chatbench, the load generator for chatd, and the
 // library behind cmd/chatbench: scenarios (density, broadcast, churn,
-// slowloris, slowconsumer, soak) over the raw /chat/{room} WebSocket protocol,
+// slowloris, slowconsumer, soak, recovery) over the raw /chat/{room} WebSocket protocol,
 // run against a server under test and, side by side, against the servers
 // users would otherwise run (bench/baseline is the reference one). The
 // broadcast scenario also runs over Pusher Channels (-protocol pusher,
 // pusher.go): members subscribe at /app/{key}?protocol=7, senders publish
 // through the signed HTTP API; -protocol raw,pusher runs both on one
-// server and prints pusher/raw.
+// server and prints pusher/raw. The recovery scenario (recovery.go) runs
+// Pusher members in this process that are cut on a schedule and resume
+// with chatd_since, and counts what each missed, got twice or out of order.
 //
 // Usage:
 //

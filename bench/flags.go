@@ -12,7 +12,7 @@ import (
 // Usage is the synopsis printed by -h.
 const Usage = `chatbench SCENARIO [flags]
 
-Scenarios: density, broadcast, churn, slowloris, slowconsumer, soak (see bench/README.md).
+Scenarios: density, broadcast, churn, slowloris, slowconsumer, soak, recovery (see bench/README.md).
 
 Server under test: -url ws://127.0.0.1:PORT [-pid PID] [-metrics-addr HOST:PORT],
 or -server 'CMD {addr}' (started on a free loopback port per run; {admin}, if
@@ -34,6 +34,17 @@ the nats-server counts among the server's processes.
 and senders publish through the signed HTTP API; -protocol raw,pusher runs both
 against the same -server command or -url (A raw, B pusher) and prints pusher/raw.
 
+recovery (chatd history, issue 17): -conns members of one Pusher channel
+(-app-key, -channel) while -senders publishers send -messages numbered events
+each at -rate events/s in all through the signed HTTP API; each member's socket
+is reset once every -cut-every (the members' cuts spread evenly), it stays away
+-cut-down, reconnects and resubscribes with chatd_since set to the last
+chatd_position it saw. Reports per member what was missed, duplicated or out of
+order (all 0 for chatd), chatd:recovery_failed by code, and the time from
+reconnect to caught up (p50/p99). One server, members in chatbench's own
+process: node kills (-instances, -nats) are out of scope, chatd keeps no
+history in a cluster yet.
+
 soak runs churn, a checked broadcast, slow consumers and hostile clients all at
 once for -duration (default 10m) against one server and compares the server's
 RSS, fds, sockets and threads before and after: PASS or FAIL (exit status 1).
@@ -44,6 +55,7 @@ Examples:
   chatbench broadcast -conns 1000 -senders 10 -messages 1000 -size 128 -url ws://127.0.0.1:8080
   chatbench broadcast -conns 9000 -senders 10 -messages 200 -protocol raw,pusher -repeat 3 -server './chatd -addr {addr} -admin-addr {admin} -log-level error'
   chatbench broadcast -conns 45000 -senders 10 -size 64 -instances 3 -nats ./nats-server -procs 3 -server './chatd -addr {addr} -admin-addr {admin} -log-level error -nats {nats}'
+  chatbench recovery -conns 200 -messages 3000 -rate 100 -cut-every 2s -cut-down 250ms -server './chatd -addr {addr} -admin-addr {admin} -log-level error'
   chatbench soak -duration 10m -server './chatd -addr {addr} -admin-addr {admin} -log-level error' -json soak.json
 `
 
@@ -93,6 +105,8 @@ func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.SlowRcvBuf, "slow-rcvbuf", 0, "slowconsumer, soak: SO_RCVBUF of the slow members (0: 4096)")
 	fs.DurationVar(&cfg.ProbeWait, "probe-wait", 0, "slowconsumer, soak: read the slow members this long afterwards (0: 3s)")
 	fs.DurationVar(&cfg.Round, "round", 0, "soak: slow consumers and hostile clients are replaced this often; the warm-up is one round (0: 15s)")
+	fs.DurationVar(&cfg.CutEvery, "cut-every", 0, "recovery: cut each member (reset its socket) once this often, the members' cuts spread evenly over it (0: 2s)")
+	fs.DurationVar(&cfg.CutDown, "cut-down", 0, "recovery: a cut member stays away this long before it reconnects with chatd_since (0: 250ms)")
 	fs.Float64Var(&cfg.ChurnRate, "churn-rate", 0, "soak: churn cycles (two clients connect, exchange a message, leave) started per second (0: 20)")
 	fs.StringVar(&cfg.Protocol, "protocol", "", "broadcast: raw (/chat/{room}) or pusher (subscribe at /app/{key}, publish through the HTTP API); raw,pusher runs both, A and B, and prints pusher/raw (0: raw)")
 	fs.StringVar(&cfg.AppID, "app-id", "", "pusher: app_id of the HTTP API (0: chatd)")

@@ -115,6 +115,7 @@ type RunResult struct {
 	Slowloris           *SlowlorisResult    `json:"slowloris,omitempty"`
 	SlowConsumer        *SlowConsumerResult `json:"slowconsumer,omitempty"`
 	Soak                *SoakResult         `json:"soak,omitempty"`
+	Recovery            *RecoveryResult     `json:"recovery,omitempty"`
 	Metrics             []Metric            `json:"metrics"`
 	Notes               []string            `json:"notes,omitempty"`
 	Error               string              `json:"error,omitempty"`
@@ -297,6 +298,29 @@ func (run *RunResult) metrics() []Metric {
 		srv("with-slow server CPU per delivery", "µs", s.Loaded.CPUPerDelivery)
 	case run.Soak != nil:
 		ms = append(ms, run.Soak.metrics()...)
+	case run.Recovery != nil:
+		x := run.Recovery
+		add("members", "", float64(x.Members))
+		add("events published", "", float64(x.Published))
+		add("cuts", "", float64(x.Cuts))
+		add("reconnects", "", float64(x.Reconnects))
+		add("events replayed", "", float64(x.Replayed))
+		add("most replayed at one reconnect", "", float64(x.ReplayMax))
+		add("events received", "", float64(x.Received))
+		add("missed", "", float64(x.Missed))
+		add("duplicated", "", float64(x.Duplicates))
+		add("out of order", "", float64(x.OutOfOrder))
+		add("corrupt", "", float64(x.Corrupt))
+		add("position breaks", "", float64(x.PositionBreaks))
+		add("members with every event once, in order", "", float64(x.CleanMembers))
+		add("chatd:recovery_failed", "", float64(x.RecoveryFailed))
+		add("catch-up p50", "ms", x.CatchUp.P50)
+		add("catch-up p99", "ms", x.CatchUp.P99)
+		add("catch-up max", "ms", x.CatchUp.Max)
+		add("publish errors", "", float64(x.SendErrors))
+		add("failed reconnects", "", float64(x.ConnectFails))
+		srv("server CPU", "s", x.ServerCPU)
+		srv("server RSS peak", "MiB", float64(x.RSSPeak)/mib)
 	}
 	add("client CPU", "s", run.ClientCPU)
 	return ms
@@ -371,6 +395,9 @@ func (r *Report) describe() string {
 		case "slowconsumer":
 			what += fmt.Sprintf("; %d slow consumers (SO_RCVBUF %d)", c.Slow, c.SlowRcvBuf)
 		}
+	case "recovery":
+		what = fmt.Sprintf("%d members of Pusher channel %s (app %s), %d publisher(s) x %d events of %d B at %.0f events/s in all (POST /apps/%s/events); each member reset once every %v (spread evenly), away %v, then resubscribed with chatd_since",
+			c.Conns, c.Channel, c.AppID, c.Senders, c.Messages, c.Size, c.Rate, c.AppID, c.CutEvery, c.CutDown)
 	case "soak":
 		h := c.soakHostile()
 		never, readers := c.soakSlow()
@@ -578,6 +605,8 @@ func (run *RunResult) details() []string {
 			s.Established, s.Slow, formatCounts(s.Fates.Fates), s.Stalled, s.Fates.Backlogged, s.Fates.Bytes/kib, s.Fates.MaxBytes/kib, s.OfferedEach/kib))
 		phase("clean", s.Clean)
 		phase("with slow consumers", s.Loaded)
+	case run.Recovery != nil:
+		out = append(out, run.Recovery.details()...)
 	case run.Soak != nil:
 		out = append(out, run.Soak.details()...)
 		phase("honest room", run.Soak.Honest)

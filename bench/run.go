@@ -176,6 +176,8 @@ func (r *runner) runOnce(ctx context.Context, t *target, repeat int) (*RunResult
 		run.SlowConsumer, err = r.slowconsumer(ctx)
 	case "soak":
 		run.Soak, err = r.soak(ctx)
+	case "recovery":
+		run.Recovery, err = r.recovery(ctx)
 	}
 	run.ClientCPU = (r.fl.clientCPU() - cpu0).Seconds()
 	run.Seconds = time.Since(run.Started).Seconds()

@@ -136,7 +136,7 @@ func TestSoakConfig(t *testing.T) {
 		{"attackers", Config{Attackers: 4}, "at least 5 hostile clients"},
 		{"slow", Config{Slow: 1}, "at least 2 slow consumers"},
 		{"churn close", Config{ChurnClose: "rst"}, "one of ws, abort, fin, mixed"},
-		{"pusher", Config{Protocol: "pusher"}, "for the broadcast scenario"},
+		{"pusher", Config{Protocol: "pusher"}, "for the broadcast and recovery scenarios"},
 		{"instances", Config{Instances: 2}, "only the density scenario"},
 	} {
 		cfg := c.cfg

@@ -237,11 +237,17 @@ var frameBytes = int64(wsframe.HeaderLen(broadcastPayload) + broadcastPayload)
 // failed setup can still be stopped).
 func (fx *broadcastFixture) start(tb testing.TB, members int) {
 	tb.Helper()
+	fx.startConfig(tb, members, Config{})
+}
+
+// startConfig is start with a server configured by cfg (its ping and idle
+// timeouts are set here).
+func (fx *broadcastFixture) startConfig(tb testing.TB, members int, cfg Config) {
+	tb.Helper()
 	fx.members = members
 	ltb := lastingTB{TB: tb, cleanups: &fx.cleanups}
-	fx.srv = newTestServer(ltb, Config{
-		PingInterval: time.Hour, IdleTimeout: 2 * time.Hour, // no pings in the byte counts
-	})
+	cfg.PingInterval, cfg.IdleTimeout = time.Hour, 2*time.Hour // no pings in the byte counts
+	fx.srv = newTestServer(ltb, cfg)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSinkProcess$", "-test.count=1", "-test.timeout=0")
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|/chat/%s|%d", sinkEnv, fx.srv.Addr(), broadcastRoom, members))
 	k := &sinkProc{cmd: cmd, lines: make(chan string, 16)}
