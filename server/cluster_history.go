@@ -51,7 +51,9 @@ func (s *Server) keeping() bool {
 // away reports whether this node keeps history through the stream but
 // cannot reach it right now (NATS is away): its members are served at
 // once, and what they send is published for the stream when NATS is back.
-func (s *Server) away() bool { return s.kept != nil && !s.kept.down.Load() && !s.kept.nats.KeptUsable() }
+func (s *Server) away() bool {
+	return s.kept != nil && !s.kept.down.Load() && !s.kept.nats.KeptUsable()
+}
 
 // keptLimits returns room's history limits (Size 0: it keeps none).
 func (s *Server) keptLimits(room string) history.Limits {
