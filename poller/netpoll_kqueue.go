@@ -26,8 +26,9 @@ import (
 // wake-up that Linux does with an eventfd.
 type netpollKqueue struct {
 	kq   *netpoll.Kqueue
-	wake [2]int // pipe: close writes to wake[1]
-	done chan struct{}
+	wake [2]int        // pipe: close writes to wake[1]
+	done chan struct{} // closed once the wait loop ends (stopped)
+	stop sync.Once
 
 	// mu guards closed; every call into kq is made under it, so none
 	// runs on a kqueue fd that the wait loop has closed (its number may
@@ -49,17 +50,23 @@ func newNetpoll(onError func(error)) (engine, error) {
 			return nil, err
 		}
 	}
-	kq, err := netpoll.KqueueCreate(&netpoll.KqueueConfig{OnWaitError: onError})
+	e := &netpollKqueue{wake: p, done: make(chan struct{})}
+	// The wait loop also ends after a kevent error it cannot retry
+	// (reported through OnWaitError): close must not wait for it then.
+	kq, err := netpoll.KqueueCreate(&netpoll.KqueueConfig{OnWaitError: func(err error) {
+		onError(err)
+		e.stopped()
+	}})
 	if err != nil {
 		unix.Close(p[0])
 		unix.Close(p[1])
 		return nil, err
 	}
-	e := &netpollKqueue{kq: kq, wake: p, done: make(chan struct{})}
+	e.kq = kq
 	var evs netpoll.Kevents
 	evs[0] = netpoll.Kevent{Filter: netpoll.EVFILT_READ, Flags: netpoll.EV_ADD}
 	if err := kq.Add(p[0], evs, 1, func(netpoll.Kevent) {
-		close(e.done)
+		e.stopped()
 		runtime.Goexit()
 	}); err != nil {
 		// The wait loop cannot be stopped without the pipe: it is left
@@ -70,6 +77,8 @@ func newNetpoll(onError func(error)) (engine, error) {
 	}
 	return e, nil
 }
+
+func (e *netpollKqueue) stopped() { e.stop.Do(func() { close(e.done) }) }
 
 // kevents builds the change list for a connection (read and write) or a
 // listener (read only) with flags.
