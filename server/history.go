@@ -4,7 +4,9 @@ import (
 	"errors"
 	"net/url"
 	"strconv"
+	"time"
 
+	"chatd/server/broker"
 	"chatd/server/history"
 	"chatd/server/pusher"
 	"chatd/server/wsframe"
@@ -159,7 +161,7 @@ func (p *rawProto) publishRaw(c *Conn, op ws.OpCode, payload []byte) (mustFlush 
 
 // The pusher.HistoryRooms side of pusherRooms.
 
-func (pr pusherRooms) PublishKept(room string, lim history.Limits, encode func(history.Position) []byte, except pusher.Conn, exceptID string) {
+func (pr pusherRooms) PublishKept(room string, lim history.Limits, encode func(history.Position) []byte, except pusher.Conn, exceptID string) (stored func() error) {
 	h := pr.h
 	s := h.s
 	ex, _ := except.(*Conn)
@@ -170,16 +172,17 @@ func (pr pusherRooms) PublishKept(room string, lim history.Limits, encode func(h
 		}
 		if s.keeping() || s.away() {
 			away := s.away()
-			s.kept.nats.KeptPublish(room, 0, away, opPusher, []byte{byte(len(exceptID))}, []byte(exceptID), msg)
+			f := s.kept.nats.KeptPublish(room, 0, away, opPusher, []byte{byte(len(exceptID))}, []byte(exceptID), msg)
 			if away {
 				h.Publish(room, ws.OpText, msg, ex)
+				return nil
 			}
-			return
+			return func() error { return broker.WaitStored(f, storeWait) }
 		}
 		// No stream: as without history, over core NATS.
 		h.Publish(room, ws.OpText, msg, ex)
 		pusherCluster{s.kept.nats}.Publish(room, msg, exceptID)
-		return
+		return nil
 	}
 	s.hist.Append(room, lim, func(pos history.Position) []byte {
 		msg := encode(pos)
@@ -189,7 +192,12 @@ func (pr pusherRooms) PublishKept(room string, lim history.Limits, encode func(h
 			r.flushLater()
 		}
 	})
+	return nil
 }
+
+// storeWait bounds how long an HTTP API event waits for the cluster's
+// history stream to store it.
+const storeWait = 5 * time.Second
 
 func (pr pusherRooms) SubscribeFrom(room string, pc pusher.Conn, lim history.Limits, req history.Request, first func(history.Position, error) [][]byte) {
 	h := pr.h

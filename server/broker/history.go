@@ -269,11 +269,13 @@ func (h *histState) subject(room string) string {
 
 // KeptPublish publishes a message of a room that keeps history to the
 // stream; member is the raw sender's join number (0 for Pusher events,
-// whose payload names the socket to leave out). It does not wait.
-func (b *NATS) KeptPublish(room string, member uint64, local bool, op byte, parts ...[]byte) {
+// whose payload names the socket to leave out). It does not wait; the
+// returned future (nil if the message could not even be sent) says when
+// the stream has stored it.
+func (b *NATS) KeptPublish(room string, member uint64, local bool, op byte, parts ...[]byte) jetstream.PubAckFuture {
 	h := b.getHist()
 	if h == nil || h.js == nil {
-		return
+		return nil
 	}
 	n := 1
 	for _, p := range parts {
@@ -292,11 +294,31 @@ func (b *NATS) KeptPublish(room string, member uint64, local bool, op byte, part
 	if local {
 		m.Header.Set(HeaderLocal, "1")
 	}
-	if _, err := h.js.PublishMsgAsync(m, jetstream.WithStallWait(50*time.Millisecond)); err != nil {
+	f, err := h.js.PublishMsgAsync(m, jetstream.WithStallWait(50*time.Millisecond))
+	if err != nil {
 		h.lost.Add(1)
-		return
+		return nil
 	}
 	h.published.Add(1)
+	return f
+}
+
+// WaitStored waits until the stream stored what KeptPublish sent (or up
+// to timeout).
+func WaitStored(f jetstream.PubAckFuture, timeout time.Duration) error {
+	if f == nil {
+		return errors.New("broker: the history stream could not be reached")
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-f.Ok():
+		return nil
+	case err := <-f.Err():
+		return err
+	case <-t.C:
+		return errors.New("broker: the history stream did not confirm in time")
+	}
 }
 
 // historyInterest starts or stops the room's consumer (NATS.Interest).

@@ -151,7 +151,10 @@ func (p *Protocol) DemoHandler() http.Handler {
 			writeError(w, err.status, err.msg)
 			return
 		}
-		p.publishEvent(st, ev)
+		if err := waitStored(p.publishEvent(st, ev)); err != nil {
+			writeError(w, err.status, err.msg)
+			return
+		}
 		writeJSON(w, http.StatusOK, struct{}{})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -43,7 +43,9 @@ type HistoryRooms interface {
 	// called with the event's position, and its result is kept within lim
 	// and delivered to the room's members but except, in position order.
 	// exceptID is except's socket_id, for the other nodes of a cluster.
-	PublishKept(room string, lim history.Limits, encode func(history.Position) []byte, except Conn, exceptID string)
+	// stored, when not nil, waits until the cluster's stream has stored
+	// the event (what an HTTP API request waits for before its 200).
+	PublishKept(room string, lim history.Limits, encode func(history.Position) []byte, except Conn, exceptID string) (stored func() error)
 	// SubscribeFrom is Subscribe and, atomically with it, sends first's
 	// messages (first is called with the channel's position and, for a
 	// Since request, why it cannot be honoured), then, if it can be, the
@@ -224,12 +226,12 @@ func (a *appState) subscribeKept(s *Session, room, channel, data string, lim his
 // publishKept encodes an event with its position, keeps it and delivers
 // it (appState.deliver on a channel that keeps history); it returns the
 // message as encoded.
-func (a *appState) publishKept(room string, lim history.Limits, event, channel, data, userID string, except Conn, exceptID string) (msg []byte) {
-	a.p.hist.PublishKept(room, lim, func(pos history.Position) []byte {
+func (a *appState) publishKept(room string, lim history.Limits, event, channel, data, userID string, except Conn, exceptID string) (msg []byte, stored func() error) {
+	stored = a.p.hist.PublishKept(room, lim, func(pos history.Position) []byte {
 		msg = encodeEventAt(event, channel, data, userID, pos)
 		return msg
 	}, except, exceptID)
-	return msg
+	return msg, stored
 }
 
 // apiHistory serves GET /apps/{app_id}/channels/{channel}/history?limit=N:

@@ -215,7 +215,9 @@ func (p *Protocol) apiEvents(req *apiRequest) (any, *apiError) {
 	if err != nil {
 		return nil, err
 	}
-	p.publishEvent(req.st, ev)
+	if err := waitStored(p.publishEvent(req.st, ev)); err != nil {
+		return nil, err
+	}
 	if len(ev.info) == 0 {
 		return struct{}{}, nil
 	}
@@ -247,8 +249,12 @@ func (p *Protocol) apiBatchEvents(req *apiRequest) (any, *apiError) {
 		events[i] = ev
 		withInfo = withInfo || len(ev.info) > 0
 	}
+	var stored []func() error
 	for _, ev := range events {
-		p.publishEvent(req.st, ev)
+		stored = append(stored, p.publishEvent(req.st, ev)...)
+	}
+	if err := waitStored(stored); err != nil {
+		return nil, err
 	}
 	if !withInfo {
 		return struct{}{}, nil
@@ -318,14 +324,30 @@ func validateEvent(app *App, er *eventRequest, batch bool) (event, *apiError) {
 // message) and delivers each to its channel (appState.deliver: cache
 // channels remember it), to every subscriber but the connection with
 // socket_id ev.except, if that is still open.
-func (p *Protocol) publishEvent(st *appState, ev event) {
+func (p *Protocol) publishEvent(st *appState, ev event) (stored []func() error) {
 	var except Conn
 	if ev.except != "" {
 		except = st.conn(ev.except)
 	}
 	for _, c := range ev.channels {
-		st.deliver(c, ev.name, ev.data, "", except, ev.except)
+		if w := st.deliver(c, ev.name, ev.data, "", except, ev.except); w != nil {
+			stored = append(stored, w)
+		}
 	}
+	return stored
+}
+
+// waitStored waits until a cluster's history stream has stored the events
+// of a request (publishEvent), so that its 200 means they are kept and
+// ordered: events published one after the other, to any nodes, reach
+// every subscriber in that order.
+func waitStored(stored []func() error) *apiError {
+	for _, w := range stored {
+		if err := w(); err != nil {
+			return &apiError{http.StatusServiceUnavailable, "event not stored in the cluster's history: " + err.Error()}
+		}
+	}
+	return nil
 }
 
 // The info attributes the endpoints offer: the counts (events, batch_events,

@@ -242,7 +242,7 @@ func (a *appState) unsubscribeLocked(s *Session, sub subscription) {
 // subscribing meanwhile gets the event exactly once: live if it joined
 // first, from the cache if after. Other channels need no lock. In a
 // cluster the event also goes, once, to the other nodes.
-func (a *appState) deliver(channel, event, data, userID string, except Conn, exceptID string) {
+func (a *appState) deliver(channel, event, data, userID string, except Conn, exceptID string) (stored func() error) {
 	room := a.room(channel)
 	cl := a.p.cluster
 	cache := classify(channel)&kindCache != 0
@@ -252,7 +252,7 @@ func (a *appState) deliver(channel, event, data, userID string, except Conn, exc
 	var msg []byte
 	if lim := a.p.historyLimits(a.app); lim.Size > 0 {
 		// Kept, and in a cluster carried by the history stream.
-		msg = a.publishKept(room, lim, event, channel, data, userID, except, exceptID)
+		msg, stored = a.publishKept(room, lim, event, channel, data, userID, except, exceptID)
 	} else {
 		msg = encodeEvent(event, channel, data, userID)
 		a.rooms.Publish(room, msg, except)
@@ -261,7 +261,7 @@ func (a *appState) deliver(channel, event, data, userID string, except Conn, exc
 		}
 	}
 	if !cache {
-		return
+		return stored
 	}
 	now := a.p.now()
 	a.cache.expire(now)
@@ -270,6 +270,7 @@ func (a *appState) deliver(channel, event, data, userID string, except Conn, exc
 	if cl != nil {
 		cl.PutCache(broker.CacheEntry{App: a.app.ID, Channel: channel, Node: a.p.node, Except: exceptID, Data: data, Msg: msg})
 	}
+	return stored
 }
 
 // close forgets a closed connection: its subscriptions (announcing
