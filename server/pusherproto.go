@@ -3,6 +3,7 @@ package server
 import (
 	"net/url"
 
+	"chatd/server/history"
 	"chatd/server/pusher"
 
 	"github.com/gobwas/ws"
@@ -91,7 +92,19 @@ func (pp *pusherProto) idleClose(c *Conn) {
 // pusherRooms gives package pusher the hub's rooms (pusher.Rooms).
 type pusherRooms struct{ h *Hub }
 
-func (pr pusherRooms) Subscribe(room string, c pusher.Conn) { pr.h.Join(room, c.(*Conn)) }
+func (pr pusherRooms) Subscribe(room string, c pusher.Conn) {
+	if s := pr.h.s; s.keeping() && s.keptLimits(room).Size > 0 {
+		// A channel carried by the cluster's history stream (presence
+		// channels, user channels): joined like the others, with what was
+		// published since it came (cluster_history.go).
+		cc := c.(*Conn)
+		s.joinKept(room, cc, s.keptLimits(room), history.Request{}, false, func(_ *Room, frames [][]byte, _ history.Position, _ error) {
+			s.replay(cc, frames)
+		})
+		return
+	}
+	pr.h.Join(room, c.(*Conn))
+}
 
 func (pr pusherRooms) Unsubscribe(room string, c pusher.Conn) {
 	if s := pr.h.s; s.kept != nil && s.keptLimits(room).Size > 0 {
