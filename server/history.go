@@ -147,6 +147,8 @@ func (p *rawProto) publishRaw(c *Conn, op ws.OpCode, payload []byte) (mustFlush 
 		// back (the stream then skips it here).
 		s.kept.nats.KeptPublish(c.room.name, 0, true, byte(op), payload)
 		return c.room.publish(op, payload, c)
+	case s.kept != nil:
+		// The stream cannot be had (JetStream missing): core NATS below.
 	default:
 		s.hist.Append(c.room.name, s.rawHist, func(history.Position) []byte {
 			return wsframe.AppendFrame(make([]byte, 0, wsframe.HeaderLen(len(payload))+len(payload)), op, payload)

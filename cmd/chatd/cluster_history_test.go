@@ -3,6 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -170,4 +174,49 @@ func checkSubsequence(t *testing.T, order, prefix string, n int) {
 	if next != n+1 {
 		t.Fatalf("%d of %s's %d messages", next-1, prefix, n)
 	}
+}
+
+// Without JetStream (nats-server without -js) the cluster serves rooms
+// without history rather than waiting for it, and /readyz says why.
+func TestChatdClusterHistoryWithoutJetStream(t *testing.T) {
+	bin := testutil.BuildInTempDir(t, ".", "chatd")
+	natsBin := testutil.BuildInTempDir(t, "github.com/nats-io/nats-server/v2", "nats-server")
+	port := freePort(t)
+	ns := exec.Command(natsBin, "-a", "127.0.0.1", "-p", strconv.Itoa(port))
+	if err := ns.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Process.Kill(); ns.Wait() })
+	url := "nats://127.0.0.1:" + strconv.Itoa(port)
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	a := startChatd(t, bin, "-addr", "127.0.0.1:0", "-nats", url, "-node-id", "a")
+	b := startChatd(t, bin, "-addr", "127.0.0.1:0", "-nats", url, "-node-id", "b")
+	for _, n := range []*chatdProc{a, b} {
+		testutil.CheckFor(t, 10*time.Second, func() error {
+			resp, err := http.Get("http://" + n.admin + "/readyz")
+			if err != nil {
+				return err
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.Contains(string(body), "history unavailable") {
+				return fmt.Errorf("/readyz %d %q", resp.StatusCode, body)
+			}
+			return nil
+		})
+		if !strings.Contains(n.stderr.String(), "cluster history unavailable") {
+			t.Fatalf("no word of it in the log:\n%s", n.stderr.String())
+		}
+	}
+	onA := join(t, a.addr, "plain")
+	onB := join(t, b.addr, "plain")
+	time.Sleep(300 * time.Millisecond)
+	onA.c.WriteMessage(websocket.TextMessage, []byte("across without history"))
+	waitMessage(t, onB.ch, "b's member", "across without history")
 }

@@ -56,6 +56,16 @@
 //     every node answers; Gather waits for as many answers as nodes are
 //     alive, or gatherTimeout if one died meanwhile).
 //
+// # History (EnableHistory, history.go)
+//
+// Rooms that keep history do not use the room subjects: their messages go
+// through the JetStream stream CHATD_HISTORY, which every node, the
+// sender's included, consumes per room with an ordered consumer, so that
+// every node delivers a room's messages in the stream's order and the
+// room's recent messages are kept once for the cluster. history.go says
+// how a node warms up a room, names positions (the stream's epoch and
+// sequence) and tells the sender's node to leave the sender out.
+//
 // A node unheard for the node timeout loses its entries: the alive node
 // with the smallest ID deletes them (its watcher knows every node's keys),
 // and Owns tells the handler which node speaks for a change, so that a
