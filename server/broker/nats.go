@@ -1,7 +1,9 @@
 package broker
 
 import (
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +36,9 @@ type NATSConfig struct {
 	// URLs are the NATS servers (nats://host:port); at least one.
 	URLs []string
 	// NodeID names this node in logs and in its NATS connection name.
+	// The cluster's bookkeeping (presence entries, heartbeats, who speaks
+	// for a silent node) uses Identity, which is unique per process: two
+	// processes started with one NodeID (a rolling restart) are two nodes.
 	NodeID string
 	// SubjectPrefix starts every subject. Zero means "chatd".
 	SubjectPrefix string
@@ -54,6 +59,7 @@ type NATSConfig struct {
 // followed by its payload.
 type NATS struct {
 	cfg    NATSConfig
+	id     string // Identity
 	log    *slog.Logger
 	nc     *nats.Conn
 	inbox  chan *nats.Msg
@@ -96,8 +102,11 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	var rnd [4]byte
+	_, _ = rand.Read(rnd[:])
 	b := &NATS{
 		cfg:      cfg,
+		id:       cfg.NodeID + "#" + hex.EncodeToString(rnd[:]),
 		log:      log,
 		inbox:    make(chan *nats.Msg, natsInbox),
 		prefix:   cfg.SubjectPrefix + ".room.",
@@ -107,7 +116,7 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 		subjects: make(map[string]string),
 	}
 	nc, err := nats.Connect(strings.Join(cfg.URLs, ","),
-		nats.Name("chatd "+cfg.NodeID),
+		nats.Name("chatd "+b.id),
 		// A node delivers its own members' messages itself.
 		nats.NoEcho(),
 		nats.RetryOnFailedConnect(true),
@@ -151,8 +160,16 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 // tests of the cluster's fault handling; Close still releases the rest.
 func (b *NATS) Abandon() { b.nc.Close() }
 
-// NodeID returns the node's ID.
+// NodeID returns the node's configured ID (its name in logs).
 func (b *NATS) NodeID() string { return b.cfg.NodeID }
+
+// Identity returns the node's identity in the cluster: its NodeID, '#',
+// and 8 hex digits drawn when the process started. Presence entries,
+// heartbeats and answers to cluster-wide queries name this, so a second
+// process started with the same NodeID (a rolling restart with -reuse-port
+// and a fixed -node-id) neither takes the first one's entries for stale
+// ones of its own nor withdraws them when it stops.
+func (b *NATS) Identity() string { return b.id }
 
 // kickShared has the shared state established again (NATS is back).
 func (b *NATS) kickShared() {
