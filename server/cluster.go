@@ -55,6 +55,8 @@ func (s *Server) newBroker() (broker.Broker, error) {
 		URLs:    cc.NATS,
 		NodeID:  cc.NodeID,
 		Deliver: s.deliverRemote,
+		// Producers here wait for a raw room's members on other nodes.
+		Congestion: s.hub.RemoteCongestion,
 		Logger:  s.log,
 	})
 	if err != nil {
@@ -83,7 +85,7 @@ func (s *Server) deliverRemote(room string, op byte, payload []byte) {
 		s.pusher.DeliverRemote(room, payload[n:], string(payload[1:n]))
 		return
 	}
-	s.hub.Publish(room, ws.OpCode(op), payload, nil)
+	s.hub.PublishRemote(room, ws.OpCode(op), payload)
 }
 
 // pusherCluster is package pusher's Cluster on the NATS broker.

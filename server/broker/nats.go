@@ -57,6 +57,9 @@ type NATSConfig struct {
 	ReconnectBuffer int
 	// Deliver receives the messages of other nodes. Required.
 	Deliver Deliver
+	// Congestion receives other nodes' Congested calls (on a NATS
+	// goroutine, one at a time). Nil ignores them.
+	Congestion Congestion
 	// Logger receives connection events. Nil discards them.
 	Logger *slog.Logger
 }
@@ -180,6 +183,11 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 		return nil, fmt.Errorf("broker: NATS %s: %w", strings.Join(cfg.URLs, ","), err)
 	}
 	b.nc = nc
+	if cfg.Congestion != nil {
+		if _, err := nc.Subscribe(cfg.SubjectPrefix+".cong", b.congestion); err != nil {
+			return nil, fmt.Errorf("broker: NATS subscribe: %w", err)
+		}
+	}
 	if !nc.IsConnected() {
 		log.Warn("NATS not reachable yet; retrying", "urls", strings.Join(cfg.URLs, ","), "every", natsReconnectWait,
 			"buffered meanwhile", cfg.ReconnectBuffer)
@@ -340,6 +348,35 @@ func (b *NATS) countGapLocked(r *natsRoom, sender [8]byte, seq uint64) {
 		}
 		r.from[sender] = seq
 	}
+}
+
+// Backpressure across nodes: how often a node says again that a room is
+// still behind, and how long another node believes it without hearing it.
+const (
+	CongestionRefresh = 100 * time.Millisecond
+	CongestionTTL     = 3 * CongestionRefresh
+)
+
+// Congested implements Broker: one core NATS message on PREFIX.cong to
+// every node, '+' or '-', the node's identity (length-prefixed), the room.
+func (b *NATS) Congested(room string, on bool) {
+	what := byte('-')
+	if on {
+		what = '+'
+	}
+	msg := append(appendBytes([]byte{what}, b.id), room...)
+	_ = b.nc.Publish(b.cfg.SubjectPrefix+".cong", msg)
+}
+
+func (b *NATS) congestion(m *nats.Msg) {
+	if len(m.Data) < 1 {
+		return
+	}
+	node, room, ok := cutBytes(m.Data[1:])
+	if !ok || node == b.id {
+		return
+	}
+	b.cfg.Congestion(string(room), node, m.Data[0] == '+')
 }
 
 // Stats implements Broker.
