@@ -57,7 +57,7 @@ func (s *Server) newBroker() (broker.Broker, error) {
 		Deliver: s.deliverRemote,
 		// Producers here wait for a raw room's members on other nodes.
 		Congestion: s.hub.RemoteCongestion,
-		Logger:  s.log,
+		Logger:     s.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: cluster: %w", err)
