@@ -18,8 +18,9 @@ type ClusterConfig struct {
 	// (nats://host:4222). Empty: a single node.
 	NATS []string
 	// NodeID names this node in logs and in its NATS connection. Zero
-	// means a random ID, logged at start. Two live nodes must not share
-	// an ID.
+	// means a random ID, logged at start. Several processes may share
+	// one (a rolling restart): each joins under its own identity,
+	// NodeID#8-hex-digits (broker.NATS.Identity).
 	NodeID string
 	// NodeTimeout is how long a node may go unheard (killed without a
 	// word, or cut off from NATS) before the cluster takes its Pusher
@@ -54,12 +55,14 @@ func (s *Server) newBroker() (broker.Broker, error) {
 		URLs:    cc.NATS,
 		NodeID:  cc.NodeID,
 		Deliver: s.deliverRemote,
-		Logger:  s.log,
+		// Producers here wait for a raw room's members on other nodes.
+		Congestion: s.hub.RemoteCongestion,
+		Logger:     s.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("server: cluster: %w", err)
 	}
-	s.log.Info("chatd node joining the cluster", "node", cc.NodeID, "nats", cc.NATS)
+	s.log.Info("chatd node joining the cluster", "node", cc.NodeID, "identity", b.Identity(), "nats", cc.NATS)
 	s.pusher.SetCluster(pusherCluster{b})
 	b.EnableShared(s.pusher, cc.NodeTimeout)
 	s.enableClusterHistory(b)
@@ -83,13 +86,15 @@ func (s *Server) deliverRemote(room string, op byte, payload []byte) {
 		s.pusher.DeliverRemote(room, payload[n:], string(payload[1:n]))
 		return
 	}
-	s.hub.Publish(room, ws.OpCode(op), payload, nil)
+	s.hub.PublishRemote(room, ws.OpCode(op), payload)
 }
 
 // pusherCluster is package pusher's Cluster on the NATS broker.
 type pusherCluster struct{ *broker.NATS }
 
-func (pc pusherCluster) NodeID() string { return pc.NATS.NodeID() }
+// NodeID is the node's identity (unique per process), which the shared
+// state's entries name.
+func (pc pusherCluster) NodeID() string { return pc.NATS.Identity() }
 
 // Publish sends a Pusher event to the room's subscribers on the other
 // nodes, but the connection with socket_id except.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"chatd/poller"
+	"chatd/server/broker"
 	"chatd/server/wsframe"
 
 	"github.com/gobwas/ws"
@@ -60,6 +61,21 @@ type Room struct {
 	waiters    []*Conn           // producers held back
 	stallTimer *time.Timer
 	stallArmed bool
+
+	// Backpressure across nodes (a cluster): a raw room's producers on
+	// one node wait for its members on the others too.
+	remoteFed atomic.Bool        // other nodes publish into this room: tell them when it is behind
+	signalled bool               // this node told the others the room is behind here
+	signalAt  time.Time          // when it last said so
+	remote    []remoteCongestion // nodes where the room is behind: producers here wait for them
+}
+
+// remoteCongestion: the room is behind on node, as that node said, until
+// it says otherwise or until (broker.CongestionTTL after it last said so:
+// a node that died or lost NATS must not hold producers back for good).
+type remoteCongestion struct {
+	node  string
+	until time.Time
 }
 
 // Backpressure. A producer is not read again while its room cannot deliver
@@ -303,7 +319,7 @@ func (r *Room) flush() {
 		r.pending = nil
 		b.members = append(b.members[:0], r.members...)
 		b.joined = append(b.joined[:0], r.joined...)
-		if len(r.waiters) > 0 && len(r.congested) == 0 {
+		if len(r.waiters) > 0 && !r.blockedLocked() {
 			r.releaseLocked() // the batch they waited on is under way
 		}
 		r.mu.Unlock()
@@ -346,12 +362,16 @@ func (r *Room) holdBack(c *Conn) {
 		return
 	}
 	r.mu.Lock()
-	if len(r.congested) > 0 || (r.flushing && r.pending != nil && len(r.pending.buf) > pendingHighWater) {
+	if r.blockedLocked() || (r.flushing && r.pending != nil && len(r.pending.buf) > pendingHighWater) {
 		r.waiters = append(r.waiters, c)
 		c.d.PauseRead()
 	}
 	r.mu.Unlock()
 }
+
+// blockedLocked reports whether producers wait: a member is behind, here
+// or on another node. r.mu held.
+func (r *Room) blockedLocked() bool { return len(r.congested) > 0 || len(r.remote) > 0 }
 
 func (r *Room) releaseLocked() {
 	for i, c := range r.waiters {
@@ -387,7 +407,14 @@ func (r *Room) congest(behind []*Conn) {
 	if len(r.congested) > 0 && !r.stallArmed {
 		r.armStallLocked(stallProbe)
 	}
+	signal := len(r.congested) > 0 && !r.signalled && r.remoteFed.Load()
+	if signal {
+		r.signalled, r.signalAt = true, now
+	}
 	r.mu.Unlock()
+	if signal {
+		r.hub.s.broker.Congested(r.name, true)
+	}
 }
 
 func (r *Room) armStallLocked(d time.Duration) {
@@ -406,14 +433,18 @@ func (r *Room) drained(c *Conn) {
 		return
 	}
 	r.mu.Lock()
-	r.recheckLocked(time.Time{})
+	off := r.recheckLocked(time.Time{})
 	r.mu.Unlock()
+	if off {
+		r.hub.s.broker.Congested(r.name, false)
+	}
 }
 
 // recheckLocked drops listed members that caught up (or closed) and, with
 // a non-zero now, excuses those behind for maxStall; when nobody is left
-// to wait for, the producers read again.
-func (r *Room) recheckLocked(now time.Time) {
+// to wait for, the producers read again. off reports that the other nodes
+// must be told the room caught up here (broker.Congested, after r.mu).
+func (r *Room) recheckLocked(now time.Time) (off bool) {
 	kept := r.congested[:0]
 	for _, e := range r.congested {
 		e.c.wmu.Lock()
@@ -431,7 +462,76 @@ func (r *Room) recheckLocked(now time.Time) {
 	clear(r.congested[len(kept):])
 	r.congested = kept
 	if len(r.congested) == 0 {
+		off, r.signalled = r.signalled, false
+	}
+	if !now.IsZero() && len(r.remote) > 0 {
+		live := r.remote[:0]
+		for _, e := range r.remote {
+			if now.Before(e.until) {
+				live = append(live, e)
+			}
+		}
+		clear(r.remote[len(live):])
+		r.remote = live
+	}
+	if !r.blockedLocked() {
 		r.releaseLocked()
+	}
+	return off
+}
+
+// remoteCongested records that the room is behind on another node (on) or
+// caught up there: producers here wait for it as for a member of their own
+// node that is behind.
+func (r *Room) remoteCongested(node string, on bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := 0
+	for i < len(r.remote) && r.remote[i].node != node {
+		i++
+	}
+	switch {
+	case on && i < len(r.remote):
+		r.remote[i].until = time.Now().Add(broker.CongestionTTL)
+	case on:
+		r.remote = append(r.remote, remoteCongestion{node, time.Now().Add(broker.CongestionTTL)})
+		if !r.stallArmed {
+			r.armStallLocked(stallProbe) // expires it if the node falls silent
+		}
+	case i < len(r.remote):
+		r.remote = append(r.remote[:i], r.remote[i+1:]...)
+		if !r.blockedLocked() {
+			r.releaseLocked()
+		}
+	}
+}
+
+// RemoteCongestion is the cluster broker's Congestion: another node says a
+// room is behind there, or caught up.
+func (h *Hub) RemoteCongestion(room, node string, on bool) {
+	if r := h.Room(room); r != nil && r.paced {
+		r.remoteCongested(node, on)
+	}
+}
+
+// PublishRemote is Publish of a message from another node: the room then
+// tells the other nodes when it falls behind here (Room.congest).
+func (h *Hub) PublishRemote(name string, op ws.OpCode, payload []byte) {
+	r := h.Room(name)
+	if r == nil {
+		return
+	}
+	if !r.paced {
+		if r.publish(op, payload, nil) {
+			r.flushLater()
+		}
+		return
+	}
+	if !r.remoteFed.Load() {
+		r.remoteFed.Store(true)
+	}
+	if r.publish(op, payload, nil) {
+		r.flushLater()
 	}
 }
 
@@ -440,14 +540,23 @@ func (r *Room) recheckLocked(now time.Time) {
 // retried (Conn.flush, which reports back through drained).
 func (r *Room) stallCheck() {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.stallArmed = false
-	r.recheckLocked(time.Now())
+	now := time.Now()
+	off := r.recheckLocked(now)
 	for _, e := range r.congested {
 		e.c.d.Wake()
 	}
-	if len(r.congested) > 0 {
+	if r.blockedLocked() {
 		r.armStallLocked(stallProbe)
+	}
+	// Still behind: say so again before the other nodes stop believing it.
+	again := r.signalled && now.Sub(r.signalAt) >= broker.CongestionRefresh
+	if again {
+		r.signalAt = now
+	}
+	r.mu.Unlock()
+	if off || again {
+		r.hub.s.broker.Congested(r.name, again)
 	}
 }
 

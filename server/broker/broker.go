@@ -12,6 +12,12 @@ type Broker interface {
 	// members on every other node. It does not wait: what the transport
 	// cannot take is counted in Stats.Lost.
 	Publish(room string, op byte, payload []byte)
+	// Congested tells the other nodes that room is behind on this node
+	// (on) or caught up again (off), so that they hold the room's
+	// producers back (NATSConfig.Congestion). While on, it is said again
+	// every CongestionRefresh; a node that stops saying it is taken as
+	// caught up after CongestionTTL.
+	Congested(room string, on bool)
 	// Stats returns the broker's counters.
 	Stats() Stats
 	// Close stops the broker; no Deliver call follows its return.
@@ -37,10 +43,15 @@ type Stats struct {
 // Deliver receives a message another node published to room.
 type Deliver func(room string, op byte, payload []byte)
 
+// Congestion receives another node's Congested: room is behind on node
+// (on) or caught up there (off).
+type Congestion func(room, node string, on bool)
+
 // Local is the single-node broker: no other node exists.
 type Local struct{}
 
 func (Local) Interest(string, bool)        {}
 func (Local) Publish(string, byte, []byte) {}
+func (Local) Congested(string, bool)       {}
 func (Local) Stats() Stats                 { return Stats{Connected: true, SharedUp: true} }
 func (Local) Close() error                 { return nil }

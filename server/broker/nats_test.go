@@ -182,3 +182,49 @@ func TestNATSRestart(t *testing.T) {
 		t.Fatalf("reconnects not counted: a %+v b %+v", a.Stats(), b.Stats())
 	}
 }
+
+// TestNATSCountsSkippedMessages: a receiver counts as lost the messages
+// of a sender whose numbers in a room jump (what core NATS did not carry),
+// and nothing for the first message it sees of a sender or of a new
+// sender key.
+func TestNATSCountsSkippedMessages(t *testing.T) {
+	ns := natstest.Start(t, 0)
+	var ra, rb received
+	a := newNode(t, ns.ClientURL(), "a", &ra)
+	b := newNode(t, ns.ClientURL(), "b", &rb)
+	b.Interest("r", true)
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if n := ns.Subs(); n != 1 {
+			return fmt.Errorf("%d subscriptions, want 1", n)
+		}
+		return nil
+	})
+	// Numbers 1..5 were published before b subscribed: not lost to b.
+	a.smu.Lock()
+	a.seqs["r"] = 5
+	a.smu.Unlock()
+	a.Publish("r", 1, []byte("6"))
+	// 7..9 go nowhere (as if NATS had dropped them).
+	a.smu.Lock()
+	a.seqs["r"] += 3
+	a.smu.Unlock()
+	a.Publish("r", 1, []byte("10"))
+	// A sender that forgot its numbers starts over under a new key.
+	a.smu.Lock()
+	clear(a.seqs)
+	a.sender[0]++
+	a.smu.Unlock()
+	a.Publish("r", 1, []byte("1 again"))
+	testutil.CheckFor(t, 5*time.Second, func() error {
+		if got := len(rb.snapshot()); got != 3 {
+			return fmt.Errorf("b got %d of 3", got)
+		}
+		return nil
+	})
+	if st := b.Stats(); st.Lost != 3 {
+		t.Fatalf("b counts %d lost, want 3 (7, 8, 9)", st.Lost)
+	}
+	if st := a.Stats(); st.Lost != 0 || st.Published != 3 {
+		t.Fatalf("sender stats %+v", st)
+	}
+}

@@ -129,7 +129,7 @@ func (b *NATS) EnableShared(h SharedHandler, timeout time.Duration) {
 	}
 	sh := &shared{
 		b: b, h: h, timeout: timeout,
-		node:     enc(b.cfg.NodeID),
+		node:     enc(b.id),
 		kick:     make(chan struct{}, 1),
 		wake:     make(chan struct{}, 1),
 		cacheQ:   make(chan []byte, cacheQueue),

@@ -87,7 +87,7 @@ func (sh *shared) watchCache(w jetstream.KeyWatcher, kv jetstream.KeyValue, ep u
 		node, v, ok3 := cutBytes(v)
 		except, v, ok4 := cutBytes(v)
 		data, v, ok5 := cutBytes(v)
-		if !(ok1 && ok2 && ok3 && ok4 && ok5) || (inited && node == sh.b.cfg.NodeID) {
+		if !(ok1 && ok2 && ok3 && ok4 && ok5) || (inited && node == sh.b.id) {
 			continue // this node delivered its own events already
 		}
 		ce := CacheEntry{App: app, Channel: channel, Node: node, Except: except, Data: data, Msg: v, Live: inited}

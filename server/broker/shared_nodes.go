@@ -15,7 +15,7 @@ import (
 // a silent node's when this is the alive node with the smallest ID (the
 // one that removes the silent node's entries).
 func (b *NATS) Owns(node string) bool {
-	if node == b.cfg.NodeID {
+	if node == b.id {
 		return true
 	}
 	sh := b.getShared()
@@ -38,7 +38,7 @@ func (sh *shared) aliveLocked(node string, now time.Time) bool {
 // alive: the one that speaks for silent nodes.
 func (sh *shared) lowestLocked(now time.Time) bool {
 	for n := range sh.lastSeen {
-		if n < sh.b.cfg.NodeID && sh.aliveLocked(n, now) {
+		if n < sh.b.id && sh.aliveLocked(n, now) {
 			return false
 		}
 	}
@@ -47,12 +47,12 @@ func (sh *shared) lowestLocked(now time.Time) bool {
 
 // beat publishes this node's heartbeat ("up") or goodbye ("down").
 func (sh *shared) beat(what string) {
-	_ = sh.b.nc.Publish(sh.b.cfg.SubjectPrefix+".node", []byte(what+" "+sh.b.cfg.NodeID))
+	_ = sh.b.nc.Publish(sh.b.cfg.SubjectPrefix+".node", []byte(what+" "+sh.b.id))
 }
 
 func (sh *shared) heartbeat(m *nats.Msg) {
 	what, node, ok := strings.Cut(string(m.Data), " ")
-	if !ok || node == sh.b.cfg.NodeID {
+	if !ok || node == sh.b.id {
 		return
 	}
 	sh.mu.Lock()
@@ -64,6 +64,10 @@ func (sh *shared) heartbeat(m *nats.Msg) {
 	_, known := sh.lastSeen[node]
 	sh.lastSeen[node] = time.Now()
 	sh.mu.Unlock()
+	if !known && strings.HasPrefix(node, sh.b.cfg.NodeID+"#") && !strings.Contains(node[len(sh.b.cfg.NodeID)+1:], "#") {
+		sh.b.log.Info("another process runs with this -node-id (a rolling restart?); each keeps its own presence",
+			"node", sh.b.cfg.NodeID, "identity", sh.b.id, "other", node)
+	}
 	if !known {
 		// A node new to this one learns of it at once, not a heartbeat
 		// later: cluster-wide queries wait for every node alive.
@@ -102,7 +106,7 @@ func (sh *shared) sweep() {
 	dead := make(map[string][]string) // node -> its keys
 	for node, keys := range sh.byNode {
 		id, _ := dec(node)
-		if id == sh.b.cfg.NodeID || sh.purging[node] || sh.aliveLocked(id, now) {
+		if id == sh.b.id || sh.purging[node] || sh.aliveLocked(id, now) {
 			continue
 		}
 		sh.purging[node] = true

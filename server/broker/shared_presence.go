@@ -180,7 +180,7 @@ func (sh *shared) watchPresence(w jetstream.KeyWatcher, kv jetstream.KeyValue, e
 		}
 		sh.index(e.Key(), pe)
 		if !inited {
-			if pe.Node == sh.b.cfg.NodeID && !pe.Deleted {
+			if pe.Node == sh.b.id && !pe.Deleted {
 				own[e.Key()] = true
 			}
 			if !pe.Deleted {

@@ -72,5 +72,5 @@ func (sh *shared) query(m *nats.Msg) {
 	if !ok || m.Reply == "" {
 		return
 	}
-	_ = sh.b.nc.Publish(m.Reply, appendBytes(nil, sh.b.cfg.NodeID, sh.h.Counts(app, q)...))
+	_ = sh.b.nc.Publish(m.Reply, appendBytes(nil, sh.b.id, sh.h.Counts(app, q)...))
 }
