@@ -94,13 +94,13 @@ type pusherRooms struct{ h *Hub }
 
 func (pr pusherRooms) Subscribe(room string, c pusher.Conn) {
 	if s := pr.h.s; s.keeping() && s.keptLimits(room).Size > 0 {
-		// A channel carried by the cluster's history stream (presence
-		// channels, user channels): joined like the others, with what was
-		// published since it came (cluster_history.go).
-		cc := c.(*Conn)
-		s.joinKept(room, cc, s.keptLimits(room), history.Request{}, false, func(_ *Room, frames [][]byte, _ history.Position, _ error) {
-			s.replay(cc, frames)
-		})
+		// A channel carried by the cluster's history stream (presence and
+		// user channels subscribe here): a member at once, since the
+		// protocol's own events (member_added...) reach members directly;
+		// a join with nothing to replay marks when it came, so that the
+		// room's feed goes live from then (cluster_history.go).
+		s.hist.Do(func() { pr.h.Join(room, c.(*Conn)) })
+		s.hist.Join(room, s.keptLimits(room), history.Request{}, func([][]byte, history.Position, error) {})
 		return
 	}
 	pr.h.Join(room, c.(*Conn))
