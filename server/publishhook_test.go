@@ -31,7 +31,7 @@ type pubHookReceiver struct {
 
 	mu   sync.Mutex
 	seen []pubHookBody // in the order received
-	bad  []string   // signature or body problems
+	bad  []string      // signature or body problems
 }
 
 type pubHookBody struct {
