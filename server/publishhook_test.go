@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -260,4 +262,44 @@ func TestRawPublishHookOrderAndPause(t *testing.T) {
 		t.Errorf("two senders' %d messages each took %v: not decided concurrently", n, took)
 	}
 	hook.check()
+}
+
+// TestPusherPublishHook runs pusher/jstest/publishhook.mjs (pusher-js and
+// Laravel Echo whispers) against chatd with the default app's publish hook
+// pointed at the receiver, fail-open and fail-closed.
+func TestPusherPublishHook(t *testing.T) {
+	node, dir := jstestDir(t)
+	for _, policy := range []string{"open", "closed"} {
+		t.Run(policy, func(t *testing.T) {
+			hook := newPubHookReceiver(t, pusher.DefaultAppSecret)
+			app := pusher.DefaultApp()
+			app.PublishHook = pubhook.Config{URL: hook.srv.URL, Timeout: time.Second, FailClosed: policy == "closed"}
+			apps, err := pusher.NewApps(app)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := newTestServer(t, Config{Apps: apps, AdminAddr: "127.0.0.1:0"})
+			cmd := exec.Command(node, "--test", "--test-force-exit", "publishhook.mjs")
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "CHATD_URL=http://"+s.Addr().String(), "CHATD_HOOK_POLICY="+policy)
+			cmd.WaitDelay = 5 * time.Second
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("node publishhook.mjs: %v\n%s", err, out)
+			}
+			hook.check()
+			var kinds []string
+			for _, b := range hook.bodies() {
+				if b.Kind != "client_event" || b.Event != "client-msg" || b.SocketID == "" {
+					t.Errorf("hook body %+v: want a client_event client-msg with a socket_id", b)
+				}
+				kinds = append(kinds, b.Kind)
+			}
+			if len(kinds) != 8 {
+				t.Errorf("hook asked %d times, want 8 (7 whispers and another channel's)", len(kinds))
+			}
+			waitMetric(t, s, `chatd_publish_hook_failures_total{failure="timeout",hook="app:chatd",policy="`+policy+`"}`, 1)
+			waitMetric(t, s, `chatd_publish_hook_decisions_total{action="replace",hook="app:chatd"}`, 1)
+		})
+	}
 }
