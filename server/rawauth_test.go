@@ -17,6 +17,7 @@ import (
 
 	"chatd/bench/testutil"
 
+	"github.com/chromedp/chromedp"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/gorilla/websocket"
 )
@@ -207,4 +208,36 @@ func TestRawAuthES256(t *testing.T) {
 	if _, err := New(Config{RawAuthPublicKey: []byte("junk")}); err == nil {
 		t.Fatal("New accepted a junk public key")
 	}
+}
+
+// TestBrowserChatToken: the served chat page in headless Chromium, opened
+// with ?token=, dials the lobby with it: a good token connects and chats,
+// a forged one is refused at the handshake (the browser sees 1006).
+func TestBrowserChatToken(t *testing.T) {
+	ctx1 := browserStart(t, 60*time.Second)
+	s := newTestServer(t, Config{RawAuthSecret: testRawSecret, AdminAddr: "127.0.0.1:0"})
+	page := func(tok string) string {
+		return "http://" + s.Addr().String() + "/raw?token=" + url.QueryEscape(tok)
+	}
+	hour := time.Now().Add(time.Hour)
+	if err := chromedp.Do(ctx1, chromedp.Navigate(page(mintRaw(t, testRawSecret, rawClaimsFor("ann", []string{""}, hour))))); err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := chromedp.NewContext(ctx1)
+	defer cancel2()
+	if err := chromedp.Do(ctx2, chromedp.Navigate(page(mintRaw(t, testRawSecret, rawClaimsFor("bob", []string{"*"}, hour))))); err != nil {
+		t.Fatal(err)
+	}
+	ctx3, cancel3 := chromedp.NewContext(ctx1)
+	defer cancel3()
+	if err := chromedp.Do(ctx3, chromedp.Navigate(page(mintRaw(t, "forged", rawClaimsFor("eve", []string{"*"}, hour))))); err != nil {
+		t.Fatal(err)
+	}
+	browserWaitStatus(t, ctx1, "ann", "Connection established!")
+	browserWaitStatus(t, ctx2, "bob", "Connection established!")
+	browserWaitStatus(t, ctx3, "eve (forged)", "closed (1006)")
+	waitConns(t, s, 2)
+	browserSend(t, ctx1, "ann", "hello bob")
+	browserWaitLogLine(t, ctx2, "bob", "hello bob")
+	waitMetric(t, s, `chatd_raw_auth_rejected_total{reason="signature"}`, 1)
 }
