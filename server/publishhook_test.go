@@ -303,3 +303,51 @@ func TestPusherPublishHook(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkRawPublishHook: one raw sender's messages to one member, with
+// the publish hook off and on (a local receiver that allows everything).
+// ns/op is the wall time per message delivered, cpu-ns/op the process's
+// CPU (chatd, the receiver and the gorilla clients together) per message.
+func BenchmarkRawPublishHook(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "hook=off"
+		if on {
+			name = "hook=on"
+		}
+		b.Run(name, func(b *testing.B) {
+			cfg := Config{HistorySize: -1}
+			if on {
+				hook := newPubHookReceiver(b, pusher.DefaultAppSecret)
+				cfg.PublishHook = pubhook.Config{URL: hook.srv.URL}
+			}
+			s := newTestServer(b, cfg)
+			sender := dialPlain(b, s, "/chat/bench")
+			member := dialPlain(b, s, "/chat/bench")
+			waitConns(b, s, 2)
+			msg := []byte("a message of some forty bytes, say .....")
+			done := make(chan error, 1)
+			b.ResetTimer()
+			cpu0 := processCPU()
+			go func() {
+				for range b.N {
+					if err := sender.WriteMessage(websocket.TextMessage, msg); err != nil {
+						done <- err
+						return
+					}
+				}
+				done <- nil
+			}()
+			member.SetReadDeadline(time.Now().Add(5 * time.Minute))
+			for i := range b.N {
+				if _, _, err := member.ReadMessage(); err != nil {
+					b.Fatalf("message %d: %v", i, err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+}
