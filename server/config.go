@@ -14,6 +14,7 @@ import (
 
 	"chatd/poller"
 	"chatd/server/history"
+	"chatd/server/pubhook"
 	"chatd/server/pusher"
 )
 
@@ -171,6 +172,24 @@ type Config struct {
 	// a JetStream cluster keeps (with Cluster.NATS). Zero means 1.
 	HistoryReplicas int
 
+	// RawAuthSecret turns on signed tokens for raw rooms (rawauth.go): a
+	// /chat connection must carry ?token=<JWT>, HS256-signed with this
+	// secret, naming its user (sub), the rooms it may join (rooms) and
+	// its expiry (exp). Empty (with RawAuthPublicKey empty) means off:
+	// raw rooms are open, as the seed's were.
+	RawAuthSecret string
+	// RawAuthPublicKey is a PEM RSA or ECDSA P-256 public key: tokens
+	// are RS256 or ES256, signed with its private key. Instead of
+	// RawAuthSecret, not with it.
+	RawAuthPublicKey []byte
+	// MaxConnsPerUser caps the raw connections of one token user (sub);
+	// handshakes over it get HTTP 429. Zero means no cap.
+	MaxConnsPerUser int
+	// PublishHook, when its URL is set, asks a backend about every raw
+	// room message before its fan-out (publishhook.go). Its Key and
+	// Secret sign the POSTs; empty means the first Pusher app's.
+	PublishHook pubhook.Config
+
 	// testHookMessage, when set, is called for each raw message (tests
 	// use it to inject a panic).
 	testHookMessage func(payload []byte)
@@ -239,8 +258,22 @@ func (c Config) Validate() error {
 		return bad("HistoryMaxBytes", c.HistoryMaxBytes)
 	case c.HistoryReplicas < 0:
 		return bad("HistoryReplicas", c.HistoryReplicas)
+	case c.MaxConnsPerUser < 0:
+		return bad("MaxConnsPerUser", c.MaxConnsPerUser)
+	case c.RawAuthSecret != "" && len(c.RawAuthPublicKey) > 0:
+		return &ConfigError{"RawAuthSecret", "and RawAuthPublicKey are exclusive: tokens are HS256 or RS256/ES256, not both"}
 	case c.MaxMessageBurst > maxMessageBurst:
 		return &ConfigError{"MaxMessageBurst", fmt.Sprintf("must be at most %d (got %d)", maxMessageBurst, c.MaxMessageBurst)}
+	}
+	if len(c.RawAuthPublicKey) > 0 {
+		if _, _, err := parsePublicKey(c.RawAuthPublicKey); err != nil {
+			return &ConfigError{"RawAuthPublicKey", "is " + err.Error()}
+		}
+	}
+	if c.PublishHook.URL != "" {
+		if err := c.PublishHook.Validate(); err != nil {
+			return &ConfigError{"PublishHook", strings.TrimPrefix(err.Error(), pubhook.ErrBadConfig.Error()+": ")}
+		}
 	}
 	if err := poller.CheckEngine(c.Poller); err != nil {
 		return &ConfigError{"Poller", strings.TrimPrefix(err.Error(), "poller: engine ")}

@@ -156,6 +156,11 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 				}
 				c.ip = ip
 			}
+			if rt.ident != nil {
+				if err := s.access.acquire(rt.ident); err != nil {
+					return nil, err
+				}
+			}
 			return nil, nil
 		},
 	}
@@ -169,6 +174,9 @@ func (c *Conn) upgrade(head, rest []byte, info headInfo) {
 		if c.ip != nil {
 			s.perIP.release(c.ip)
 			c.ip = nil
+		}
+		if rt.ident != nil {
+			s.access.release(rt.ident)
 		}
 		s.stats.HandshakesRejected.Add(1)
 		if s.log.Enabled(context.Background(), slog.LevelDebug) {

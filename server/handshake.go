@@ -148,7 +148,8 @@ func (h *handshakeIO) Write(p []byte) (int, error) {
 type route struct {
 	proto   connProtocol
 	room    string
-	history int // raw: ?history=N, the last N messages first (-1: not asked)
+	history int          // raw: ?history=N, the last N messages first (-1: not asked)
+	ident   *rawIdentity // raw, with raw auth or the publish hook (rawauth.go)
 	pusher  *pusherState
 }
 
@@ -186,7 +187,13 @@ func (s *Server) route(uri string) (route, error) {
 		if err != nil {
 			return route{}, reject(http.StatusBadRequest, err.Error())
 		}
-		return route{proto: s.rawProto, room: rawRoomKey(name), history: n}, nil
+		rt := route{proto: s.rawProto, room: rawRoomKey(name), history: n}
+		if s.access != nil {
+			if rt.ident, err = s.access.authorize(name, query); err != nil {
+				return route{}, err
+			}
+		}
+		return rt, nil
 	case strings.HasPrefix(path, "/app/") && s.pusherProto != nil:
 		// The key is checked by the Pusher protocol after the upgrade: it
 		// answers an unknown key with pusher:error 4001, as clients expect.

@@ -78,6 +78,7 @@ func (s *Server) newMetrics() {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.handshake, fanout, &serverCollector{s: s, descs: newServerDescs()},
+		newAccessCollector(s),
 	)
 }
 

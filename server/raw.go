@@ -17,6 +17,9 @@ func (p *rawProto) onOpen(c *Conn, rt route) {
 		c.rlTokens = uint32(p.s.cfg.MaxMessageBurst) * 1000
 		c.rlAt = uint32(p.s.since() / 1e6)
 	}
+	if rt.ident != nil {
+		p.s.access.opened(c, rt.ident)
+	}
 	p.joinRaw(c, rt)
 }
 
@@ -31,6 +34,10 @@ func (p *rawProto) onMessage(c *Conn, op ws.OpCode, payload []byte) {
 		// message without bound.
 		p.s.stats.RateLimited.Add(1)
 		c.closeWith(ws.StatusPolicyViolation, "rate limit", ReasonRateLimited)
+		return
+	}
+	// Raw auth's read-only members and the publish hook (publishhook.go).
+	if p.s.access != nil && p.guarded(c, op, payload) {
 		return
 	}
 	// Other nodes' members get it through the broker (nothing leaves the
@@ -62,6 +69,9 @@ func (p *rawProto) allowMessage(c *Conn) bool {
 }
 
 func (p *rawProto) onClose(c *Conn) {
+	if p.s.access != nil {
+		p.s.access.closed(c) // first: no hook decision publishes for c after it
+	}
 	if s := p.s; s.kept != nil && s.rawHist.Size > 0 {
 		// A join waiting for the room's history may set c.room from the
 		// stream's goroutine, under the store's lock (joinKept).

@@ -56,6 +56,8 @@ type Server struct {
 	draining atomic.Bool // Shutdown has begun: /readyz answers 503
 
 	perIP ipLimiter // connections per client address (Config.MaxConnsPerIP)
+	// access is raw auth and the raw publish hook (rawauth.go); nil when off.
+	access *rawAccess
 
 	open      atomic.Int64 // upgraded WebSocket connections
 	live      atomic.Int64 // sockets owned (handshaking, open, closing, or plain HTTP in net/http)
@@ -91,6 +93,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.pusher = pp
 	s.pusherProto = &pusherProto{s: s, p: pp}
+	s.newRawAccess()
 	tick := min(cfg.PingInterval, cfg.HandshakeTimeout, closeLinger) / 8
 	tick = max(10*time.Millisecond, min(tick, time.Second))
 	s.wheel = newWheel(tick, 4096)
@@ -374,6 +377,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		wctx, cancel := context.WithTimeout(ctx, s.cfg.DrainTimeout)
 		s.pusher.Shutdown(wctx)
 		cancel()
+		if s.access != nil {
+			s.access.close()
+		}
+		s.pusher.ClosePublishHooks()
 		s.wheel.close()
 		<-httpDone
 		s.broker.Close()

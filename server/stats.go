@@ -28,6 +28,7 @@ const (
 	ReasonHTTP
 	ReasonHTTPRejected
 	ReasonRateLimited
+	ReasonTokenExpired
 	numReasons
 )
 
@@ -35,7 +36,7 @@ var reasonNames = [numReasons]string{
 	"unknown", "peer_closed", "peer_hangup", "protocol_error", "message_too_big", "invalid_utf8",
 	"slow_consumer", "idle_timeout", "handshake_timeout", "handshake_rejected", "shutdown",
 	"panic", "write_error", "linger_timeout", "protocol_close",
-	"http", "http_rejected", "rate_limited",
+	"http", "http_rejected", "rate_limited", "token_expired",
 }
 
 func (r CloseReason) String() string {

@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"math"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"chatd/server"
 	"chatd/server/broker"
@@ -127,6 +129,9 @@ type options struct {
 
 	historySize     int // -history-size: 0 is off (Config.HistorySize -1)
 	historyMaxBytes int
+
+	rawAuthKeyFile string
+	hookFail       string
 }
 
 // parseConfig turns flags and CHATD_* environment variables into a
@@ -174,6 +179,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 	o.historyMaxBytes = history.DefaultMaxBytes
 	fs.Var(byteSize{&o.historyMaxBytes}, "history-max-bytes", "all rooms' history together; past it the least recently published room is forgotten")
 	fs.IntVar(&c.HistoryReplicas, "history-replicas", 1, "with -nats: copies of the history stream in a JetStream cluster")
+	fs.StringVar(&c.RawAuthSecret, "raw-auth-secret", "", "raw /chat rooms need ?token=<JWT> signed HS256 with this secret, naming sub, rooms and exp (empty: raw rooms are open)")
+	fs.StringVar(&o.rawAuthKeyFile, "raw-auth-public-key", "", "PEM file of an RSA or ECDSA P-256 public key: raw tokens are RS256/ES256 (instead of -raw-auth-secret)")
+	fs.IntVar(&c.MaxConnsPerUser, "max-conns-per-user", 0, "raw connections one token user (sub) may hold; over it HTTP 429 (0: no cap)")
+	fs.StringVar(&c.PublishHook.URL, "publish-hook-url", "", "POST every raw room message (and the -app-* app's client events) here before fan-out: allow, replace or reject (empty: off)")
+	fs.DurationVar(&c.PublishHook.Timeout, "publish-hook-timeout", 500*time.Millisecond, "time the publish hook may take to answer")
+	fs.StringVar(&o.hookFail, "publish-hook-fail", "open", "on a publish hook timeout, error or unknown answer: open (publish the message) or closed (drop it)")
+	fs.IntVar(&c.PublishHook.Concurrency, "publish-hook-concurrency", 64, "publish hook POSTs in flight at once")
+	fs.IntVar(&c.PublishHook.Queue, "publish-hook-queue", 10000, "messages waiting for a publish hook POST; over it they are decided by -publish-hook-fail at once")
 
 	usage := func() {
 		fmt.Fprintf(stderr, "Usage: chatd [flags]\n\nA WebSocket chat server: ws://HOST/chat is the lobby, ws://HOST/chat/{room} a room,\nws://HOST/app/{key}?protocol=7 speaks Pusher Channels (default app: id chatd, key chatd-key,\nsecret chatd-secret, client events on).\nEvery flag but -version can also be set as CHATD_<NAME> (e.g. CHATD_MAX_MESSAGE); flags win.\n\nFlags:\n")
@@ -237,12 +250,34 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (s
 		return *c, fmt.Errorf("invalid value %d for flag -history-max-bytes: want a positive byte count like 64MiB", o.historyMaxBytes)
 	}
 	c.HistoryMaxBytes = int64(o.historyMaxBytes)
+	switch o.hookFail {
+	case "open":
+	case "closed":
+		c.PublishHook.FailClosed = true
+	default:
+		return *c, fmt.Errorf("invalid value %q for flag -publish-hook-fail: want open or closed", o.hookFail)
+	}
+	if c.PublishHook.Timeout <= 0 || c.PublishHook.Concurrency <= 0 || c.PublishHook.Queue <= 0 {
+		return *c, fmt.Errorf("invalid -publish-hook-timeout, -publish-hook-concurrency or -publish-hook-queue: want positive values")
+	}
+	if o.rawAuthKeyFile != "" {
+		b, err := os.ReadFile(o.rawAuthKeyFile)
+		if err != nil {
+			return *c, fmt.Errorf("flag -raw-auth-public-key: %v", err)
+		}
+		c.RawAuthPublicKey = b
+	}
 	c.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if err := validate(c); err != nil {
 		return *c, err
 	}
 	if o.webhookURL != "" {
 		o.app.Webhooks = []pusher.Webhook{{URL: o.webhookURL}}
+	}
+	if o.appsFile == "" {
+		// The flags' app (or the default app) asks the same hook about
+		// its client events; an apps file says per app (publish_hook_url).
+		o.app.PublishHook = c.PublishHook
 	}
 	apps, err := pusher.LoadApps(o.appsFile, o.app)
 	if err != nil {
@@ -260,6 +295,7 @@ var configFlags = map[string]string{
 	"MaxConns": "max-conns", "MaxHTTPConns": "max-http-conns", "AllowedOrigins": "allowed-origins",
 	"Cluster.NATS": "nats", "Cluster.NodeTimeout": "node-timeout", "ShutdownDelay": "shutdown-delay", "MaxConnsPerIP": "max-conns-per-ip",
 	"MaxMessageRate": "max-message-rate", "MaxMessageBurst": "max-message-burst", "TrustedProxies": "trusted-proxies", "HistoryReplicas": "history-replicas",
+	"MaxConnsPerUser": "max-conns-per-user", "RawAuthSecret": "raw-auth-secret", "RawAuthPublicKey": "raw-auth-public-key", "PublishHook": "publish-hook-url",
 }
 
 // validate checks c with server.Config.Validate, the one set of rules, and

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"chatd/server/pubhook"
 )
 
 // The default app, used when no app is configured. Its secret is public, so
@@ -80,6 +82,12 @@ type App struct {
 	WebhookRetryFor    time.Duration // how long a batch is retried before it is dropped; zero means 5 min
 	WebhookQueueEvents int           // events waiting per webhook, over it new ones are dropped; zero means 10000
 	WebhookQueueBytes  int           // their encoded size; zero means 4 MiB
+
+	// PublishHook, when its URL is set, asks the app's backend about
+	// each client event before it is delivered (publishhook.go); its
+	// POSTs are signed with the app's key and secret (Key and Secret are
+	// ignored). Timeout zero means 500 ms; fail-open unless FailClosed.
+	PublishHook pubhook.Config
 }
 
 // DefaultApp returns the default app (ID chatd, key chatd-key, secret
@@ -147,6 +155,11 @@ func (a *App) Validate() error {
 	}
 	if a.ActivityTimeout < 0 || a.ActivityTimeout%time.Second != 0 {
 		return fmt.Errorf("%w: app %q: activity timeout %v is not a whole, positive number of seconds", ErrInvalidApp, a.ID, a.ActivityTimeout)
+	}
+	if a.PublishHook.URL != "" {
+		if err := a.PublishHook.Validate(); err != nil {
+			return fmt.Errorf("%w: app %q: publish hook: %v", ErrInvalidApp, a.ID, err)
+		}
 	}
 	return a.validateWebhooks()
 }
@@ -244,6 +257,10 @@ type appFile struct {
 	WebhookRetrySeconds int           `json:"webhook_retry_seconds"`
 	WebhookQueueEvents  int           `json:"webhook_queue_events"`
 	WebhookQueueBytes   int           `json:"webhook_queue_bytes"`
+
+	PublishHookURL        string `json:"publish_hook_url"`
+	PublishHookTimeoutMS  int    `json:"publish_hook_timeout_ms"`
+	PublishHookFailClosed bool   `json:"publish_hook_fail_closed"`
 }
 
 // LoadAppsFile reads apps from a JSON file, either {"apps": [...]} or a bare
@@ -255,7 +272,8 @@ type appFile struct {
 // subscription_count; webhooks (a list of {"url", "event_types", "filter":
 // {"channel_name_starts_with", "channel_name_ends_with"}, "headers"}) and
 // their settings webhook_batch_ms, webhook_timeout_ms, webhook_backoff_ms,
-// webhook_retry_seconds, webhook_queue_events and webhook_queue_bytes. A
+// webhook_retry_seconds, webhook_queue_events and webhook_queue_bytes; and
+// publish_hook_url, publish_hook_timeout_ms and publish_hook_fail_closed. A
 // missing or zero limit means its default. Unknown fields are an error, so a misspelt
 // limit is not silently ignored.
 func LoadAppsFile(path string) (*Apps, error) {
@@ -312,6 +330,8 @@ func LoadAppsFile(path string) (*Apps, error) {
 			WebhookRetryFor:       time.Duration(f.WebhookRetrySeconds) * time.Second,
 			WebhookQueueEvents:    f.WebhookQueueEvents,
 			WebhookQueueBytes:     f.WebhookQueueBytes,
+			PublishHook: pubhook.Config{URL: f.PublishHookURL, FailClosed: f.PublishHookFailClosed,
+				Timeout: time.Duration(f.PublishHookTimeoutMS) * time.Millisecond},
 		}
 	}
 	r, err := NewApps(apps...)
@@ -346,9 +366,10 @@ func LoadApps(file string, single App) (*Apps, error) {
 		return LoadAppsFile(file)
 	case flagsSet:
 		return NewApps(single)
-	case len(single.Webhooks) > 0:
+	case len(single.Webhooks) > 0 || single.PublishHook.URL != "":
 		app := DefaultApp()
 		app.Webhooks = single.Webhooks
+		app.PublishHook = single.PublishHook
 		return NewApps(app)
 	default:
 		return NewApps()

@@ -29,6 +29,12 @@ type Session struct {
 	events gcra           // client event rate limit
 
 	watchlist []string // the signed-in user's watchlist (watchlist.go)
+
+	// The publish hook (publishhook.go): a client event of this
+	// connection waits for the app's backend, and the messages read
+	// meanwhile wait behind it.
+	holding bool
+	held    [][]byte
 }
 
 // subscription is one channel a connection is subscribed to.
@@ -77,6 +83,9 @@ func (s *Session) UserID() string {
 // connection) and forgets its socket_id and signed-in user. Idempotent;
 // Message calls after Closed are ignored.
 func (s *Session) Closed() {
+	if h := s.app.pubHook; h != nil {
+		h.Cancel(s) // first: its callbacks take s.mu
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -97,6 +106,15 @@ func (s *Session) Message(data []byte) {
 	if s.closed {
 		return
 	}
+	if s.holding {
+		s.holdMessage(data)
+		return
+	}
+	s.messageLocked(data)
+}
+
+// messageLocked is Message with s.mu held.
+func (s *Session) messageLocked(data []byte) {
 	m, err := parseMessage(data)
 	if err != nil {
 		s.sendError(0, "invalid message: "+err.Error())
@@ -321,9 +339,18 @@ func (s *Session) clientEvent(m clientMessage) {
 			strconv.Itoa(app.ClientEventsPerSecond)+" per second)")
 		return
 	}
-	// On presence channels the recipients learn who sent it.
-	s.app.deliver(m.Channel, m.Event, data, s.subs[i].userID, s.conn, s.socketID)
-	s.app.hooks.clientEvent(m.Channel, m.Event, data, s.socketID, s.subs[i].userID)
+	if h := s.app.pubHook; h != nil {
+		s.askHook(h, m.Channel, m.Event, data, s.subs[i].userID)
+		return
+	}
+	s.relayClientEvent(m.Channel, m.Event, data, s.subs[i].userID)
+}
+
+// relayClientEvent delivers a client event; on presence channels the
+// recipients learn who sent it (member). s.mu held.
+func (s *Session) relayClientEvent(channel, event, data, member string) {
+	s.app.deliver(channel, event, data, member, s.conn, s.socketID)
+	s.app.hooks.clientEvent(channel, event, data, s.socketID, member)
 	s.app.counters.clientEvents.Add(1)
 }
 

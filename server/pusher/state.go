@@ -5,6 +5,7 @@ import (
 
 	"chatd/server/broker"
 	"chatd/server/history"
+	"chatd/server/pubhook"
 	"maps"
 	"slices"
 	"strconv"
@@ -38,6 +39,7 @@ type appState struct {
 	cache    eventCache               // cache channel -> last event
 	watchers map[string][]*Session    // watched user ID -> connections watching it (watchlist.go)
 	hooks    *appHooks                // webhooks and subscription counts (webhook_events.go); nil if none
+	pubHook  *pubhook.Hook            // the publish hook (publishhook.go); nil if none
 
 	// In a cluster (cluster.go): presence channels as the cluster knows
 	// them, and this node's connections in them by channel NUL user.
@@ -84,6 +86,7 @@ func newAppState(p *Protocol, app *App) *appState {
 		presence:  make(map[string]*presenceState),
 		local:     make(map[string]*localPresence),
 		occupancy: make(map[string]map[string]int),
+		pubHook:   newPublishHook(app),
 	}
 }
 
