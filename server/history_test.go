@@ -327,3 +327,75 @@ func TestPusherHistoryLongRewind(t *testing.T) {
 		}
 	}
 }
+
+// A flood of recovery requests (subscribe with chatd_rewind, unsubscribe,
+// again, never reading) costs the flooder its connection, not anybody
+// else their events.
+func TestPusherRecoveryFloodDisturbsNoOne(t *testing.T) {
+	s := newTestServer(t, Config{WriteQueue: 64 << 10})
+	publish := func(i int) {
+		body := fmt.Sprintf(`{"name":"n","channel":"busy","data":"%d"}`, i)
+		q := url.Values{"auth_key": {"chatd-key"}, "auth_timestamp": {strconv.FormatInt(time.Now().Unix(), 10)},
+			"auth_version": {"1.0"}, "body_md5": {pusher.BodyMD5([]byte(body))}}
+		q.Set("auth_signature", pusher.SignRequest("chatd-secret", "POST", "/apps/chatd/events", q))
+		resp, err := http.Post("http://"+s.Addr().String()+"/apps/chatd/events?"+q.Encode(), "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	for i := 1; i <= 100; i++ {
+		publish(i)
+	}
+	calm, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/app/chatd-key?protocol=7"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer calm.Close()
+	calm.WriteMessage(gorilla.TextMessage, []byte(`{"event":"pusher:subscribe","data":{"channel":"busy"}}`))
+	readN(t, calm, 2, 5*time.Second)
+
+	flood := dialRaw(t, s)
+	// A WebSocket by hand: it writes and never reads.
+	fmt.Fprintf(flood, "GET /app/chatd-key?protocol=7 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	sub := []byte(`{"event":"pusher:subscribe","data":{"channel":"busy","chatd_rewind":100}}`)
+	unsub := []byte(`{"event":"pusher:unsubscribe","data":{"channel":"busy"}}`)
+	go func() {
+		for i := 0; i < 2000; i++ {
+			for _, m := range [][]byte{sub, unsub} {
+				if _, err := flood.Write(maskedText(m)); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		if n := s.Stats().SlowConsumers.Load(); n == 0 {
+			return fmt.Errorf("the flooder is not closed yet")
+		}
+		return nil
+	})
+	for i := 101; i <= 110; i++ {
+		publish(i)
+	}
+	_, got := readN(t, calm, 10, 5*time.Second)
+	for i, m := range got {
+		if !strings.Contains(m, fmt.Sprintf(`"data":"%d"`, 101+i)) {
+			t.Fatalf("the calm subscriber got %s as event %d", m, 101+i)
+		}
+	}
+}
+
+// maskedText frames p as a masked client text frame (mask 0: the bytes as
+// they are; RFC 6455 requires the bit, not a random key, of a test).
+func maskedText(p []byte) []byte {
+	f := []byte{0x81}
+	switch n := len(p); {
+	case n < 126:
+		f = append(f, 0x80|byte(n))
+	default:
+		f = append(f, 0x80|126, byte(n>>8), byte(n))
+	}
+	f = append(f, 0, 0, 0, 0)
+	return append(f, p...)
+}
