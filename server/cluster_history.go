@@ -138,6 +138,11 @@ func (k keptHandler) HistoryMessage(room, epoch string, seq uint64, stamp int64,
 		case member != 0 && mine:
 			ex = r.memberByJoin(member)
 		}
+		if r.paced && !mine && !r.remoteFed.Load() {
+			// Fed by other nodes: it tells them when it falls behind here
+			// (Room.congest), as on the core NATS path (Hub.PublishRemote).
+			r.remoteFed.Store(true)
+		}
 		if r.publishFrame(f, ex) {
 			r.flushLater()
 		}
