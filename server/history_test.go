@@ -301,18 +301,7 @@ func TestRawHistoryLongReplay(t *testing.T) {
 func TestPusherHistoryLongRewind(t *testing.T) {
 	s := newTestServer(t, Config{HistorySize: 150})
 	for i := 1; i <= 120; i++ {
-		body := fmt.Sprintf(`{"name":"n","channel":"long","data":"%d"}`, i)
-		q := url.Values{"auth_key": {"chatd-key"}, "auth_timestamp": {strconv.FormatInt(time.Now().Unix(), 10)},
-			"auth_version": {"1.0"}, "body_md5": {pusher.BodyMD5([]byte(body))}}
-		q.Set("auth_signature", pusher.SignRequest("chatd-secret", "POST", "/apps/chatd/events", q))
-		resp, err := http.Post("http://"+s.Addr().String()+"/apps/chatd/events?"+q.Encode(), "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("event %d: %d", i, resp.StatusCode)
-		}
+		apiEvent(t, s, "long", strconv.Itoa(i))
 	}
 	c, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/app/chatd-key?protocol=7"), nil)
 	if err != nil {
@@ -333,17 +322,7 @@ func TestPusherHistoryLongRewind(t *testing.T) {
 // else their events.
 func TestPusherRecoveryFloodDisturbsNoOne(t *testing.T) {
 	s := newTestServer(t, Config{WriteQueue: 64 << 10})
-	publish := func(i int) {
-		body := fmt.Sprintf(`{"name":"n","channel":"busy","data":"%d"}`, i)
-		q := url.Values{"auth_key": {"chatd-key"}, "auth_timestamp": {strconv.FormatInt(time.Now().Unix(), 10)},
-			"auth_version": {"1.0"}, "body_md5": {pusher.BodyMD5([]byte(body))}}
-		q.Set("auth_signature", pusher.SignRequest("chatd-secret", "POST", "/apps/chatd/events", q))
-		resp, err := http.Post("http://"+s.Addr().String()+"/apps/chatd/events?"+q.Encode(), "application/json", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-	}
+	publish := func(i int) { apiEvent(t, s, "busy", strconv.Itoa(i)) }
 	for i := 1; i <= 100; i++ {
 		publish(i)
 	}
@@ -398,4 +377,22 @@ func maskedText(p []byte) []byte {
 	}
 	f = append(f, 0, 0, 0, 0)
 	return append(f, p...)
+}
+
+// apiEvent publishes event "n" with data to channel of the default app
+// through s's signed HTTP API.
+func apiEvent(t *testing.T, s *Server, channel, data string) {
+	t.Helper()
+	body := fmt.Sprintf(`{"name":"n","channel":%q,"data":%q}`, channel, data)
+	q := url.Values{"auth_key": {"chatd-key"}, "auth_timestamp": {strconv.FormatInt(time.Now().Unix(), 10)},
+		"auth_version": {"1.0"}, "body_md5": {pusher.BodyMD5([]byte(body))}}
+	q.Set("auth_signature", pusher.SignRequest("chatd-secret", "POST", "/apps/chatd/events", q))
+	resp, err := http.Post("http://"+s.Addr().String()+"/apps/chatd/events?"+q.Encode(), "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("event %s on %s: %d", data, channel, resp.StatusCode)
+	}
 }
