@@ -89,6 +89,33 @@ func (k keptHandler) HistoryUp(up bool, reason string) {
 	}
 }
 
+// HistoryGap: this node's feed of room skipped messages its members will
+// never get from it. They are closed as slow consumers (1008 / Pusher
+// 4100), so that they reconnect and recover (on a node that has what they
+// missed) or are told chatd:recovery_failed: a gap made visible, never a
+// silent one.
+func (k keptHandler) HistoryGap(room string, missed uint64) {
+	s := k.s
+	s.log.Warn("history: this node's feed of a room fell behind the stream and lost messages; closing its members there so that they recover", "room", room, "missed", missed)
+	// Its cache has the hole too: positions from before it are too old
+	// here (another node may still honour them).
+	s.hist.Clear(room)
+	r := s.hub.Room(room)
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	members := append([]*Conn(nil), r.members...)
+	r.mu.Unlock()
+	for _, c := range members {
+		c.wmu.Lock()
+		if c.mayQueueLocked() {
+			c.slowConsumerLocked()
+		}
+		c.wmu.Unlock()
+	}
+}
+
 // HistoryStopped: Interest ended, which for a room that keeps history
 // happens under the store's lock (leaveKept, rawProto.onClose, joinKept).
 func (k keptHandler) HistoryStopped(room string) { k.s.hist.UnreadyLocked(room) }

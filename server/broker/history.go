@@ -55,6 +55,11 @@ const (
 	HeaderMember = "Chatd-Member"
 	HeaderMarker = "Chatd-Marker"
 	HeaderLocal  = "Chatd-Local" // the sending node delivered it to its own members already (NATS was away)
+	// HeaderCount numbers the messages one node (Chatd-Node) publishes to
+	// one room: 1, 2, ... A consumer that sees a number skipped lost
+	// messages (the stream dropped them before it delivered them, or a
+	// publish failed).
+	HeaderCount = "Chatd-Count"
 )
 
 // HistoryConfig configures the cluster's history stream.
@@ -91,6 +96,11 @@ type HistoryHandler interface {
 	HistoryWaitingSince(room string) int64
 	// HistoryUp is told whether the stream can be used (JetStream there).
 	HistoryUp(up bool, reason string)
+	// HistoryGap: messages of room (missed of them) will never be handed
+	// over: the stream deleted them before this node's consumer got them
+	// (it lagged more than the room's transport window), or their publish
+	// failed. Called on the room's goroutine, before the next message.
+	HistoryGap(room string, missed uint64)
 	// HistoryStopped: this node stopped following room (Interest ended);
 	// called from Interest, synchronously, under whatever locks its caller
 	// holds. Until the next HistoryReady its cache may miss messages.
@@ -113,6 +123,16 @@ type histState struct {
 	failed bool   // the last attempt to establish it failed
 
 	published, lost atomic.Uint64
+	gaps            atomic.Uint64 // messages consumers found skipped
+
+	sent sync.Map // room -> *sentCount: this node's numbering per room
+}
+
+// sentCount numbers a room's messages published by this node; mu keeps
+// the numbers in publish order.
+type sentCount struct {
+	mu sync.Mutex
+	n  uint64
 }
 
 type histRoom struct {
@@ -294,7 +314,13 @@ func (b *NATS) KeptPublish(room string, member uint64, local bool, op byte, part
 	if local {
 		m.Header.Set(HeaderLocal, "1")
 	}
+	v, _ := h.sent.LoadOrStore(room, &sentCount{})
+	sc := v.(*sentCount)
+	sc.mu.Lock()
+	sc.n++
+	m.Header.Set(HeaderCount, strconv.FormatUint(sc.n, 10))
 	f, err := h.js.PublishMsgAsync(m, jetstream.WithStallWait(50*time.Millisecond))
+	sc.mu.Unlock()
 	if err != nil {
 		h.lost.Add(1)
 		return nil
@@ -410,7 +436,8 @@ func (b *NATS) startFollow(ctx context.Context, h *histState, room, subj string)
 	}
 	handler := h.cfg.Handler
 	ready := false
-	var prev uint64 // the last message handed over
+	var prev uint64               // the last message handed over
+	counts := map[string]uint64{} // the last HeaderCount seen, per sending node
 	return cons.Consume(func(m jetstream.Msg) {
 		md, err := m.Metadata()
 		if err != nil {
@@ -436,6 +463,16 @@ func (b *NATS) startFollow(ctx context.Context, h *histState, room, subj string)
 		if !marker && len(m.Data()) == 0 {
 			return
 		}
+		if n, err := strconv.ParseUint(hdr.Get(HeaderCount), 10, 64); err == nil && n > 0 {
+			from := hdr.Get(HeaderNode)
+			if p, ok := counts[from]; ok && n > p+1 {
+				h.gaps.Add(n - p - 1)
+				handler.HistoryGap(room, n-p-1)
+			}
+			if n > counts[from] {
+				counts[from] = n
+			}
+		}
 		handler.HistoryMessage(room, epoch, seq, md.Timestamp.UnixNano(), hdr.Get(HeaderNode), member, marker, hdr.Get(HeaderLocal) != "", m.Data(), !ready)
 		if !ready && seq == last {
 			ready = true
@@ -447,7 +484,7 @@ func (b *NATS) startFollow(ctx context.Context, h *histState, room, subj string)
 // historyStats adds the stream's counters to st.
 func (h *histState) stats(st *Stats) {
 	st.Published += h.published.Load()
-	st.Lost += h.lost.Load()
+	st.Lost += h.lost.Load() + h.gaps.Load()
 }
 
 func (h *histState) close() {

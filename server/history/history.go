@@ -637,6 +637,20 @@ func (s *Store) Put(key string, lim Limits, pos Position, stamp int64, frame []b
 	return true
 }
 
+// Clear drops stream key's messages but keeps its epoch, position and
+// readiness: positions from before now are no longer honoured (a feed
+// that lost messages must not replay around the hole).
+func (s *Store) Clear(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.streamLocked(key, false); st != nil {
+		for st.n > 0 {
+			s.dropOldestLocked(st)
+		}
+		st.sparse = true
+	}
+}
+
 // Do calls f under the store's lock (see the package doc on order).
 func (s *Store) Do(f func()) {
 	s.mu.Lock()
