@@ -58,6 +58,10 @@ type Config struct {
 	// nats://127.0.0.1:PORT, so that the instances form one cluster (a
 	// room spans them). Its process counts among the server's.
 	NATS string `json:"nats,omitempty"`
+	// NATSJS starts that nats-server with JetStream (-js -sd DIR, a fresh
+	// temporary directory per run, removed after it): what chatd's
+	// cluster history (and Pusher's shared state) needs.
+	NATSJS bool `json:"nats_js,omitempty"`
 
 	// Client side.
 	Procs          int           `json:"procs"`           // worker processes; zero means one per 15,000 connections
@@ -315,6 +319,9 @@ func (c *Config) validateNATS() error {
 		}
 	}
 	if c.NATS == "" {
+		if c.NATSJS {
+			return errors.New("chatbench: -nats-js starts the nats-server of -nats with JetStream: give -nats PATH-to-nats-server too")
+		}
 		if len(with) > 0 {
 			return fmt.Errorf("chatbench: server command %q has {nats} but no -nats PATH-to-nats-server was given: chatbench replaces {nats} with the URL of the nats-server it starts", with[0])
 		}

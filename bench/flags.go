@@ -81,6 +81,7 @@ func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.BoolVar(&cfg.ReusePort, "reuse-port", false, "with -instances: start them all on one port (the command must share it: chatd -reuse-port) and let the kernel spread the connections; each instance's share is counted from its open fds")
 	fs.IntVar(&cfg.MinAvailableMiB, "min-available", 0, "MiB: stop the run (kill the servers and client workers) when MemAvailable in /proc/meminfo falls under this (0: 1024; negative: no guard)")
 	fs.StringVar(&cfg.NATS, "nats", "", "broadcast: path of a nats-server binary that chatbench starts on a free loopback port before the servers of each run; {nats} in -server/-compare becomes its URL, nats://127.0.0.1:PORT, so that the -instances form one cluster; its CPU and RSS count among the server's")
+	fs.BoolVar(&cfg.NATSJS, "nats-js", false, "with -nats: start the nats-server with JetStream (-js -sd, a fresh temporary directory per run, removed after it), which chatd's cluster history needs")
 	fs.IntVar(&cfg.Procs, "procs", 0, "client worker processes (0: one per 15,000 connections, fewer per process if the open-file limit is lower)")
 	fs.IntVar(&cfg.SourceIPs, "source-ips", 0, "spread connections over 127.0.0.1..N (0: one per 20,000 connections)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 0, "connection attempts in flight per process (0: 256)")
