@@ -594,3 +594,32 @@ func splitPort(addr string) (string, int, error) {
 	}
 	return "", 0, errors.New("chatbench: no port")
 }
+
+// killInstance SIGKILLs instance i's process group (a node dying) and
+// waits until it is gone. It returns the CPU the process used, read just
+// before the kill (zero if it could not be read).
+func (t *target) killInstance(i int) time.Duration {
+	in := t.inst[i]
+	if in.cmd == nil || in.cmd.Process == nil {
+		return 0
+	}
+	cpu, _ := ReadProcCPU(in.pid)
+	_ = syscall.Kill(-in.cmd.Process.Pid, syscall.SIGKILL)
+	<-in.exited
+	in.cmd = nil
+	return cpu
+}
+
+// restartInstance starts instance i's command again, on its port, after
+// killInstance, and waits until it listens.
+func (t *target) restartInstance(ctx context.Context, i int, timeout time.Duration) error {
+	in := t.inst[i]
+	if in.line == "" {
+		return fmt.Errorf("chatbench: instance %d was not started by chatbench: it cannot be started again", i+1)
+	}
+	in.pid = 0
+	if err := in.start(ctx, "server", in.line, in.port, timeout); err != nil {
+		return fmt.Errorf("instance %d started again: %w", i+1, err)
+	}
+	return nil
+}
