@@ -58,6 +58,10 @@ type Config struct {
 	// nats://127.0.0.1:PORT, so that the instances form one cluster (a
 	// room spans them). Its process counts among the server's.
 	NATS string `json:"nats,omitempty"`
+	// NATSJS starts that nats-server with JetStream (-js -sd DIR, a fresh
+	// temporary directory per run, removed after it): what chatd's
+	// cluster history (and Pusher's shared state) needs.
+	NATSJS bool `json:"nats_js,omitempty"`
 
 	// Client side.
 	Procs          int           `json:"procs"`           // worker processes; zero means one per 15,000 connections
@@ -95,6 +99,11 @@ type Config struct {
 	// stays away CutDown (zero means 250ms) before it reconnects.
 	CutEvery time.Duration `json:"cut_every,omitempty"`
 	CutDown  time.Duration `json:"cut_down,omitempty"`
+	// Recovery: every KillEvery one server process (node), in turn, is
+	// SIGKILLed and started again on its port KillDown later (zero means
+	// 500ms); its members reconnect to another node. Zero: no kills.
+	KillEvery time.Duration `json:"kill_every,omitempty"`
+	KillDown  time.Duration `json:"kill_down,omitempty"`
 
 	// Protocol is raw (the /chat/{room} protocol) or pusher (Pusher
 	// Channels: members subscribe at /app/{key}, senders publish through
@@ -252,12 +261,12 @@ func (c *Config) Validate() error {
 	if err := c.validateNATS(); err != nil {
 		return err
 	}
-	if c.Instances > 1 && c.Scenario != "density" && !(c.Scenario == "broadcast" && c.NATS != "") {
+	if c.Instances > 1 && c.Scenario != "density" && !((c.Scenario == "broadcast" || c.Scenario == "recovery") && c.NATS != "") {
 		also := ""
-		if c.Scenario == "broadcast" {
+		if c.Scenario == "broadcast" || c.Scenario == "recovery" {
 			also = ", or make the instances one cluster: -nats PATH-to-nats-server and {nats} in the -server command (chatd: -nats {nats})"
 		}
-		return fmt.Errorf("chatbench: %d server instances (-instances, or several -url): only the density scenario spreads over several instances, and broadcast over a cluster (-nats); %s needs its members in one room, and a room lives in one server process (members on different instances would not hear each other). Use one instance (one -url) for %s%s", c.Instances, c.Scenario, c.Scenario, also)
+		return fmt.Errorf("chatbench: %d server instances (-instances, or several -url): only the density scenario spreads over several instances, and broadcast and recovery over a cluster (-nats); %s needs its members in one room, and a room lives in one server process (members on different instances would not hear each other). Use one instance (one -url) for %s%s", c.Instances, c.Scenario, c.Scenario, also)
 	}
 	if c.Scenario != "density" && c.Rooms != 1 {
 		return errors.New("chatbench: -rooms is for the density scenario; the others use one room")
@@ -315,18 +324,21 @@ func (c *Config) validateNATS() error {
 		}
 	}
 	if c.NATS == "" {
+		if c.NATSJS {
+			return errors.New("chatbench: -nats-js starts the nats-server of -nats with JetStream: give -nats PATH-to-nats-server too")
+		}
 		if len(with) > 0 {
 			return fmt.Errorf("chatbench: server command %q has {nats} but no -nats PATH-to-nats-server was given: chatbench replaces {nats} with the URL of the nats-server it starts", with[0])
 		}
 		return nil
 	}
-	if c.Scenario != "broadcast" {
-		return fmt.Errorf("chatbench: -nats is for the broadcast scenario (one room over a cluster of -instances), not %s", c.Scenario)
+	if c.Scenario != "broadcast" && c.Scenario != "recovery" {
+		return fmt.Errorf("chatbench: -nats is for the broadcast and recovery scenarios (one room over a cluster of -instances), not %s", c.Scenario)
 	}
 	if c.URL != "" {
 		return errors.New("chatbench: -nats starts a nats-server for the servers chatbench starts (-server 'CMD {addr} ... {nats}'); with -url the servers are yours, and so is their NATS")
 	}
-	if strings.Contains(c.Protocol, ProtocolPusher) {
+	if strings.Contains(c.Protocol, ProtocolPusher) && c.Scenario != "recovery" {
 		return errors.New("chatbench: -nats is for -protocol raw: chatd's cluster carries raw rooms (/chat/{room}) between nodes, not Pusher channels")
 	}
 	if len(with) == 0 {
@@ -349,13 +361,30 @@ func (c *Config) validateNATS() error {
 // validateRecovery checks the recovery scenario's own flags.
 func (c *Config) validateRecovery() error {
 	if c.Scenario != "recovery" {
-		if c.CutEvery != 0 || c.CutDown != 0 {
-			return fmt.Errorf("chatbench: -cut-every and -cut-down are for the recovery scenario, not %s", c.Scenario)
+		if c.CutEvery != 0 || c.CutDown != 0 || c.KillEvery != 0 || c.KillDown != 0 {
+			return fmt.Errorf("chatbench: -cut-every, -cut-down, -kill-every and -kill-down are for the recovery scenario, not %s", c.Scenario)
 		}
 		return nil
 	}
-	if c.Instances > 1 || c.NATS != "" {
-		return errors.New("chatbench: recovery runs against one server: node kills over -instances and -nats are out of its scope, since chatd keeps no history in a cluster yet")
+	if c.ReusePort {
+		return errors.New("chatbench: recovery spreads its members over the instances itself and moves them to another node when theirs dies: -reuse-port is not for it")
+	}
+	if c.KillEvery < 0 || c.KillDown < 0 {
+		return errors.New("chatbench: -kill-every and -kill-down must be positive")
+	}
+	if c.KillEvery == 0 && c.KillDown != 0 {
+		return errors.New("chatbench: -kill-down without -kill-every: say how often a node is killed")
+	}
+	if c.KillEvery > 0 {
+		if c.URL != "" || c.Server == "" {
+			return errors.New("chatbench: -kill-every kills and restarts the server processes chatbench started (-server); with -url they are yours")
+		}
+		if c.KillDown == 0 {
+			c.KillDown = defaultKillDown
+		}
+		if c.KillDown >= c.KillEvery {
+			return fmt.Errorf("chatbench: -kill-down %v must be shorter than -kill-every %v: a node is killed only once the last one is back", c.KillDown, c.KillEvery)
+		}
 	}
 	if c.Procs > 1 {
 		return errors.New("chatbench: recovery runs its members in chatbench's own process (-procs 1)")

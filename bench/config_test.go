@@ -200,12 +200,13 @@ func TestValidateNATS(t *testing.T) {
 		{"missing binary", Config{Scenario: "broadcast", Server: cluster, NATS: filepath.Join(dir, "nope")}, "not an executable nats-server"},
 		{"not executable", Config{Scenario: "broadcast", Server: cluster, NATS: plain}, "not an executable nats-server"},
 		{"directory", Config{Scenario: "broadcast", Server: cluster, NATS: dir}, "not an executable nats-server"},
-		{"density", Config{Scenario: "density", Server: cluster, NATS: natsBin}, "-nats is for the broadcast scenario"},
-		{"soak", Config{Scenario: "soak", Server: cluster, NATS: natsBin}, "-nats is for the broadcast scenario"},
+		{"density", Config{Scenario: "density", Server: cluster, NATS: natsBin}, "-nats is for the broadcast and recovery scenarios"},
+		{"soak", Config{Scenario: "soak", Server: cluster, NATS: natsBin}, "-nats is for the broadcast and recovery scenarios"},
 		{"no {nats}", Config{Scenario: "broadcast", Server: "x {addr}", NATS: natsBin}, "no server command has {nats}"},
 		{"-compare not clustered", Config{Scenario: "broadcast", Server: cluster, Compare: "y {addr}", NATS: natsBin, Instances: 2}, `"y {addr}" has no {nats}`},
 		{"-url", Config{Scenario: "broadcast", URL: "ws://127.0.0.1:1", NATS: natsBin}, "with -url"},
 		{"pusher", Config{Scenario: "broadcast", Server: cluster, NATS: natsBin, Protocol: "raw,pusher"}, "-protocol raw"},
+		{"-nats-js without -nats", Config{Scenario: "broadcast", Server: "x {addr}", NATSJS: true}, "give -nats"},
 		{"broadcast over instances", Config{Scenario: "broadcast", Server: "x {addr}", Instances: 3}, "-nats PATH-to-nats-server"},
 	} {
 		err := c.cfg.Validate()

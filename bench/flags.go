@@ -25,10 +25,12 @@ most ~19,900 connections here), or with -reuse-port all on one port, spread
 by the kernel; -url takes a comma-separated list instead (-pid then one PID
 per URL). Server figures are sums over the instances. -min-available MiB
 stops a run before the machine runs short of memory.
--nats PATH (broadcast) starts that nats-server on a free loopback port for
+-nats PATH (broadcast, recovery) starts that nats-server on a free loopback port for
 each run and puts its URL where -server has {nats}: the instances form one
 cluster, so broadcast spreads its room's members and senders over them too;
-the nats-server counts among the server's processes.
+the nats-server counts among the server's processes. -nats-js runs it with
+JetStream (-js -sd, a fresh directory per run), which chatd's cluster history
+needs.
 
 -protocol pusher (broadcast): members subscribe over Pusher Channels protocol 7
 and senders publish through the signed HTTP API; -protocol raw,pusher runs both
@@ -41,9 +43,12 @@ is reset once every -cut-every (the members' cuts spread evenly), it stays away
 -cut-down, reconnects and resubscribes with chatd_since set to the last
 chatd_position it saw. Reports per member what was missed, duplicated or out of
 order (all 0 for chatd), chatd:recovery_failed by code, and the time from
-reconnect to caught up (p50/p99). One server, members in chatbench's own
-process: node kills (-instances, -nats) are out of scope, chatd keeps no
-history in a cluster yet.
+reconnect to caught up (p50/p99). Members run in chatbench's own process.
+With -instances N -nats PATH -nats-js (chatd: -nats {nats}) the members are
+spread over the N nodes of a cluster and the publishers over their HTTP APIs;
+-kill-every D SIGKILLs one node every D, in turn, and starts it again on its
+port -kill-down later: its members reconnect to another node with chatd_since
+(catch-up after a node kill is reported on its own).
 
 soak runs churn, a checked broadcast, slow consumers and hostile clients all at
 once for -duration (default 10m) against one server and compares the server's
@@ -56,6 +61,7 @@ Examples:
   chatbench broadcast -conns 9000 -senders 10 -messages 200 -protocol raw,pusher -repeat 3 -server './chatd -addr {addr} -admin-addr {admin} -log-level error'
   chatbench broadcast -conns 45000 -senders 10 -size 64 -instances 3 -nats ./nats-server -procs 3 -server './chatd -addr {addr} -admin-addr {admin} -log-level error -nats {nats}'
   chatbench recovery -conns 200 -messages 3000 -rate 100 -cut-every 2s -cut-down 250ms -server './chatd -addr {addr} -admin-addr {admin} -log-level error'
+  chatbench recovery -conns 300 -messages 3000 -rate 100 -instances 3 -nats ./nats-server -nats-js -kill-every 3s -kill-down 500ms -server './chatd -addr {addr} -admin-addr {admin} -log-level error -nats {nats}'
   chatbench soak -duration 10m -server './chatd -addr {addr} -admin-addr {admin} -log-level error' -json soak.json
 `
 
@@ -77,10 +83,11 @@ func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.CompareName, "compare-name", "", "label of the -compare server")
 	fs.DurationVar(&cfg.ServerTimeout, "server-timeout", 0, "how long a started server may take to listen (0: 60s)")
 	fs.IntVar(&cfg.Repeat, "repeat", 0, "runs per server, alternating A and B (0: 1)")
-	fs.IntVar(&cfg.Instances, "instances", 0, "density, and broadcast with -nats: start -server (and -compare) this many times, each on its own port, and spread connections over them round-robin (0: 1, or one per -url)")
+	fs.IntVar(&cfg.Instances, "instances", 0, "density, and broadcast and recovery with -nats: start -server (and -compare) this many times, each on its own port, and spread connections over them round-robin (0: 1, or one per -url)")
 	fs.BoolVar(&cfg.ReusePort, "reuse-port", false, "with -instances: start them all on one port (the command must share it: chatd -reuse-port) and let the kernel spread the connections; each instance's share is counted from its open fds")
 	fs.IntVar(&cfg.MinAvailableMiB, "min-available", 0, "MiB: stop the run (kill the servers and client workers) when MemAvailable in /proc/meminfo falls under this (0: 1024; negative: no guard)")
-	fs.StringVar(&cfg.NATS, "nats", "", "broadcast: path of a nats-server binary that chatbench starts on a free loopback port before the servers of each run; {nats} in -server/-compare becomes its URL, nats://127.0.0.1:PORT, so that the -instances form one cluster; its CPU and RSS count among the server's")
+	fs.StringVar(&cfg.NATS, "nats", "", "broadcast, recovery: path of a nats-server binary that chatbench starts on a free loopback port before the servers of each run; {nats} in -server/-compare becomes its URL, nats://127.0.0.1:PORT, so that the -instances form one cluster; its CPU and RSS count among the server's")
+	fs.BoolVar(&cfg.NATSJS, "nats-js", false, "with -nats: start the nats-server with JetStream (-js -sd, a fresh temporary directory per run, removed after it), which chatd's cluster history needs")
 	fs.IntVar(&cfg.Procs, "procs", 0, "client worker processes (0: one per 15,000 connections, fewer per process if the open-file limit is lower)")
 	fs.IntVar(&cfg.SourceIPs, "source-ips", 0, "spread connections over 127.0.0.1..N (0: one per 20,000 connections)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 0, "connection attempts in flight per process (0: 256)")
@@ -107,6 +114,8 @@ func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.DurationVar(&cfg.Round, "round", 0, "soak: slow consumers and hostile clients are replaced this often; the warm-up is one round (0: 15s)")
 	fs.DurationVar(&cfg.CutEvery, "cut-every", 0, "recovery: cut each member (reset its socket) once this often, the members' cuts spread evenly over it (0: 2s)")
 	fs.DurationVar(&cfg.CutDown, "cut-down", 0, "recovery: a cut member stays away this long before it reconnects with chatd_since (0: 250ms)")
+	fs.DurationVar(&cfg.KillEvery, "kill-every", 0, "recovery: SIGKILL one server process (node) this often, each in turn, and start it again on its port -kill-down later; its members reconnect to another node with chatd_since (0: no kills)")
+	fs.DurationVar(&cfg.KillDown, "kill-down", 0, "recovery: a killed node stays down this long before chatbench starts it again (0: 500ms)")
 	fs.Float64Var(&cfg.ChurnRate, "churn-rate", 0, "soak: churn cycles (two clients connect, exchange a message, leave) started per second (0: 20)")
 	fs.StringVar(&cfg.Protocol, "protocol", "", "broadcast: raw (/chat/{room}) or pusher (subscribe at /app/{key}, publish through the HTTP API); raw,pusher runs both, A and B, and prints pusher/raw (0: raw)")
 	fs.StringVar(&cfg.AppID, "app-id", "", "pusher: app_id of the HTTP API (0: chatd)")

@@ -27,8 +27,17 @@ import (
 // process's open-file limit of members. The cuts are client-side: the
 // member's socket is closed with a reset (SO_LINGER 0), as a phone that
 // changes networks looks to the server; the member stays away -cut-down,
-// then dials again. Node kills (-instances, -nats) are out of scope:
-// chatd keeps no history in a cluster yet.
+// then dials the same node again.
+//
+// Over a cluster (-instances N with -nats), member i starts on node i mod
+// N, and each event goes to the HTTP API of the next node in turn. Node
+// kills (-kill-every) SIGKILL one node at a time, in turn, and start it
+// again on its port -kill-down later: its members see their connection
+// end and reconnect at once, with chatd_since, to the next node that is
+// up. A node is killed only once no publish is in flight to it, and no
+// event is sent to it until it is back, so every event the HTTP API
+// answered was published exactly once (a publish retried on another
+// node after a kill could have been stored twice).
 //
 // What a member counts, per publisher, from the sequence number in each
 // event's payload (the broadcast payload: phase, sender, sequence, CRC):
@@ -38,13 +47,17 @@ import (
 //     (a publisher waits for each answer, so its events get increasing
 //     positions);
 //   - position breaks: an event whose chatd_position is not the one after
-//     the member's last (same epoch, offset + 1), unless chatd said
+//     the member's last (same epoch, offset + 1; over a cluster, -nats,
+//     only a higher offset, since chatd's positions there are sequences
+//     of the one JetStream stream all rooms share), unless chatd said
 //     chatd:recovery_failed just before.
 //
 // Catch-up time: from the moment a member dials again to the moment it
 // has the event at the position that subscription_succeeded gave (the
 // channel's position when it subscribed again), or to
-// subscription_succeeded itself when nothing was missed.
+// subscription_succeeded itself when nothing was missed. After the server
+// closed the connection (a node killed), from the moment the member saw it
+// end (it then picks another node and dials at once): reported apart.
 
 // chatd's recovery fields and event (server/pusher/history.go).
 const (
@@ -56,6 +69,7 @@ const (
 const (
 	defaultCutEvery = 2 * time.Second
 	defaultCutDown  = 250 * time.Millisecond
+	defaultKillDown = 500 * time.Millisecond
 	reconnectPause  = 100 * time.Millisecond // after a failed reconnect
 )
 
@@ -72,6 +86,10 @@ type RecoveryResult struct {
 	PublishSeconds float64 `json:"publish_seconds"`
 	DrainSeconds   float64 `json:"drain_seconds"`
 
+	Nodes          int            `json:"nodes"`      // server processes the members are spread over
+	Kills          int64          `json:"node_kills"` // nodes SIGKILLed and started again
+	KillEverySec   float64        `json:"kill_every_seconds,omitempty"`
+	KillDownSec    float64        `json:"kill_down_seconds,omitempty"`
 	Cuts           int64          `json:"cuts"`
 	Reconnects     int64          `json:"reconnects"` // subscribed again after a cut or a server close
 	ConnectFails   int64          `json:"reconnect_failures"`
@@ -92,6 +110,10 @@ type RecoveryResult struct {
 	FailedCodes    map[string]int `json:"recovery_failed_codes,omitempty"`
 	CatchUp        Latency        `json:"catch_up"`
 	CatchUpHist    HistogramData  `json:"catch_up_hist_ns"`
+	// After a server close (a node killed): from the end of the connection
+	// to caught up on another node.
+	KillCatchUp     Latency       `json:"catch_up_after_server_close"`
+	KillCatchUpHist HistogramData `json:"catch_up_after_server_close_hist_ns"`
 
 	ServerCPU float64 `json:"server_cpu_seconds"`
 	RSSBefore int64   `json:"server_rss_before"`
@@ -125,19 +147,66 @@ func (m RecoveryMember) clean() bool {
 // recoveryRun is what a run's members and publishers share.
 type recoveryRun struct {
 	cfg      *Config
-	addr     string
+	addrs    []string // the nodes
+	down     []atomic.Bool
+	guard    []sync.RWMutex // held shared by a publish to the node, exclusively by its kill
 	spec     PusherSpec
 	tag      uint16
 	ips      []net.IP
 	messages int    // per sender
 	prefix   []byte // of a published event: pusherFast
 
-	stopping atomic.Bool
-	catchUp  ConcurrentHistogram
+	// sparse: offsets of one channel grow but skip (a cluster's positions
+	// are sequences of the one stream all rooms share); otherwise each
+	// event's offset is the last one's plus one.
+	sparse bool
+
+	stopping    atomic.Bool
+	catchUp     ConcurrentHistogram
+	killCatchUp ConcurrentHistogram
 
 	errMu        sync.Mutex
 	connFails    int64
 	firstConnErr string
+}
+
+// follows reports whether offset next may come right after last.
+func (rc *recoveryRun) follows(last, next uint64) bool {
+	if rc.sparse {
+		return next > last
+	}
+	return next == last+1
+}
+
+// pick returns the first node from "from" on (in turn) that is up, or
+// from itself if none is.
+func (rc *recoveryRun) pick(from int) int {
+	n := len(rc.addrs)
+	for i := 0; i < n; i++ {
+		if k := (from + i) % n; !rc.down[k].Load() {
+			return k
+		}
+	}
+	return from % n
+}
+
+// pickPublish is pick for a publish: it returns a node that is up with its
+// guard held shared (release it with rc.guard[k].RUnlock), or -1 when no
+// node is up.
+func (rc *recoveryRun) pickPublish(from int) int {
+	n := len(rc.addrs)
+	for i := 0; i < n; i++ {
+		k := (from + i) % n
+		if rc.down[k].Load() {
+			continue
+		}
+		rc.guard[k].RLock()
+		if !rc.down[k].Load() {
+			return k
+		}
+		rc.guard[k].RUnlock()
+	}
+	return -1
 }
 
 func (rc *recoveryRun) connFailed(err error) {
@@ -152,8 +221,9 @@ func (rc *recoveryRun) connFailed(err error) {
 // recoveryMember is one member: its goroutine connects, reads, and after
 // each cut reconnects with the last position it saw.
 type recoveryMember struct {
-	id int
-	rc *recoveryRun
+	id   int
+	rc   *recoveryRun
+	node int // the node it dials (its goroutine only)
 
 	mu       sync.Mutex
 	conn     *Conn // open; nil while away
@@ -183,6 +253,9 @@ type recoveryMember struct {
 
 func newRecoveryMember(id int, rc *recoveryRun) *recoveryMember {
 	m := &recoveryMember{id: id, rc: rc, subbed: make(chan struct{})}
+	if len(rc.addrs) > 0 {
+		m.node = id % len(rc.addrs)
+	}
 	words := (rc.messages + 63) / 64
 	m.seen = make([][]uint64, rc.cfg.Senders)
 	m.high = make([]int64, rc.cfg.Senders)
@@ -264,7 +337,7 @@ func fastEvent(prefix, p []byte) (data, pos []byte, ok bool) {
 // subscription_succeeded, whose position it returns ("" when it has none).
 func (m *recoveryMember) subscribe(ctx context.Context) (*Conn, string, error) {
 	cfg := m.rc.cfg
-	o := DialOptions{Addr: m.rc.addr, Path: pusherPath(m.rc.spec.Key), Timeout: cfg.ConnectTimeout}
+	o := DialOptions{Addr: m.rc.addrs[m.node], Path: pusherPath(m.rc.spec.Key), Timeout: cfg.ConnectTimeout}
 	if len(m.rc.ips) > 0 {
 		o.LocalIP = m.rc.ips[m.id%len(m.rc.ips)]
 	}
@@ -325,6 +398,7 @@ func (m *recoveryMember) firstDone() { m.subOnce.Do(func() { close(m.subbed) }) 
 func (m *recoveryMember) run(ctx context.Context) error {
 	defer m.firstDone()
 	first := true
+	var lost time.Time // when the server ended the last connection (zero: a cut, or none)
 	for !m.rc.stopping.Load() {
 		start := time.Now()
 		c, at, err := m.subscribe(ctx)
@@ -333,6 +407,7 @@ func (m *recoveryMember) run(ctx context.Context) error {
 				return err
 			}
 			m.rc.connFailed(err)
+			m.node = m.rc.pick(m.node + 1) // that one may be down
 			select {
 			case <-time.After(reconnectPause):
 			case <-ctx.Done():
@@ -353,7 +428,7 @@ func (m *recoveryMember) run(ctx context.Context) error {
 			c.Abort()
 			return nil
 		}
-		m.read(c, at, start, first)
+		m.read(c, at, start, first, lost)
 		first = false
 		m.firstDone()
 		m.mu.Lock()
@@ -366,9 +441,14 @@ func (m *recoveryMember) run(ctx context.Context) error {
 			return nil
 		}
 		if !cut {
+			// The server ended it (a node killed): on to the next node
+			// that is up, at once.
 			m.serverClosed++
+			lost = time.Now()
+			m.node = m.rc.pick(m.node + 1)
 			continue
 		}
+		lost = time.Time{}
 		select {
 		case <-time.After(m.rc.cfg.CutDown):
 		case <-ctx.Done():
@@ -381,7 +461,7 @@ func (m *recoveryMember) run(ctx context.Context) error {
 // read handles c's messages until it fails. at is the channel's position
 // at subscription_succeeded: the member is caught up once it has the
 // event there.
-func (m *recoveryMember) read(c *Conn, at string, start time.Time, first bool) {
+func (m *recoveryMember) read(c *Conn, at string, start time.Time, first bool, lost time.Time) {
 	catching := true
 	targetEpoch, target, ok := parsePosition(at)
 	if ok && !m.havePos {
@@ -402,7 +482,11 @@ func (m *recoveryMember) read(c *Conn, at string, start time.Time, first bool) {
 	replayed := int64(0) // events received on c before it caught up
 	defer func() { m.replayMax = max(m.replayMax, replayed) }()
 	caughtUp := func() {
-		if !first {
+		switch {
+		case first:
+		case !lost.IsZero():
+			m.rc.killCatchUp.Record(m.id, time.Since(lost).Nanoseconds())
+		default:
 			m.rc.catchUp.Record(m.id, time.Since(start).Nanoseconds())
 		}
 		ready()
@@ -491,7 +575,7 @@ func (m *recoveryMember) event(data, position []byte) {
 		m.noPos++
 		return
 	}
-	if m.havePos && !m.afterFailure && (string(ep) != m.epoch || off != m.offset+1) {
+	if m.havePos && !m.afterFailure && (string(ep) != m.epoch || !m.rc.follows(m.offset, off)) {
 		m.posBreaks++
 	}
 	m.afterFailure = false
@@ -570,8 +654,11 @@ func (m *recoveryMember) account(published [][]bool) RecoveryMember {
 // recoveryPublisher publishes sender s's events on schedule.
 func (rc *recoveryRun) publish(ctx context.Context, s int, start time.Time, ok []bool, sendErrs *atomic.Int64, firstErr *atomic.Value) error {
 	cfg := rc.cfg
-	pub := newPublisher(rc.addr, &rc.spec)
-	defer pub.close()
+	pubs := make([]*publisher, len(rc.addrs))
+	for k, addr := range rc.addrs {
+		pubs[k] = newPublisher(addr, &rc.spec)
+		defer pubs[k].close()
+	}
 	buf := make([]byte, cfg.Size)
 	interval := time.Duration(float64(time.Second) * float64(cfg.Senders) / cfg.Rate)
 	offset := time.Duration(float64(time.Second) * float64(s) / cfg.Rate)
@@ -588,8 +675,18 @@ func (rc *recoveryRun) publish(ctx context.Context, s int, start time.Time, ok [
 				return nil
 			}
 		}
+		k := rc.pickPublish(s + seq)
+		for k < 0 { // every node down: wait for one
+			select {
+			case <-time.After(5 * time.Millisecond):
+			case <-ctx.Done():
+				return nil
+			}
+			k = rc.pickPublish(s + seq)
+		}
 		EncodePayload(buf, Payload{Phase: rc.tag, Sender: uint32(s), Seq: uint32(seq), SentNs: time.Now().UnixNano()})
-		err := pub.publish(buf)
+		err := pubs[k].publish(buf)
+		rc.guard[k].RUnlock()
 		if err == nil {
 			ok[seq] = true
 			continue
@@ -607,19 +704,20 @@ func (rc *recoveryRun) publish(ctx context.Context, s int, start time.Time, ok [
 func (r *runner) recovery(ctx context.Context) (*RecoveryResult, error) {
 	cfg := r.cfg
 	addrs := r.t.addrs()
-	if len(addrs) != 1 {
-		return nil, fmt.Errorf("recovery runs against one server, not %d instances", len(addrs))
+	if len(addrs) == 0 {
+		return nil, errors.New("recovery: no server")
 	}
 	r.phase++
 	rc := &recoveryRun{
-		cfg: cfg, addr: addrs[0], tag: r.phase, messages: cfg.Messages, prefix: pusherFast(cfg.Channel),
+		cfg: cfg, addrs: addrs, sparse: cfg.NATS != "", down: make([]atomic.Bool, len(addrs)), guard: make([]sync.RWMutex, len(addrs)), tag: r.phase, messages: cfg.Messages, prefix: pusherFast(cfg.Channel),
 		spec: PusherSpec{AppID: cfg.AppID, Key: cfg.AppKey, Secret: cfg.AppSecret, Channel: cfg.Channel},
 	}
 	for _, ip := range cfg.sourceIPs() {
 		rc.ips = append(rc.ips, net.ParseIP(ip))
 	}
-	res := &RecoveryResult{Members: cfg.Conns, Senders: cfg.Senders, Rate: cfg.Rate,
-		CutEverySec: cfg.CutEvery.Seconds(), CutDownSec: cfg.CutDown.Seconds()}
+	res := &RecoveryResult{Members: cfg.Conns, Senders: cfg.Senders, Rate: cfg.Rate, Nodes: len(addrs),
+		CutEverySec: cfg.CutEvery.Seconds(), CutDownSec: cfg.CutDown.Seconds(),
+		KillEverySec: cfg.KillEvery.Seconds(), KillDownSec: cfg.KillDown.Seconds()}
 
 	// Members: all subscribed before the first event, so that each must
 	// end with every event.
@@ -667,7 +765,14 @@ func (r *runner) recovery(ctx context.Context) (*RecoveryResult, error) {
 	default:
 	}
 
-	before, have := r.t.sample()
+	before, beforeEach, have := r.t.sampleEach()
+	// CPU of processes killed meanwhile (less what they had used before);
+	// a process started again counts from its start.
+	base := make([]time.Duration, len(beforeEach))
+	for i, x := range beforeEach {
+		base[i] = x.CPU
+	}
+	var retired time.Duration
 	samp := startSampler(r.t.pids(), nil)
 	published := make([][]bool, cfg.Senders)
 	var sendErrs atomic.Int64
@@ -691,6 +796,47 @@ func (r *runner) recovery(ctx context.Context) (*RecoveryResult, error) {
 	go func() { pwg.Wait(); close(pubDone) }()
 	tick := max(cfg.CutEvery/time.Duration(cfg.Conns), time.Millisecond)
 	ticker := time.NewTicker(tick)
+	// Node kills: one node every KillEvery, in turn, while events flow.
+	killErr := make(chan error, 1)
+	killDone := make(chan struct{})
+	go func() {
+		defer close(killDone)
+		if cfg.KillEvery <= 0 {
+			return
+		}
+		t := time.NewTicker(cfg.KillEvery)
+		defer t.Stop()
+		for k := 0; ; k++ {
+			select {
+			case <-t.C:
+			case <-pubDone:
+				return
+			case <-ctx.Done():
+				return
+			}
+			i := k % len(addrs)
+			rc.down[i].Store(true)
+			rc.guard[i].Lock() // no publish in flight to it
+			cpu := r.t.killInstance(i)
+			rc.guard[i].Unlock()
+			if have && i < len(base) {
+				retired += max(0, cpu-base[i])
+				base[i] = 0
+			}
+			res.Kills++
+			select {
+			case <-time.After(cfg.KillDown):
+			case <-ctx.Done():
+				return
+			}
+			if err := r.t.restartInstance(ctx, i, cfg.ServerTimeout); err != nil {
+				killErr <- err
+				cancel()
+				return
+			}
+			rc.down[i].Store(false)
+		}
+	}()
 	total := int64(float64(cfg.Messages*cfg.Senders) / cfg.Rate * 1000)
 	stopPub := r.prog.track("publish and cut", total, func() int64 { return time.Since(start).Milliseconds() })
 cutting:
@@ -703,9 +849,14 @@ cutting:
 		}
 	}
 	ticker.Stop()
+	<-killDone
 	stopPub()
 	res.PublishSeconds = time.Since(start).Seconds()
 	select {
+	case err := <-killErr:
+		stopAll()
+		samp.stop()
+		return nil, err
 	case err := <-pubErr:
 		stopAll()
 		samp.stop()
@@ -745,11 +896,15 @@ cutting:
 	}
 	stopDrain()
 	res.DrainSeconds = time.Since(drainStart).Seconds()
-	after, haveAfter := r.t.sample()
-	peak, _ := samp.stop()
+	after, afterEach, haveAfter := r.t.sampleEach()
+	peak, _ := samp.stop() // of the processes it began with, until one was killed
 	stopAll()
-	if have && haveAfter {
-		res.ServerCPU = (after.CPU - before.CPU).Seconds()
+	if have && haveAfter && len(afterEach) == len(base) {
+		cpu := retired
+		for i, x := range afterEach {
+			cpu += x.CPU - base[i]
+		}
+		res.ServerCPU = cpu.Seconds()
 		res.RSSBefore, res.RSSAfter = before.RSS, after.RSS
 		res.RSSPeak = max(before.RSS, after.RSS, peak)
 	}
@@ -781,6 +936,8 @@ cutting:
 	res.ConnectFails, res.FirstConnErr = rc.connFails, rc.firstConnErr
 	h := rc.catchUp.Snapshot()
 	res.CatchUp, res.CatchUpHist = Summarize(h), h.Data()
+	h = rc.killCatchUp.Snapshot()
+	res.KillCatchUp, res.KillCatchUpHist = Summarize(h), h.Data()
 	return res, nil
 }
 
@@ -818,7 +975,11 @@ func (res *RecoveryResult) details() []string {
 	if res.NoPosition > 0 {
 		out = append(out, fmt.Sprintf("%d events came without %s: the server keeps no history for this channel, so a reconnect cannot ask for what it missed", res.NoPosition, positionField))
 	}
-	if res.ServerClosed > 0 || res.Stray > 0 {
+	if res.Kills > 0 {
+		out = append(out, fmt.Sprintf("%d node kills over %d nodes (SIGKILL, started again %v later); %d connections ended by the server, each member then reconnected to the next node up; catch-up after a server close p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d)",
+			res.Kills, res.Nodes, time.Duration(res.KillDownSec*float64(time.Second)), res.ServerClosed, res.KillCatchUp.P50, res.KillCatchUp.P99, res.KillCatchUp.Max, res.KillCatchUp.Count))
+	}
+	if (res.ServerClosed > 0 && res.Kills == 0) || res.Stray > 0 {
 		out = append(out, fmt.Sprintf("closed by the server %d, stray messages %d", res.ServerClosed, res.Stray))
 	}
 	return out

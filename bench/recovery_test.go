@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"os"
 	"strings"
 	"testing"
+
+	"chatd/bench/testutil"
 )
 
 func TestValidateRecovery(t *testing.T) {
@@ -11,8 +14,14 @@ func TestValidateRecovery(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"instances", Config{Scenario: "recovery", Server: "x {addr}", Instances: 2}, "out of its scope"},
-		{"nats", Config{Scenario: "recovery", Server: "x {addr} {nats}", NATS: "/bin/true"}, "out of its scope"},
+		{"instances", Config{Scenario: "recovery", Server: "x {addr}", Instances: 2}, "make the instances one cluster"},
+		{"nats-js alone", Config{Scenario: "recovery", Server: "x {addr}", NATSJS: true}, "give -nats"},
+		{"reuse-port", Config{Scenario: "recovery", Server: "x {addr}", ReusePort: true}, "-reuse-port is not for it"},
+		{"kill url", Config{Scenario: "recovery", URL: "ws://127.0.0.1:1", KillEvery: 1e9}, "with -url they are yours"},
+		{"kill down", Config{Scenario: "recovery", Server: "x {addr}", KillEvery: 1e9, KillDown: 2e9}, "-kill-down 2s must be shorter"},
+		{"kill down alone", Config{Scenario: "recovery", Server: "x {addr}", KillDown: 1e9}, "without -kill-every"},
+		{"kill negative", Config{Scenario: "recovery", Server: "x {addr}", KillEvery: -1}, "must be positive"},
+		{"kill broadcast", Config{Scenario: "broadcast", Server: "x {addr}", KillEvery: 1e9}, "for the recovery scenario"},
 		{"procs", Config{Scenario: "recovery", Server: "x {addr}", Procs: 2}, "own process"},
 		{"raw", Config{Scenario: "recovery", Server: "x {addr}", Protocol: "raw"}, "Pusher Channels only"},
 		{"down", Config{Scenario: "recovery", Server: "x {addr}", CutEvery: 100e6, CutDown: 100e6}, "must be shorter"},
@@ -31,6 +40,14 @@ func TestValidateRecovery(t *testing.T) {
 	if c.Protocol != ProtocolPusher || c.Conns != 100 || c.Senders != 1 || c.Messages != 1000 || c.Rate != 100 ||
 		c.CutEvery != defaultCutEvery || c.CutDown != defaultCutDown || c.Procs != 1 || c.AppKey != DefaultPusherAppKey {
 		t.Errorf("recovery defaults %+v", c)
+	}
+	// Over a cluster, with node kills.
+	c = Config{Scenario: "recovery", Server: "x {addr} {nats}", NATS: "/bin/true", NATSJS: true, Instances: 3, KillEvery: 2e9}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.KillDown != defaultKillDown || c.Instances != 3 || c.Procs != 1 {
+		t.Errorf("recovery over a cluster: %+v", c)
 	}
 }
 
@@ -202,5 +219,64 @@ func TestE2ERecoveryLargeReplay(t *testing.T) {
 	if x.Missed != 0 || x.Duplicates != 0 || x.OutOfOrder != 0 || x.RecoveryFailed != 0 || x.CleanMembers != 5 {
 		t.Errorf("replays over 64 events: missed %d, duplicated %d, out of order %d, recovery failed %d (%v), %d of 5 members clean\n%s",
 			x.Missed, x.Duplicates, x.OutOfOrder, x.RecoveryFailed, x.FailedCodes, x.CleanMembers, table)
+	}
+}
+
+// TestE2ERecoveryCluster runs the recovery scenario over three chatd
+// nodes joined by a real nats-server with JetStream (cluster history):
+// members spread over the nodes are cut on a schedule and, every 1.2s, a
+// node is SIGKILLed and started again, its members reconnecting to
+// another node with chatd_since. Every member must end with every event
+// once, in order. The same cluster with -history-size 0 must lose events
+// (the scenario can fail), and one chatd with memory history, killed and
+// restarted, must say chatd:recovery_failed (epoch_changed), never leave a
+// silent gap.
+func TestE2ERecoveryCluster(t *testing.T) {
+	chatd := servers(t)["chatd"]
+	natsBin := testutil.BuildInTempDir(t, "github.com/nats-io/nats-server/v2", "nats-server")
+	store := t.TempDir()
+	t.Setenv("TMPDIR", store) // where -nats-js puts the JetStream store of each run
+	// 15 members (5 per node), 600 events at 150/s (4s), each member cut
+	// every second; a node killed every 1.2s, down 300ms.
+	args := []string{"recovery", "-conns", "15", "-messages", "600", "-rate", "150", "-cut-every", "1s", "-cut-down", "100ms",
+		"-instances", "3", "-nats", natsBin, "-nats-js", "-kill-every", "1200ms", "-kill-down", "300ms"}
+	rep, table := runBench(t, append(args, "-server", chatd+" -nats {nats}")...)
+	x := rep.Runs[0].Recovery
+	if x == nil {
+		t.Fatalf("no recovery result:\n%s", table)
+	}
+	if x.Nodes != 3 || x.Kills < 3 || x.ServerClosed < 5 || x.Cuts < 15 || x.KillCatchUp.Count == 0 || x.Published != 600 || x.SendErrors != 0 {
+		t.Errorf("nodes %d, kills %d, closed by the server %d, cuts %d, catch-ups after a server close %d, published %d (errors %d: %s): the nodes were not killed and the members did not move as scheduled\n%s",
+			x.Nodes, x.Kills, x.ServerClosed, x.Cuts, x.KillCatchUp.Count, x.Published, x.SendErrors, x.FirstSendError, table)
+	}
+	if x.Missed != 0 || x.Duplicates != 0 || x.OutOfOrder != 0 || x.Corrupt != 0 || x.PositionBreaks != 0 || x.Stray != 0 ||
+		x.RecoveryFailed != 0 || x.NoPosition != 0 || x.Received != 600*15 || x.CleanMembers != 15 {
+		t.Errorf("cluster history: received %d, missed %d, duplicated %d, out of order %d, corrupt %d, position breaks %d, stray %d, recovery failed %d (%v), without position %d, clean %d of 15\n%s",
+			x.Received, x.Missed, x.Duplicates, x.OutOfOrder, x.Corrupt, x.PositionBreaks, x.Stray, x.RecoveryFailed, x.FailedCodes, x.NoPosition, x.CleanMembers, table)
+	}
+	for _, row := range []string{"node kills", "closed by the server", "catch-up after a server close p99 (ms)"} {
+		if !strings.Contains(table, row) {
+			t.Errorf("table lacks %q:\n%s", row, table)
+		}
+	}
+	if left, _ := os.ReadDir(store); len(left) != 0 {
+		t.Errorf("the nats-server's JetStream store was left behind: %v", left)
+	}
+
+	// History off: no positions, the cuts and kills lose events.
+	rep, table = runBench(t, append(args, "-server", chatd+" -nats {nats} -history-size 0")...)
+	x = rep.Runs[0].Recovery
+	if x.Missed == 0 || x.NoPosition == 0 || x.Kills == 0 {
+		t.Errorf("cluster, history off: missed %d, without position %d, kills %d\n%s", x.Missed, x.NoPosition, x.Kills, table)
+	}
+
+	// One node, memory history, killed and started again: a new epoch,
+	// which the members are told about.
+	rep, table = runBench(t, "recovery", "-conns", "6", "-messages", "300", "-rate", "100", "-cut-every", "1s", "-cut-down", "100ms",
+		"-kill-every", "1s", "-kill-down", "200ms", "-server", chatd)
+	x = rep.Runs[0].Recovery
+	if x.Kills < 2 || x.FailedCodes["epoch_changed"] == 0 || x.Duplicates != 0 || x.OutOfOrder != 0 || x.PositionBreaks != 0 || x.Corrupt != 0 {
+		t.Errorf("one node killed: kills %d, recovery failed %v, duplicated %d, out of order %d, position breaks %d, corrupt %d\n%s",
+			x.Kills, x.FailedCodes, x.Duplicates, x.OutOfOrder, x.PositionBreaks, x.Corrupt, table)
 	}
 }

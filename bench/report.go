@@ -302,8 +302,15 @@ func (run *RunResult) metrics() []Metric {
 		x := run.Recovery
 		add("members", "", float64(x.Members))
 		add("events published", "", float64(x.Published))
+		if x.Nodes > 1 || x.Kills > 0 {
+			add("nodes", "", float64(x.Nodes))
+			add("node kills", "", float64(x.Kills))
+		}
 		add("cuts", "", float64(x.Cuts))
 		add("reconnects", "", float64(x.Reconnects))
+		if x.Kills > 0 || x.ServerClosed > 0 {
+			add("closed by the server", "", float64(x.ServerClosed))
+		}
 		add("events replayed", "", float64(x.Replayed))
 		add("most replayed at one reconnect", "", float64(x.ReplayMax))
 		add("events received", "", float64(x.Received))
@@ -317,6 +324,11 @@ func (run *RunResult) metrics() []Metric {
 		add("catch-up p50", "ms", x.CatchUp.P50)
 		add("catch-up p99", "ms", x.CatchUp.P99)
 		add("catch-up max", "ms", x.CatchUp.Max)
+		if x.Kills > 0 || x.KillCatchUp.Count > 0 {
+			add("catch-up after a server close p50", "ms", x.KillCatchUp.P50)
+			add("catch-up after a server close p99", "ms", x.KillCatchUp.P99)
+			add("catch-up after a server close max", "ms", x.KillCatchUp.Max)
+		}
 		add("publish errors", "", float64(x.SendErrors))
 		add("failed reconnects", "", float64(x.ConnectFails))
 		srv("server CPU", "s", x.ServerCPU)
@@ -398,6 +410,9 @@ func (r *Report) describe() string {
 	case "recovery":
 		what = fmt.Sprintf("%d members of Pusher channel %s (app %s), %d publisher(s) x %d events of %d B at %.0f events/s in all (POST /apps/%s/events); each member reset once every %v (spread evenly), away %v, then resubscribed with chatd_since",
 			c.Conns, c.Channel, c.AppID, c.Senders, c.Messages, c.Size, c.Rate, c.AppID, c.CutEvery, c.CutDown)
+		if c.KillEvery > 0 {
+			what += fmt.Sprintf("; every %v one node in turn SIGKILLed and started again on its port %v later, its members reconnecting to the next node up with chatd_since", c.KillEvery, c.KillDown)
+		}
 	case "soak":
 		h := c.soakHostile()
 		never, readers := c.soakSlow()

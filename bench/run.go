@@ -36,7 +36,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			t.MetricsAddr = cfg.MetricsAddr
 		}
 		if strings.Contains(t.Command, natsPlaceholder) {
-			t.NATS = cfg.NATS
+			t.NATS, t.NATSJS = cfg.NATS, cfg.NATSJS
 		}
 		named := t.Name != ""
 		if !named {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -43,6 +44,9 @@ type target struct {
 	// before the instances, when Command has {nats}; its URL replaces
 	// {nats}. Its process counts among the server's (CPU, RSS).
 	NATS string `json:"nats,omitempty"`
+	// NATSJS: that nats-server runs with JetStream (-js), its store in a
+	// fresh temporary directory per run (-sd), removed when it stops.
+	NATSJS bool `json:"nats_js,omitempty"`
 	// SharedPort (-reuse-port): the command's instances all listen on one
 	// port (each must set SO_REUSEPORT: chatd -reuse-port) and the kernel
 	// spreads the connections over them, so the client dials one address
@@ -67,6 +71,9 @@ type instance struct {
 	cmd    *exec.Cmd
 	output *tailBuffer
 	exited chan struct{}
+	line   string // the command line it was started with (sh -c)
+	port   int    // the port it listens on
+	dir    string // removed once it stopped (a nats-server's JetStream store)
 }
 
 // splitList splits a comma-separated flag value, dropping blanks.
@@ -180,7 +187,7 @@ func (t *target) start(ctx context.Context, timeout time.Duration) error {
 	}
 	command := t.Command
 	if t.NATS != "" {
-		ns, err := startNATS(ctx, t.NATS, timeout)
+		ns, err := startNATS(ctx, t.NATS, t.NATSJS, timeout)
 		if err != nil {
 			return err
 		}
@@ -252,11 +259,32 @@ func startInstance(ctx context.Context, command string, port int, timeout time.D
 }
 
 // startNATS starts the nats-server binary bin on a free loopback port and
-// waits until it listens; its url is nats://127.0.0.1:PORT.
-func startNATS(ctx context.Context, bin string, timeout time.Duration) (*instance, error) {
-	return startListener(ctx, "nats-server (-nats)", "nats", func(_ string, port int) string {
+// waits until it listens; its url is nats://127.0.0.1:PORT. With js it
+// runs JetStream, its store in a fresh temporary directory that goes when
+// it stops.
+func startNATS(ctx context.Context, bin string, js bool, timeout time.Duration) (*instance, error) {
+	dir := ""
+	if js {
+		d, err := os.MkdirTemp("", "chatbench-nats-")
+		if err != nil {
+			return nil, fmt.Errorf("chatbench: a store for nats-server -js: %w", err)
+		}
+		dir = d
+	}
+	in, err := startListener(ctx, "nats-server (-nats)", "nats", func(_ string, port int) string {
+		if dir != "" {
+			return fmt.Sprintf("exec %s -a 127.0.0.1 -p %d -js -sd %s", shellQuote(bin), port, shellQuote(dir))
+		}
 		return fmt.Sprintf("exec %s -a 127.0.0.1 -p %d", shellQuote(bin), port)
 	}, timeout)
+	if err != nil {
+		if dir != "" {
+			_ = os.RemoveAll(dir)
+		}
+		return nil, err
+	}
+	in.dir = dir
+	return in, nil
 }
 
 // shellQuote quotes s as one word for sh.
@@ -278,7 +306,7 @@ func startListener(ctx context.Context, what, scheme string, line func(addr stri
 // share (SO_REUSEPORT): it then waits until a listener on the port is the
 // started command's, not only until the port answers.
 func startOnPort(ctx context.Context, what, scheme string, port int, line func(addr string, port int) string, timeout time.Duration) (*instance, error) {
-	in := &instance{addr: "127.0.0.1:" + strconv.Itoa(port)}
+	in := &instance{addr: "127.0.0.1:" + strconv.Itoa(port), port: port}
 	in.url = scheme + "://" + in.addr
 	if err := in.start(ctx, what, line(in.addr, port), port, timeout); err != nil {
 		return nil, err
@@ -288,6 +316,7 @@ func startOnPort(ctx context.Context, what, scheme string, port int, line func(a
 
 // start runs line for startOnPort.
 func (in *instance) start(ctx context.Context, what, line string, port int, timeout time.Duration) error {
+	in.line = line
 	in.output = &tailBuffer{max: 8 << 10}
 	in.cmd = exec.Command("sh", "-c", line)
 	in.cmd.Stdout = in.output
@@ -380,6 +409,10 @@ func (in *instance) stop() {
 	// Whatever the group left behind (a `go run` child) goes too.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	in.cmd = nil
+	if in.dir != "" {
+		_ = os.RemoveAll(in.dir)
+		in.dir = ""
+	}
 }
 
 // metricsAddr is where the first instance serves /metrics.
@@ -560,4 +593,33 @@ func splitPort(addr string) (string, int, error) {
 		}
 	}
 	return "", 0, errors.New("chatbench: no port")
+}
+
+// killInstance SIGKILLs instance i's process group (a node dying) and
+// waits until it is gone. It returns the CPU the process used, read just
+// before the kill (zero if it could not be read).
+func (t *target) killInstance(i int) time.Duration {
+	in := t.inst[i]
+	if in.cmd == nil || in.cmd.Process == nil {
+		return 0
+	}
+	cpu, _ := ReadProcCPU(in.pid)
+	_ = syscall.Kill(-in.cmd.Process.Pid, syscall.SIGKILL)
+	<-in.exited
+	in.cmd = nil
+	return cpu
+}
+
+// restartInstance starts instance i's command again, on its port, after
+// killInstance, and waits until it listens.
+func (t *target) restartInstance(ctx context.Context, i int, timeout time.Duration) error {
+	in := t.inst[i]
+	if in.line == "" {
+		return fmt.Errorf("chatbench: instance %d was not started by chatbench: it cannot be started again", i+1)
+	}
+	in.pid = 0
+	if err := in.start(ctx, "server", in.line, in.port, timeout); err != nil {
+		return fmt.Errorf("instance %d started again: %w", i+1, err)
+	}
+	return nil
 }
