@@ -174,6 +174,31 @@ func TestE2EBroadcast(t *testing.T) {
 	}
 }
 
+// TestE2EBroadcastHook: {hook} starts a receiver that chatd's publish hook
+// POSTs every message to; the phase counts its POSTs (one per message
+// sent) and its CPU apart from the server's; the hook-off server of the
+// same invocation has none.
+func TestE2EBroadcastHook(t *testing.T) {
+	chatd := servers(t)["chatd"]
+	rep, table := runBench(t, "broadcast", "-conns", "20", "-senders", "3", "-messages", "100",
+		"-server", chatd+" -publish-hook-url {hook}", "-server-name", "hook-on", "-compare", chatd, "-compare-name", "hook-off")
+	on, off := rep.Runs[0].Broadcast, rep.Runs[1].Broadcast
+	checkClean(t, "hook on", on)
+	checkClean(t, "hook off", off)
+	if !on.Hook || on.HookPosts != on.Deliveries.Sent || on.HookCPU < 0 {
+		t.Errorf("hook on: hook %v, %d POSTs for %d messages, receiver CPU %v s", on.Hook, on.HookPosts, on.Deliveries.Sent, on.HookCPU)
+	}
+	if want := on.CPUPerDelivery + on.HookCPUPerDelivery; math.Abs(on.ServerAndHookPerDeliv-want) > 1e-9*(1+want) {
+		t.Errorf("server + hook receiver CPU per delivery %v, want %v", on.ServerAndHookPerDeliv, want)
+	}
+	if off.Hook || off.HookPosts != 0 {
+		t.Errorf("hook off: hook %v, %d POSTs", off.Hook, off.HookPosts)
+	}
+	if !strings.Contains(table, "hook POSTs") || !strings.Contains(table, "publish hook receiver ({hook}) at http://127.0.0.1:") {
+		t.Errorf("table lacks the hook rows or note:\n%s", table)
+	}
+}
+
 func TestE2EBroadcastPusher(t *testing.T) {
 	chatd := servers(t)["chatd"]
 	// Members subscribe over Pusher protocol 7, senders publish through

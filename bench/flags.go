@@ -28,9 +28,17 @@ stops a run before the machine runs short of memory.
 -nats PATH (broadcast, recovery) starts that nats-server on a free loopback port for
 each run and puts its URL where -server has {nats}: the instances form one
 cluster, so broadcast spreads its room's members and senders over them too;
+<<<<<<< HEAD
 the nats-server counts among the server's processes. -nats-js runs it with
 JetStream (-js -sd, a fresh directory per run), which chatd's cluster history
 needs.
+=======
+the nats-server counts among the server's processes.
+{hook} in -server/-compare (chatd: -publish-hook-url {hook}) starts a local
+publish hook receiver for each run (chatbench itself, another process) that
+answers every POST {"action":"allow"}, and becomes its URL; broadcast then
+reports its POSTs and CPU apart from the server's.
+>>>>>>> i21b
 
 -protocol pusher (broadcast): members subscribe over Pusher Channels protocol 7
 and senders publish through the signed HTTP API; -protocol raw,pusher runs both
@@ -76,7 +84,7 @@ func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario (or give it as the first argument)")
 	fs.StringVar(&cfg.URL, "url", "", "running server to load, ws://HOST:PORT on loopback; a comma-separated list for several instances (density)")
 	fs.Var((*intList)(&cfg.PIDs), "pid", "with -url: server process to sample, one per URL, comma-separated (default: whoever listens on each port)")
-	fs.StringVar(&cfg.Server, "server", "", "command starting the server under test; {addr} becomes 127.0.0.1:PORT, {admin} another free 127.0.0.1:PORT whose /metrics chatbench scrapes (chatd: -admin-addr {admin})")
+	fs.StringVar(&cfg.Server, "server", "", "command starting the server under test; {addr} becomes 127.0.0.1:PORT, {admin} another free 127.0.0.1:PORT whose /metrics chatbench scrapes (chatd: -admin-addr {admin}), {hook} the URL of a local publish hook receiver that allows everything (chatd: -publish-hook-url {hook})")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "with -url: HOST:PORT serving the server's /metrics (chatd: its -admin-addr; default: the -url's own)")
 	fs.StringVar(&cfg.Compare, "compare", "", "command starting a second server to compare with, as -server")
 	fs.StringVar(&cfg.ServerName, "server-name", "", "label of the server under test (default: from the command)")

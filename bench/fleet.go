@@ -30,9 +30,11 @@ type workerMessage struct {
 }
 
 // RunWorkerIfAsked turns this process into a worker when CHATBENCH_WORKER
-// is set, and exits when the coordinator closes stdin. main (and TestMain
+// is set, and exits when the coordinator closes stdin (or into a publish
+// hook receiver when CHATBENCH_HOOK_RECEIVER is). main (and TestMain
 // in tests that use -procs) calls it first.
 func RunWorkerIfAsked() {
+	runHookReceiverIfAsked() // or a publish hook receiver ({hook}, hookrecv.go)
 	if os.Getenv(workerEnv) != "1" {
 		return
 	}

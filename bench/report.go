@@ -172,6 +172,12 @@ func (run *RunResult) metrics() []Metric {
 		srv(prefix+"server CPU per delivery", "µs", p.CPUPerDelivery)
 		srv(prefix+"server RSS peak", "MiB", float64(p.RSSPeak)/mib)
 		add(prefix+"members closed by server", "", float64(p.MembersClosed))
+		if p.Hook {
+			add(prefix+"hook POSTs", "", float64(p.HookPosts))
+			add(prefix+"hook receiver CPU", "s", p.HookCPU)
+			add(prefix+"hook receiver CPU per delivery", "µs", p.HookCPUPerDelivery)
+			srv(prefix+"server + hook receiver CPU per delivery", "µs", p.ServerAndHookPerDeliv)
+		}
 	}
 	switch {
 	case run.Density != nil:

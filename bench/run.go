@@ -126,6 +126,10 @@ func (r *runner) runOnce(ctx context.Context, t *target, repeat int) (*RunResult
 		run.Notes = append(run.Notes, fmt.Sprintf("servers: %d x %s + nats-server (%s, pid %d); server CPU, CPU per delivery and RSS are sums over the %d processes",
 			len(t.inst), nameOf(t.Command), t.nats.url, t.nats.pid, len(t.inst)+1))
 	}
+	if t.hook != nil {
+		run.Notes = append(run.Notes, fmt.Sprintf("publish hook receiver ({hook}) at %s (pid %d) answers every POST allow; its CPU is not in the server figures (rows hook receiver CPU, server + hook receiver CPU per delivery)",
+			t.hook.url, t.hook.pid))
+	}
 	if _, ok := t.sample(); ok {
 		run.HaveServer = true
 		// Round-robin: the first instances get the odd connections.

@@ -48,6 +48,14 @@ type PhaseResult struct {
 	SenderInstances []int           `json:"sender_instances,omitempty"`
 	CrossInstance   int64           `json:"deliveries_cross_instance,omitempty"`
 	Processes       []ServerProcess `json:"server_processes,omitempty"`
+	// With a publish hook receiver ({hook}): the POSTs it answered during
+	// the phase and its CPU (not in ServerCPU), per delivery too, and the
+	// server's and the receiver's CPU per delivery together.
+	Hook                  bool    `json:"hook,omitempty"`
+	HookPosts             int64   `json:"hook_posts,omitempty"`
+	HookCPU               float64 `json:"hook_receiver_cpu_seconds,omitempty"`
+	HookCPUPerDelivery    float64 `json:"hook_receiver_cpu_us_per_delivery,omitempty"`
+	ServerAndHookPerDeliv float64 `json:"server_and_hook_cpu_us_per_delivery,omitempty"`
 }
 
 // broadcastPhase runs one measured phase on an open group: senders
@@ -102,6 +110,7 @@ type phaseRun struct {
 	cpu0     time.Duration
 	cpu0Each []time.Duration // per server process, in target.pids order
 	client0  time.Duration
+	hook0    hookSample // the publish hook receiver's, if any
 }
 
 // startPhase waits until every member of group is in the room, gives each
@@ -141,6 +150,7 @@ func (r *runner) startPhase(ctx context.Context, group string, load phaseLoad) (
 		pr.cpu0 += x
 	}
 	pr.client0 = r.fl.clientCPU()
+	pr.hook0 = sampleHook(r.t.hook)
 	resps, err := r.fl.all(ctx, func(i int) *Request {
 		return &Request{Op: "prepare", Prepare: &PrepareSpec{Group: group, Phase: pr.tag, TotalSenders: load.senders, SenderIDs: perWorker[i], SenderInstances: senderInst, Messages: load.messages, ClosedLoop: closedLoop}}
 	})
@@ -208,6 +218,7 @@ func (r *runner) finishPhase(ctx context.Context, pr *phaseRun, sends []*SendRes
 			Idle: cfg.DrainTimeout, Max: pr.load.duration + cfg.DrainTimeout}}
 	})
 	cpu1Each, _ := r.t.cpuEach()
+	hook1 := sampleHook(r.t.hook)
 	var cpu1 time.Duration
 	for _, x := range cpu1Each {
 		cpu1 += x
@@ -254,6 +265,15 @@ func (r *runner) finishPhase(ctx context.Context, pr *phaseRun, sends []*SendRes
 				p.RSSAfter, _ = ReadProcRSS(in.pid)
 				res.Processes = append(res.Processes, p)
 			}
+		}
+	}
+	if r.t.hook != nil && pr.hook0.ok && hook1.ok {
+		res.Hook = true
+		res.HookPosts = hook1.posts - pr.hook0.posts
+		res.HookCPU = (hook1.cpu - pr.hook0.cpu).Seconds()
+		res.HookCPUPerDelivery = CPUPerDelivery(hook1.cpu-pr.hook0.cpu, d.Received)
+		if r.t.pids() != nil {
+			res.ServerAndHookPerDeliv = res.CPUPerDelivery + res.HookCPUPerDelivery
 		}
 	}
 	return res, nil

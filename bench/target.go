@@ -55,6 +55,7 @@ type target struct {
 
 	inst []*instance // this run's instances
 	nats *instance   // this run's nats-server, or nil
+	hook *instance   // this run's publish hook receiver ({hook}), or nil; not a server process
 }
 
 // natsPlaceholder is what chatbench replaces with the URL of the
@@ -155,7 +156,7 @@ func freeLoopbackPort() (int, error) {
 // listens before the next picks its port), or checks that every -url
 // server answers.
 func (t *target) start(ctx context.Context, timeout time.Duration) error {
-	t.inst, t.nats = nil, nil
+	t.inst, t.nats, t.hook = nil, nil, nil
 	if t.Command == "" {
 		urls := splitList(t.URL)
 		for i, u := range urls {
@@ -193,6 +194,15 @@ func (t *target) start(ctx context.Context, timeout time.Duration) error {
 		}
 		t.nats = ns
 		command = strings.ReplaceAll(command, natsPlaceholder, ns.url)
+	}
+	if hasHook(command) {
+		h, err := startHookReceiver(ctx, timeout)
+		if err != nil {
+			t.stop()
+			return err
+		}
+		t.hook = h
+		command = strings.ReplaceAll(command, hookPlaceholder, h.url)
 	}
 	n := max(1, t.Instances)
 	var urls []string
@@ -367,7 +377,7 @@ func (in *instance) start(ctx context.Context, what, line string, port int, time
 }
 
 // stop ends the started instances, all at once, and then their
-// nats-server.
+// nats-server and hook receiver.
 func (t *target) stop() {
 	var wg sync.WaitGroup
 	for _, in := range t.inst {
@@ -379,13 +389,17 @@ func (t *target) stop() {
 		t.nats.stop()
 		t.nats = nil
 	}
+	if t.hook != nil {
+		t.hook.stop()
+		t.hook = nil
+	}
 }
 
 // kill ends the started instances and their nats-server at once
 // (SIGKILL to their process groups), for the memory guard; stop then
 // reaps them.
 func (t *target) kill() {
-	for _, in := range append(append([]*instance(nil), t.inst...), t.nats) {
+	for _, in := range append(append([]*instance(nil), t.inst...), t.nats, t.hook) {
 		if in != nil && in.cmd != nil && in.cmd.Process != nil {
 			_ = syscall.Kill(-in.cmd.Process.Pid, syscall.SIGKILL)
 		}

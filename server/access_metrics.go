@@ -13,6 +13,7 @@ type accessCollector struct {
 	s                                      *Server
 	rejected, readOnly, expired            *prometheus.Desc
 	decisions, failures, waiting, posts, d *prometheus.Desc
+	cancelled                              *prometheus.Desc
 }
 
 func newAccessCollector(s *Server) *accessCollector {
@@ -34,11 +35,13 @@ func newAccessCollector(s *Server) *accessCollector {
 			"POSTs made to the publish hook's backend.", []string{"hook"}, nil),
 		d: prometheus.NewDesc("chatd_publish_hook_post_seconds_total",
 			"Time spent in publish hook POSTs, answers included.", []string{"hook"}, nil),
+		cancelled: prometheus.NewDesc("chatd_publish_hook_sender_gone_total",
+			"Messages dropped undecided (or with their decision unused) because their sender disconnected while they waited on the publish hook.", []string{"hook"}, nil),
 	}
 }
 
 func (c *accessCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.rejected, c.readOnly, c.expired, c.decisions, c.failures, c.waiting, c.posts, c.d} {
+	for _, d := range []*prometheus.Desc{c.rejected, c.readOnly, c.expired, c.decisions, c.failures, c.waiting, c.posts, c.d, c.cancelled} {
 		ch <- d
 	}
 }
@@ -80,4 +83,5 @@ func (c *accessCollector) hook(ch chan<- prometheus.Metric, name string, h *pubh
 	ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, float64(st.Waiting), name)
 	ch <- prometheus.MustNewConstMetric(c.posts, prometheus.CounterValue, float64(st.Posts), name)
 	ch <- prometheus.MustNewConstMetric(c.d, prometheus.CounterValue, float64(st.PostNanos)/1e9, name)
+	ch <- prometheus.MustNewConstMetric(c.cancelled, prometheus.CounterValue, float64(st.Cancelled), name)
 }
