@@ -28,17 +28,13 @@ stops a run before the machine runs short of memory.
 -nats PATH (broadcast, recovery) starts that nats-server on a free loopback port for
 each run and puts its URL where -server has {nats}: the instances form one
 cluster, so broadcast spreads its room's members and senders over them too;
-<<<<<<< HEAD
 the nats-server counts among the server's processes. -nats-js runs it with
 JetStream (-js -sd, a fresh directory per run), which chatd's cluster history
 needs.
-=======
-the nats-server counts among the server's processes.
 {hook} in -server/-compare (chatd: -publish-hook-url {hook}) starts a local
 publish hook receiver for each run (chatbench itself, another process) that
 answers every POST {"action":"allow"}, and becomes its URL; broadcast then
 reports its POSTs and CPU apart from the server's.
->>>>>>> i21b
 
 -protocol pusher (broadcast): members subscribe over Pusher Channels protocol 7
 and senders publish through the signed HTTP API; -protocol raw,pusher runs both
