@@ -217,3 +217,48 @@ func pusherScreenshot(t *testing.T, file string, ctxs ...context.Context) {
 	}
 	t.Logf("screenshot of the pages saved to %s", file)
 }
+
+// The recovery plugin loads with a <script> tag in a browser and defines
+// window.ChatdRecovery, whose attach works on a pusher-js-shaped client.
+func TestBrowserRecoveryPluginScriptTag(t *testing.T) {
+	s := newTestServer(t, Config{})
+	ctx := browserStart(t, 30*time.Second)
+	if err := chromedp.Do(ctx, chromedp.Navigate("http://"+s.Addr().String()+"/raw")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(() => {
+		const s = document.createElement('script');
+		s.src = '/js/chatd-recovery.js';
+		document.head.appendChild(s);
+		return true;
+	})()`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.PollFunction[bool](`() => typeof window.ChatdRecovery === 'object'`,
+		chromedp.WithPollingTimeout(10*time.Second))); err != nil {
+		t.Fatalf("window.ChatdRecovery never appeared: %v", err)
+	}
+	// A stand-in with pusher-js's shape: send_event is wrapped, the
+	// transport's raw messages give the position.
+	got, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(() => {
+		const sent = [];
+		const handlers = {};
+		const transport = { bind: (ev, f) => { handlers[ev] = f; } };
+		const fake = {
+			send_event: (name, data) => sent.push([name, data]),
+			connection: { connection: { transport }, bind: () => {} },
+		};
+		const h = ChatdRecovery.attach(fake, { rewind: 3 });
+		fake.send_event('pusher:subscribe', { channel: 'c' });
+		handlers.message({ data: '{"event":"e","channel":"c","data":"x","chatd_position":"ep-1:7"}' });
+		fake.send_event('pusher:subscribe', { channel: 'c' });
+		return JSON.stringify([sent, h.position('c')]);
+	})()`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `[[["pusher:subscribe",{"channel":"c","chatd_rewind":3}],["pusher:subscribe",{"channel":"c","chatd_since":"ep-1:7"}]],"ep-1:7"]`
+	if got != want {
+		t.Fatalf("plugin in the browser:\n got %s\nwant %s", got, want)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -394,5 +395,67 @@ func apiEvent(t *testing.T, s *Server, channel, data string) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("event %s on %s: %d", data, channel, resp.StatusCode)
+	}
+}
+
+// Per app (apps file): history_size 0 turns history off for that app,
+// another size is that app's window; the flags' values are the rest's.
+func TestPusherHistoryPerApp(t *testing.T) {
+	dir := t.TempDir()
+	file := dir + "/apps.json"
+	os.WriteFile(file, []byte(`{"apps":[
+		{"id":"small","key":"small-key","secret":"small-secret","history_size":2},
+		{"id":"none","key":"none-key","secret":"none-secret","history_size":0},
+		{"id":"dflt","key":"dflt-key","secret":"dflt-secret"}]}`), 0o600)
+	apps, err := pusher.LoadAppsFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, Config{Apps: apps, HistorySize: 5})
+	publish := func(app, secret string, n int) {
+		for i := 1; i <= n; i++ {
+			body := fmt.Sprintf(`{"name":"n","channel":"c","data":"%d"}`, i)
+			q := url.Values{"auth_key": {app + "-key"}, "auth_timestamp": {strconv.FormatInt(time.Now().Unix(), 10)},
+				"auth_version": {"1.0"}, "body_md5": {pusher.BodyMD5([]byte(body))}}
+			q.Set("auth_signature", pusher.SignRequest(secret, "POST", "/apps/"+app+"/events", q))
+			resp, err := http.Post("http://"+s.Addr().String()+"/apps/"+app+"/events?"+q.Encode(), "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+	}
+	rewind := func(app string, want int) []string {
+		c, _, err := gorilla.DefaultDialer.Dial(wsURL(s, "/app/"+app+"-key?protocol=7"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.WriteMessage(gorilla.TextMessage, []byte(`{"event":"pusher:subscribe","data":{"channel":"c","chatd_rewind":10}}`))
+		_, got := readN(t, c, 2+want, 5*time.Second)
+		silent(t, c, 200*time.Millisecond)
+		return got[1:]
+	}
+	for _, a := range []struct {
+		app, secret string
+		kept        int
+	}{{"small", "small-secret", 2}, {"none", "none-secret", 0}, {"dflt", "dflt-secret", 5}} {
+		publish(a.app, a.secret, 8)
+		extra := 0
+		if a.kept == 0 {
+			extra = 1 // chatd:recovery_failed, history_off
+		}
+		got := rewind(a.app, a.kept+extra)
+		if a.kept == 0 {
+			if strings.Contains(got[0], "chatd_position") || !strings.Contains(got[1], `history_off`) {
+				t.Fatalf("app %s: %q", a.app, got)
+			}
+			continue
+		}
+		for i, m := range got[1:] {
+			if !strings.Contains(m, fmt.Sprintf(`"data":"%d"`, 8-a.kept+1+i)) {
+				t.Fatalf("app %s: event %d is %s", a.app, i, m)
+			}
+		}
 	}
 }
