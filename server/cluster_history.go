@@ -116,6 +116,16 @@ func (k keptHandler) HistoryGap(room string, missed uint64) {
 	}
 }
 
+// HistoryBehind: this node's feed of room lags the stream (or caught up):
+// the room's producers here wait as for a member behind, and the other
+// nodes are told, so theirs wait too (Room.congest's signal).
+func (k keptHandler) HistoryBehind(room string, on bool) {
+	if r := k.s.hub.Room(room); r != nil {
+		r.setFeedBehind(on)
+	}
+	k.s.broker.Congested(room, on)
+}
+
 // HistoryStopped: Interest ended, which for a room that keeps history
 // happens under the store's lock (leaveKept, rawProto.onClose, joinKept).
 func (k keptHandler) HistoryStopped(room string) { k.s.hist.UnreadyLocked(room) }

@@ -68,6 +68,9 @@ type Room struct {
 	signalled bool               // this node told the others the room is behind here
 	signalAt  time.Time          // when it last said so
 	remote    []remoteCongestion // nodes where the room is behind: producers here wait for them
+	// feedBehind: this node's feed of the room from the cluster's history
+	// stream lags it (setFeedBehind): producers wait.
+	feedBehind bool
 }
 
 // remoteCongestion: the room is behind on node, as that node said, until
@@ -371,7 +374,18 @@ func (r *Room) holdBack(c *Conn) {
 
 // blockedLocked reports whether producers wait: a member is behind, here
 // or on another node. r.mu held.
-func (r *Room) blockedLocked() bool { return len(r.congested) > 0 || len(r.remote) > 0 }
+func (r *Room) blockedLocked() bool { return len(r.congested) > 0 || len(r.remote) > 0 || r.feedBehind }
+
+// setFeedBehind records that this node's feed of the room from the
+// cluster's history stream lags (cluster_history.go): producers wait.
+func (r *Room) setFeedBehind(on bool) {
+	r.mu.Lock()
+	r.feedBehind = on
+	if !on && !r.blockedLocked() {
+		r.releaseLocked()
+	}
+	r.mu.Unlock()
+}
 
 func (r *Room) releaseLocked() {
 	for i, c := range r.waiters {

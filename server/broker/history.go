@@ -101,6 +101,11 @@ type HistoryHandler interface {
 	// (it lagged more than the room's transport window), or their publish
 	// failed. Called on the room's goroutine, before the next message.
 	HistoryGap(room string, missed uint64)
+	// HistoryBehind: this node's consumer of room is more than half the
+	// stream's per-room window behind (on), or has caught up again (off);
+	// while on it is said again every CongestionRefresh. Called on the
+	// room's goroutine.
+	HistoryBehind(room string, on bool)
 	// HistoryStopped: this node stopped following room (Interest ended);
 	// called from Interest, synchronously, under whatever locks its caller
 	// holds. Until the next HistoryReady its cache may miss messages.
@@ -249,8 +254,10 @@ func (b *NATS) establishHistory(h *histState) error {
 // than the history a client is given (size, the nodes' caches), because the
 // stream carries the live messages too, and a node's consumer may lag a
 // burst: a message dropped for the per-room limit before every node
-// delivered it would be lost to some.
-func transportWindow(size int) int { return max(10*size, 1000) }
+// delivered it would be lost to some (HistoryGap). Before that, a node
+// whose consumer falls half a window behind says so (HistoryBehind), so
+// that the room's producers are held back.
+func transportWindow(size int) int { return max(100*size, 10_000) }
 
 // HistoryUp reports whether the history stream is established, and if
 // not, why.
@@ -438,6 +445,9 @@ func (b *NATS) startFollow(ctx context.Context, h *histState, room, subj string)
 	ready := false
 	var prev uint64               // the last message handed over
 	counts := map[string]uint64{} // the last HeaderCount seen, per sending node
+	window := uint64(transportWindow(h.cfg.Size))
+	behind := false
+	var said time.Time // when behind was last said
 	return cons.Consume(func(m jetstream.Msg) {
 		md, err := m.Metadata()
 		if err != nil {
@@ -474,6 +484,22 @@ func (b *NATS) startFollow(ctx context.Context, h *histState, room, subj string)
 			}
 		}
 		handler.HistoryMessage(room, epoch, seq, md.Timestamp.UnixNano(), hdr.Get(HeaderNode), member, marker, hdr.Get(HeaderLocal) != "", m.Data(), !ready)
+		if ready {
+			// How far this node's feed is behind the stream: producers are
+			// held back past half the window, before the stream drops what
+			// the feed has not delivered.
+			switch pending := md.NumPending; {
+			case !behind && pending > window/2:
+				behind, said = true, time.Now()
+				handler.HistoryBehind(room, true)
+			case behind && pending < window/8:
+				behind = false
+				handler.HistoryBehind(room, false)
+			case behind && time.Since(said) >= CongestionRefresh:
+				said = time.Now()
+				handler.HistoryBehind(room, true)
+			}
+		}
 		if !ready && seq == last {
 			ready = true
 			handler.HistoryReady(room, epoch, last)

@@ -34,6 +34,7 @@ func (r *recorder) HistoryWaitingSince(string) int64            { return 0 }
 func (r *recorder) HistoryUp(bool, string)                      {}
 func (r *recorder) HistoryGap(room string, missed uint64)       { r.gaps.Add(missed) }
 func (r *recorder) HistoryStopped(string)                       {}
+func (r *recorder) HistoryBehind(string, bool)                  {}
 
 // A node whose consumer of a room lags more than the stream keeps per room
 // is told how many messages it will never get (HistoryGap), instead of
@@ -66,8 +67,8 @@ func TestHistoryGapIsReported(t *testing.T) {
 		return nil
 	})
 	rec.stall.Store(true)
-	// The window is 1,000 per room: 5,000 while the consumer is stalled.
-	const total = 5000
+	// The window is 10,000 per room: 25,000 while the consumer is stalled.
+	const total = 25000
 	for i := 0; i < total; i++ {
 		pub.KeptPublish("room", 0, false, 1, []byte("m"))
 	}
