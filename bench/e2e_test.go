@@ -690,7 +690,7 @@ func TestE2EBroadcastClusterFlood(t *testing.T) {
 	if p.MembersClosed != p.MembersClosedSenderInst+p.MembersClosedOther {
 		t.Errorf("closed %d = %d + %d?", p.MembersClosed, p.MembersClosedSenderInst, p.MembersClosedOther)
 	}
-	for _, want := range []string{"members closed on senders' instances", "members closed on other instances", "flood: all 4 senders on instance 2, the readers round-robin over instances 1,3"} {
+	for _, want := range []string{"members closed on senders' instances", "members closed on other instances", "flood: all 4 senders on instance 2, the readers round-robin over instances 1,3", "the 4 senders on instance 2, the 40 readers round-robin over instances 1,3"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}

@@ -440,6 +440,9 @@ func (r *Report) describe() string {
 		spread = "by the kernel over one port (-reuse-port)"
 	}
 	switch {
+	case c.NATS != "" && c.SendersOn > 0:
+		servers = fmt.Sprintf("; servers: %d instance(s) + nats-server per server (a cluster through NATS; a flood from one node: the %d senders on instance %d, the %d readers round-robin over instances %s), server figures summed over all %d processes",
+			c.Instances, c.Senders, c.SendersOn, c.Conns-c.Senders, senderInstances(minus1(c.ReadersOn)), c.Instances+1)
 	case c.NATS != "":
 		servers = fmt.Sprintf("; servers: %d instance(s) + nats-server per server (a cluster through NATS; members and senders spread %s over the instances), server figures summed over all %d processes", c.Instances, spread, c.Instances+1)
 	case c.Instances > 1:
