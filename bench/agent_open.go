@@ -29,7 +29,10 @@ type OpenSpec struct {
 	// len(Addrs) picks the instance (round-robin), and the rest of the id
 	// divided by len(Addrs) picks its room and source address, so that
 	// every instance sees the same mix of rooms and addresses.
-	Addrs          []string      `json:"addrs,omitempty"`
+	Addrs []string `json:"addrs,omitempty"`
+	// Place, with Addrs, replaces round-robin (a broadcast flood,
+	// -senders-on): see Placement.
+	Place          *Placement    `json:"place,omitempty"`
 	Room           string        `json:"room"`
 	Rooms          int           `json:"rooms"` // >1: member id%Rooms picks room Room-k
 	SourceIPs      []string      `json:"source_ips,omitempty"`
@@ -74,8 +77,35 @@ func (s *OpenSpec) pickAddr(id int) (addr string, instance, rank int) {
 	if len(s.Addrs) == 0 {
 		return s.Addr, 0, id
 	}
+	if p := s.Place; p != nil && len(p.ReaderInstances) > 0 {
+		k, rank := p.pick(id)
+		if k >= 0 && k < len(s.Addrs) {
+			return s.Addrs[k], k, rank
+		}
+	}
 	n := len(s.Addrs)
 	return s.Addrs[id%n], id % n, id / n
+}
+
+// Placement puts a broadcast's first Senders connections (ids 0 to
+// Senders-1: the ones that will send) all on instance SenderInstance, and
+// the rest (the readers) round-robin over ReaderInstances; instances
+// count from 0. It makes a flood from one node, with the readers on
+// others (or on the same one, for the local baseline).
+type Placement struct {
+	Senders         int   `json:"senders"`
+	SenderInstance  int   `json:"sender_instance"`
+	ReaderInstances []int `json:"reader_instances"`
+}
+
+// pick returns connection id's instance and its rank there.
+func (p *Placement) pick(id int) (instance, rank int) {
+	if id < p.Senders {
+		return p.SenderInstance, id
+	}
+	j := id - p.Senders
+	n := len(p.ReaderInstances)
+	return p.ReaderInstances[j%n], j / n
 }
 
 func roomPath(room string, rooms, id int) string {

@@ -250,6 +250,10 @@ type DrainResult struct {
 	// Crossed counts the deliveries to a member on another server
 	// instance than the sender's (several instances).
 	Crossed int64 `json:"crossed"`
+	// With several instances, Closed split: members on an instance that
+	// holds one of the phase's senders, and members on the others.
+	ClosedSenderInst int `json:"closed_senders_instances,omitempty"`
+	ClosedOther      int `json:"closed_other_instances,omitempty"`
 }
 
 func (a *Agent) drain(ctx context.Context, s *DrainSpec) (*DrainResult, error) {
@@ -307,9 +311,20 @@ func (a *Agent) drain(ctx context.Context, s *DrainSpec) (*DrainResult, error) {
 	if last > 0 {
 		res.LastReceive = time.Unix(0, last)
 	}
+	senderInst := map[int]bool{}
+	for _, k := range ps.senderInst {
+		senderInst[k] = true
+	}
 	for _, m := range g.members {
 		if m.closedAt.Load() != 0 && !m.closing.Load() {
 			res.Closed++
+			if len(senderInst) > 0 {
+				if _, k, _ := g.spec.pickAddr(m.id); senderInst[k] {
+					res.ClosedSenderInst++
+				} else {
+					res.ClosedOther++
+				}
+			}
 			if res.CloseHow == nil {
 				res.CloseHow = map[string]int{}
 			}

@@ -62,6 +62,12 @@ type Config struct {
 	// temporary directory per run, removed after it): what chatd's
 	// cluster history (and Pusher's shared state) needs.
 	NATSJS bool `json:"nats_js,omitempty"`
+	// SendersOn (broadcast over a cluster, counted from 1): all -senders
+	// on this instance, and the other members (readers) round-robin over
+	// ReadersOn (default: every other instance) - a flood from one node.
+	// Zero: senders and members round-robin over all instances.
+	SendersOn int   `json:"senders_on,omitempty"`
+	ReadersOn []int `json:"readers_on,omitempty"`
 
 	// Client side.
 	Procs          int           `json:"procs"`           // worker processes; zero means one per 15,000 connections
@@ -268,6 +274,9 @@ func (c *Config) Validate() error {
 		}
 		return fmt.Errorf("chatbench: %d server instances (-instances, or several -url): only the density scenario spreads over several instances, and broadcast and recovery over a cluster (-nats); %s needs its members in one room, and a room lives in one server process (members on different instances would not hear each other). Use one instance (one -url) for %s%s", c.Instances, c.Scenario, c.Scenario, also)
 	}
+	if err := c.validateFlood(); err != nil {
+		return err
+	}
 	if c.Scenario != "density" && c.Rooms != 1 {
 		return errors.New("chatbench: -rooms is for the density scenario; the others use one room")
 	}
@@ -310,6 +319,44 @@ const (
 	minSoakAttackers = 5   // one of each hostile kind
 	maxChurnInFlight = 32
 )
+
+// validateFlood checks -senders-on and -readers-on, and fills in the
+// default readers' instances.
+func (c *Config) validateFlood() error {
+	if c.SendersOn == 0 {
+		if len(c.ReadersOn) > 0 {
+			return errors.New("chatbench: -readers-on places the readers of a flood: give -senders-on N too (the instance all senders are on)")
+		}
+		return nil
+	}
+	if c.Scenario != "broadcast" || c.NATS == "" || c.Instances < 2 || c.ReusePort {
+		return errors.New("chatbench: -senders-on is for broadcast over a cluster chatbench places the members on: -instances N (N >= 2) -nats PATH, without -reuse-port")
+	}
+	if c.SendersOn < 0 || c.SendersOn > c.Instances {
+		return fmt.Errorf("chatbench: -senders-on %d: an instance between 1 and %d (-instances)", c.SendersOn, c.Instances)
+	}
+	if len(c.ReadersOn) == 0 {
+		for k := 1; k <= c.Instances; k++ {
+			if k != c.SendersOn {
+				c.ReadersOn = append(c.ReadersOn, k)
+			}
+		}
+	}
+	seen := map[int]bool{}
+	for _, k := range c.ReadersOn {
+		if k < 1 || k > c.Instances {
+			return fmt.Errorf("chatbench: -readers-on %d: an instance between 1 and %d (-instances)", k, c.Instances)
+		}
+		if seen[k] {
+			return fmt.Errorf("chatbench: -readers-on lists instance %d twice", k)
+		}
+		seen[k] = true
+	}
+	if c.Conns <= c.Senders {
+		return fmt.Errorf("chatbench: -senders-on: -conns %d leaves no readers after the %d senders (-conns counts both)", c.Conns, c.Senders)
+	}
+	return nil
+}
 
 // validateNATS checks -nats and {nats} in the server commands.
 func (c *Config) validateNATS() error {

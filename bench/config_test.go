@@ -242,20 +242,27 @@ func TestPlaceSenders(t *testing.T) {
 		each       []*InspectResult
 		senders    int
 		instances  int
+		only       int
 		perWorker  string
 		senderInst []int
 		err        bool
 	}{
-		{"one instance", []*InspectResult{{Open: 2}, {Open: 5}}, 4, 1, "[[0 2] [1 3]]", nil, false},
-		{"one instance, too few", []*InspectResult{{Open: 1}, {Open: 1}}, 3, 1, "", nil, true},
-		{"round-robin", []*InspectResult{worker(5, 5, 5), worker(5, 5, 5)}, 5, 3, "[[0 2 4] [1 3]]", []int{0, 1, 2, 0, 1}, false},
+		{"one instance", []*InspectResult{{Open: 2}, {Open: 5}}, 4, 1, -1, "[[0 2] [1 3]]", nil, false},
+		{"one instance, too few", []*InspectResult{{Open: 1}, {Open: 1}}, 3, 1, -1, "", nil, true},
+		{"round-robin", []*InspectResult{worker(5, 5, 5), worker(5, 5, 5)}, 5, 3, -1, "[[0 2 4] [1 3]]", []int{0, 1, 2, 0, 1}, false},
 		// Worker 0 has no member on instance 1; worker 1 has them all.
-		{"instance only on one worker", []*InspectResult{worker(2, 0, 1), worker(1, 1, 1)}, 3, 3, "[[0 2] [1]]", []int{0, 1, 2}, false},
+		{"instance only on one worker", []*InspectResult{worker(2, 0, 1), worker(1, 1, 1)}, 3, 3, -1, "[[0 2] [1]]", []int{0, 1, 2}, false},
 		// No member on instance 2 at all: the next instance takes it.
-		{"instance empty", []*InspectResult{worker(3, 3, 0)}, 3, 3, "[[0 1 2]]", []int{0, 1, 0}, false},
-		{"too few", []*InspectResult{worker(1, 1, 0)}, 3, 3, "", nil, true},
+		{"instance empty", []*InspectResult{worker(3, 3, 0)}, 3, 3, -1, "[[0 1 2]]", []int{0, 1, 0}, false},
+		{"too few", []*InspectResult{worker(1, 1, 0)}, 3, 3, -1, "", nil, true},
+		// A flood (-senders-on 2): every sender on instance 1 (from 0),
+		// taken from the workers in turn.
+		{"flood", []*InspectResult{worker(9, 2, 9), worker(9, 2, 9)}, 4, 3, 1, "[[0 2] [1 3]]", []int{1, 1, 1, 1}, false},
+		{"flood, one worker", []*InspectResult{worker(9, 0, 9), worker(0, 3, 0)}, 3, 3, 1, "[[] [0 1 2]]", []int{1, 1, 1}, false},
+		// Too few members on the senders' instance: no other takes them.
+		{"flood, too few", []*InspectResult{worker(9, 2, 9)}, 3, 3, 1, "", nil, true},
 	} {
-		per, inst, err := placeSenders(c.each, c.senders, c.instances)
+		per, inst, err := placeSenders(c.each, c.senders, c.instances, c.only)
 		if c.err {
 			if err == nil {
 				t.Errorf("%s: placed %v %v, want an error", c.name, per, inst)
@@ -265,5 +272,64 @@ func TestPlaceSenders(t *testing.T) {
 		if err != nil || fmt.Sprint(per) != c.perWorker || fmt.Sprint(inst) != fmt.Sprint(c.senderInst) {
 			t.Errorf("%s: got %v %v (%v), want %s %v", c.name, per, inst, err, c.perWorker, c.senderInst)
 		}
+	}
+}
+
+func TestValidateFlood(t *testing.T) {
+	natsBin := filepath.Join(t.TempDir(), "nats-server")
+	if err := os.WriteFile(natsBin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cluster := "./chatd -addr {addr} -nats {nats}"
+	flood := func(senders, conns, instances, on int, readers ...int) Config {
+		return Config{Scenario: "broadcast", Server: cluster, NATS: natsBin, Instances: instances, Conns: conns, Senders: senders, SendersOn: on, ReadersOn: readers}
+	}
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"readers without senders", flood(10, 50, 3, 0, 2), "give -senders-on"},
+		{"one instance", flood(10, 50, 1, 1), "-instances N (N >= 2)"},
+		{"no nats", Config{Scenario: "broadcast", Server: "x {addr}", Instances: 3, Conns: 50, Senders: 10, SendersOn: 1}, "-nats PATH"},
+		{"density", Config{Scenario: "density", Server: "x {addr}", Instances: 3, SendersOn: 1}, "-senders-on is for broadcast"},
+		{"beyond instances", flood(10, 50, 3, 4), "-senders-on 4: an instance between 1 and 3"},
+		{"negative", flood(10, 50, 3, -1), "-senders-on -1"},
+		{"reader instance 0", flood(10, 50, 3, 1, 0), "-readers-on 0"},
+		{"reader instance twice", flood(10, 50, 3, 1, 2, 2), "instance 2 twice"},
+		{"no readers", flood(10, 10, 3, 1), "no readers"},
+	} {
+		err := c.cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error with %q", c.name, err, c.want)
+		}
+	}
+	// By default the readers go to every instance but the senders'.
+	c := flood(10, 50, 3, 2)
+	if err := c.Validate(); err != nil || fmt.Sprint(c.ReadersOn) != "[1 3]" {
+		t.Errorf("default readers: %v (%v), want [1 3]", c.ReadersOn, err)
+	}
+	// The local baseline: the readers on the senders' instance.
+	c = flood(10, 50, 3, 1, 1)
+	if err := c.Validate(); err != nil || fmt.Sprint(c.ReadersOn) != "[1]" {
+		t.Errorf("local readers: %v (%v)", c.ReadersOn, err)
+	}
+}
+
+func TestFloodPlacement(t *testing.T) {
+	s := &OpenSpec{Addrs: []string{"a", "b", "c"}, Place: &Placement{Senders: 3, SenderInstance: 0, ReaderInstances: []int{1, 2}}}
+	var got []string
+	for id := range 9 {
+		addr, k, rank := s.pickAddr(id)
+		got = append(got, fmt.Sprintf("%s%d/%d", addr, k, rank))
+	}
+	// Senders 0-2 on a, readers 3-8 alternately on b and c.
+	if want := "[a0/0 a0/1 a0/2 b1/0 c2/0 b1/1 c2/1 b1/2 c2/2]"; fmt.Sprint(got) != want {
+		t.Errorf("got %v, want %s", got, want)
+	}
+	// Without a placement: round-robin as before.
+	s.Place = nil
+	if addr, k, rank := s.pickAddr(4); addr != "b" || k != 1 || rank != 1 {
+		t.Errorf("round-robin: %s %d %d", addr, k, rank)
 	}
 }

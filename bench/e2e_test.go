@@ -666,3 +666,33 @@ func TestE2EBroadcastCluster(t *testing.T) {
 		}
 	}
 }
+
+func TestE2EBroadcastClusterFlood(t *testing.T) {
+	chatd := servers(t)["chatd"] + " -nats {nats}"
+	natsBin := testutil.BuildInTempDir(t, "github.com/nats-io/nats-server/v2", "nats-server")
+	// A flood from one node: 4 senders all on instance 2, 40 readers
+	// round-robin over instances 1 and 3, open loop.
+	rep, table := runBench(t, "broadcast", "-conns", "44", "-senders", "4", "-messages", "50", "-rate", "400", "-instances", "3",
+		"-senders-on", "2", "-nats", natsBin, "-server", chatd)
+	if len(rep.Runs) != 1 {
+		t.Fatalf("%d runs", len(rep.Runs))
+	}
+	p := rep.Runs[0].Broadcast
+	checkClean(t, "flood", p)
+	if p.Members != 44 || p.Deliveries.Sent != 200 || fmt.Sprint(p.SenderInstances) != "[1 1 1 1]" || fmt.Sprint(p.FloodReaders) != "[1 3]" {
+		t.Errorf("members %d, sent %d, sender instances %v, readers on %v", p.Members, p.Deliveries.Sent, p.SenderInstances, p.FloodReaders)
+	}
+	// Every reader is on another instance than the senders: each message
+	// crosses to all 40 of them, and to none of the 3 other senders.
+	if p.CrossInstance != 200*40 {
+		t.Errorf("%d deliveries crossed instances, want %d", p.CrossInstance, 200*40)
+	}
+	if p.MembersClosed != p.MembersClosedSenderInst+p.MembersClosedOther {
+		t.Errorf("closed %d = %d + %d?", p.MembersClosed, p.MembersClosedSenderInst, p.MembersClosedOther)
+	}
+	for _, want := range []string{"members closed on senders' instances", "members closed on other instances", "flood: all 4 senders on instance 2, the readers round-robin over instances 1,3", "the 4 senders on instance 2, the 40 readers round-robin over instances 1,3"} {
+		if !strings.Contains(table, want) {
+			t.Errorf("table lacks %q:\n%s", want, table)
+		}
+	}
+}

@@ -64,6 +64,7 @@ Examples:
   chatbench broadcast -conns 1000 -senders 10 -messages 1000 -size 128 -url ws://127.0.0.1:8080
   chatbench broadcast -conns 9000 -senders 10 -messages 200 -protocol raw,pusher -repeat 3 -server './chatd -addr {addr} -admin-addr {admin} -log-level error'
   chatbench broadcast -conns 45000 -senders 10 -size 64 -instances 3 -nats ./nats-server -procs 3 -server './chatd -addr {addr} -admin-addr {admin} -log-level error -nats {nats}'
+  chatbench broadcast -conns 50 -senders 10 -messages 5000 -rate 20000 -size 1024 -instances 3 -senders-on 1 -nats ./nats-server -nats-js -server './chatd -addr {addr} -admin-addr {admin} -log-level error -nats {nats}'
   chatbench recovery -conns 200 -messages 3000 -rate 100 -cut-every 2s -cut-down 250ms -server './chatd -addr {addr} -admin-addr {admin} -log-level error'
   chatbench recovery -conns 300 -messages 3000 -rate 100 -instances 3 -nats ./nats-server -nats-js -kill-every 3s -kill-down 500ms -server './chatd -addr {addr} -admin-addr {admin} -log-level error -nats {nats}'
   chatbench soak -duration 10m -server './chatd -addr {addr} -admin-addr {admin} -log-level error' -json soak.json
@@ -92,6 +93,8 @@ func FlagSet(cfg *Config, out io.Writer) *flag.FlagSet {
 	fs.IntVar(&cfg.MinAvailableMiB, "min-available", 0, "MiB: stop the run (kill the servers and client workers) when MemAvailable in /proc/meminfo falls under this (0: 1024; negative: no guard)")
 	fs.StringVar(&cfg.NATS, "nats", "", "broadcast, recovery: path of a nats-server binary that chatbench starts on a free loopback port before the servers of each run; {nats} in -server/-compare becomes its URL, nats://127.0.0.1:PORT, so that the -instances form one cluster; its CPU and RSS count among the server's")
 	fs.BoolVar(&cfg.NATSJS, "nats-js", false, "with -nats: start the nats-server with JetStream (-js -sd, a fresh temporary directory per run, removed after it), which chatd's cluster history needs")
+	fs.IntVar(&cfg.SendersOn, "senders-on", 0, "broadcast over a cluster (-instances N -nats): a flood from one node: all -senders on instance N (from 1), the other -conns minus -senders members (readers) round-robin over -readers-on; reports members closed on the senders' instance and on the others (0: everyone round-robin)")
+	fs.Var((*intList)(&cfg.ReadersOn), "readers-on", "with -senders-on: the instances the readers go to, comma-separated, round-robin (default: every instance but the senders'; the senders' own for the local baseline)")
 	fs.IntVar(&cfg.Procs, "procs", 0, "client worker processes (0: one per 15,000 connections, fewer per process if the open-file limit is lower)")
 	fs.IntVar(&cfg.SourceIPs, "source-ips", 0, "spread connections over 127.0.0.1..N (0: one per 20,000 connections)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 0, "connection attempts in flight per process (0: 256)")

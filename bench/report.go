@@ -172,6 +172,10 @@ func (run *RunResult) metrics() []Metric {
 		srv(prefix+"server CPU per delivery", "µs", p.CPUPerDelivery)
 		srv(prefix+"server RSS peak", "MiB", float64(p.RSSPeak)/mib)
 		add(prefix+"members closed by server", "", float64(p.MembersClosed))
+		if p.Instances > 1 && len(p.SenderInstances) > 0 {
+			add(prefix+"members closed on senders' instances", "", float64(p.MembersClosedSenderInst))
+			add(prefix+"members closed on other instances", "", float64(p.MembersClosedOther))
+		}
 		if p.Hook {
 			add(prefix+"hook POSTs", "", float64(p.HookPosts))
 			add(prefix+"hook receiver CPU", "s", p.HookCPU)
@@ -436,6 +440,9 @@ func (r *Report) describe() string {
 		spread = "by the kernel over one port (-reuse-port)"
 	}
 	switch {
+	case c.NATS != "" && c.SendersOn > 0:
+		servers = fmt.Sprintf("; servers: %d instance(s) + nats-server per server (a cluster through NATS; a flood from one node: the %d senders on instance %d, the %d readers round-robin over instances %s), server figures summed over all %d processes",
+			c.Instances, c.Senders, c.SendersOn, c.Conns-c.Senders, senderInstances(minus1(c.ReadersOn)), c.Instances+1)
 	case c.NATS != "":
 		servers = fmt.Sprintf("; servers: %d instance(s) + nats-server per server (a cluster through NATS; members and senders spread %s over the instances), server figures summed over all %d processes", c.Instances, spread, c.Instances+1)
 	case c.Instances > 1:
@@ -509,6 +516,15 @@ func senderInstances(inst []int) string {
 		parts[i] = strconv.Itoa(k + 1)
 	}
 	return strings.Join(parts, ",")
+}
+
+// minus1 counts instances from 0 again (senderInstances adds the 1).
+func minus1(l []int) []int {
+	out := make([]int, len(l))
+	for i, k := range l {
+		out[i] = k - 1
+	}
+	return out
 }
 
 func formatValue(v float64) string {
@@ -589,7 +605,10 @@ func (run *RunResult) details() []string {
 	case run.Broadcast != nil:
 		p := run.Broadcast
 		phase("broadcast", p)
-		if p.Instances > 1 && len(p.SenderInstances) > 0 {
+		if p.Instances > 1 && len(p.SenderInstances) > 0 && len(p.FloodReaders) > 0 {
+			out = append(out, fmt.Sprintf("flood: all %d senders on instance %d, the readers round-robin over instances %s; members closed by the server: %d on the senders' instance, %d on other instances; %d of %d deliveries crossed from the sender's instance to another",
+				p.Senders, p.SenderInstances[0]+1, senderInstances(minus1(p.FloodReaders)), p.MembersClosedSenderInst, p.MembersClosedOther, p.CrossInstance, p.Deliveries.Received))
+		} else if p.Instances > 1 && len(p.SenderInstances) > 0 {
 			out = append(out, fmt.Sprintf("members and senders spread round-robin over %d instances; senders on instances %s; %d of %d deliveries crossed from the sender's instance to another",
 				p.Instances, senderInstances(p.SenderInstances), p.CrossInstance, p.Deliveries.Received))
 		} else if p.Instances > 1 {

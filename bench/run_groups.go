@@ -57,7 +57,7 @@ func (r *runner) openGroup(ctx context.Context, group, kind string, count int, r
 		}
 		return &Request{Op: "open", Open: &OpenSpec{
 			Group: group, Kind: kind, Count: shares[i], IDBase: bases[i],
-			Addr: addrs[0], Addrs: spread, Room: room, Rooms: rooms, SourceIPs: r.cfg.sourceIPs(),
+			Addr: addrs[0], Addrs: spread, Place: r.placement(kind, spread), Room: room, Rooms: rooms, SourceIPs: r.cfg.sourceIPs(),
 			Concurrency: concurrency, ConnectTimeout: r.cfg.ConnectTimeout, RcvBuf: rcvbuf,
 			MaxTime: r.cfg.Duration + r.cfg.ConnectTimeout, Pusher: r.pusherSpec(kind),
 		}}
@@ -111,6 +111,20 @@ func (r *runner) openGroup(ctx context.Context, group, kind string, count int, r
 		return sum, fmt.Errorf("no %s connection could be opened to %s (%d tried): %s", kind, r.t.URL, count, sum.FirstError)
 	}
 	return sum, nil
+}
+
+// placement is where the members of a broadcast flood (-senders-on) go,
+// nil for round-robin.
+func (r *runner) placement(kind string, spread []string) *Placement {
+	c := r.cfg
+	if c.SendersOn == 0 || kind != KindMember || len(spread) < 2 {
+		return nil
+	}
+	p := &Placement{Senders: c.Senders, SenderInstance: c.SendersOn - 1}
+	for _, k := range c.ReadersOn {
+		p.ReaderInstances = append(p.ReaderInstances, k-1)
+	}
+	return p
 }
 
 // openHonest connects the -conns honest members of the slowloris and

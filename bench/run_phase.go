@@ -14,32 +14,39 @@ import (
 
 // PhaseResult is one measured broadcast phase.
 type PhaseResult struct {
-	Members           int            `json:"members"`
-	Senders           int            `json:"senders"`
-	MessagesPerSender int            `json:"messages_per_sender"`
-	Size              int            `json:"size"`
-	Mode              string         `json:"mode"`
-	Protocol          string         `json:"protocol"` // raw, or pusher (HTTP API publishers)
-	Deliveries        Deliveries     `json:"deliveries"`
-	LossPercent       float64        `json:"loss_percent"`
-	Stray             int64          `json:"stray"`
-	Latency           Latency        `json:"latency"`
-	LatencyHist       HistogramData  `json:"latency_hist_ns"`
-	SendSeconds       float64        `json:"send_seconds"`
-	Seconds           float64        `json:"seconds"` // first send to last delivery
-	DeliveriesPerSec  float64        `json:"deliveries_per_second"`
-	ServerCPU         float64        `json:"server_cpu_seconds"`
-	CPUPerDelivery    float64        `json:"server_cpu_us_per_delivery"`
-	ClientCPU         float64        `json:"client_cpu_seconds"`
-	RSSBefore         int64          `json:"server_rss_before"`
-	RSSPeak           int64          `json:"server_rss_peak"`
-	RSSAfter          int64          `json:"server_rss_after"`
-	MembersClosed     int            `json:"members_closed"`
-	CloseHow          map[string]int `json:"members_close_how,omitempty"`
-	SendErrors        int64          `json:"send_errors"`
-	FirstSendError    string         `json:"first_send_error,omitempty"`
-	AckTimeouts       int64          `json:"ack_timeouts"`
-	NotJoined         int            `json:"members_not_seen_in_room"`
+	Members           int           `json:"members"`
+	Senders           int           `json:"senders"`
+	MessagesPerSender int           `json:"messages_per_sender"`
+	Size              int           `json:"size"`
+	Mode              string        `json:"mode"`
+	Protocol          string        `json:"protocol"` // raw, or pusher (HTTP API publishers)
+	Deliveries        Deliveries    `json:"deliveries"`
+	LossPercent       float64       `json:"loss_percent"`
+	Stray             int64         `json:"stray"`
+	Latency           Latency       `json:"latency"`
+	LatencyHist       HistogramData `json:"latency_hist_ns"`
+	SendSeconds       float64       `json:"send_seconds"`
+	Seconds           float64       `json:"seconds"` // first send to last delivery
+	DeliveriesPerSec  float64       `json:"deliveries_per_second"`
+	ServerCPU         float64       `json:"server_cpu_seconds"`
+	CPUPerDelivery    float64       `json:"server_cpu_us_per_delivery"`
+	ClientCPU         float64       `json:"client_cpu_seconds"`
+	RSSBefore         int64         `json:"server_rss_before"`
+	RSSPeak           int64         `json:"server_rss_peak"`
+	RSSAfter          int64         `json:"server_rss_after"`
+	MembersClosed     int           `json:"members_closed"`
+	// With several instances and known sender instances: members closed
+	// by the server on an instance that holds a sender, and on the others.
+	MembersClosedSenderInst int `json:"members_closed_senders_instances"`
+	MembersClosedOther      int `json:"members_closed_other_instances"`
+	// FloodReaders, in a flood (-senders-on), are the readers' instances
+	// (from 1); every sender is on SenderInstances[0].
+	FloodReaders   []int          `json:"flood_readers_on,omitempty"`
+	CloseHow       map[string]int `json:"members_close_how,omitempty"`
+	SendErrors     int64          `json:"send_errors"`
+	FirstSendError string         `json:"first_send_error,omitempty"`
+	AckTimeouts    int64          `json:"ack_timeouts"`
+	NotJoined      int            `json:"members_not_seen_in_room"`
 	// With several server instances: how many, each sender's instance
 	// (by sender index), the deliveries to a member on another instance
 	// than the sender's, and each process's CPU and RSS (the instances,
@@ -128,7 +135,7 @@ func (r *runner) startPhase(ctx context.Context, group string, load phaseLoad) (
 	if err != nil {
 		return nil, err
 	}
-	perWorker, senderInst, err := placeSenders(each, load.senders, len(r.t.addrs()))
+	perWorker, senderInst, err := placeSenders(each, load.senders, len(r.t.addrs()), cfg.SendersOn-1)
 	if err != nil {
 		return nil, err
 	}
@@ -138,6 +145,9 @@ func (r *runner) startPhase(ctx context.Context, group string, load phaseLoad) (
 	pr.res = &PhaseResult{Senders: load.senders, MessagesPerSender: load.messages, Size: load.size, NotJoined: notJoined, Protocol: r.t.Protocol, SenderInstances: senderInst}
 	if len(r.t.inst) > 1 {
 		pr.res.Instances = len(r.t.inst)
+		if cfg.SendersOn > 0 {
+			pr.res.FloodReaders = cfg.ReadersOn
+		}
 	}
 	if closedLoop {
 		pr.res.Mode = fmt.Sprintf("closed loop, window %d", cfg.Window)
@@ -243,6 +253,8 @@ func (r *runner) finishPhase(ctx context.Context, pr *phaseRun, sends []*SendRes
 		}
 		res.CrossInstance += dr.Crossed
 		res.MembersClosed += dr.Closed
+		res.MembersClosedSenderInst += dr.ClosedSenderInst
+		res.MembersClosedOther += dr.ClosedOther
 		res.CloseHow = addCounts(res.CloseHow, dr.CloseHow)
 	}
 	res.Deliveries = d
@@ -294,7 +306,9 @@ type ServerProcess struct {
 // a member on instance s mod instances where one is open, else on the
 // next instance that has one, so that messages cross instances as the
 // members do; senderInst is then each sender's instance, nil otherwise.
-func placeSenders(each []*InspectResult, senders, instances int) (perWorker [][]int, senderInst []int, err error) {
+// With only >= 0 (a flood, -senders-on) every sender is a member on
+// instance only.
+func placeSenders(each []*InspectResult, senders, instances, only int) (perWorker [][]int, senderInst []int, err error) {
 	perWorker = make([][]int, len(each))
 	if instances <= 1 {
 		next := 0
@@ -323,6 +337,12 @@ func placeSenders(each []*InspectResult, senders, instances int) (perWorker [][]
 		found := false
 		for dk := 0; dk < instances && !found; dk++ {
 			k := (s + dk) % instances
+			if only >= 0 {
+				if dk > 0 {
+					break
+				}
+				k = only
+			}
 			for dw := range len(each) {
 				w := (cursor + dw) % len(each)
 				if k < len(avail[w]) && avail[w][k] > 0 {
@@ -334,6 +354,9 @@ func placeSenders(each []*InspectResult, senders, instances int) (perWorker [][]
 					break
 				}
 			}
+		}
+		if !found && only >= 0 {
+			return nil, nil, fmt.Errorf("only %d members alive on instance %d for %d senders (-senders-on)", s, only+1, senders)
 		}
 		if !found {
 			return nil, nil, fmt.Errorf("only %d members alive for %d senders", s, senders)
