@@ -15,6 +15,7 @@ import (
 type recorder struct {
 	mu      sync.Mutex
 	seqs    []uint64
+	behind  []bool // HistoryBehind calls
 	ready   atomic.Bool
 	gaps    atomic.Uint64
 	stall   atomic.Bool // HistoryMessage waits for release
@@ -34,7 +35,11 @@ func (r *recorder) HistoryWaitingSince(string) int64            { return 0 }
 func (r *recorder) HistoryUp(bool, string)                      {}
 func (r *recorder) HistoryGap(room string, missed uint64)       { r.gaps.Add(missed) }
 func (r *recorder) HistoryStopped(string)                       {}
-func (r *recorder) HistoryBehind(string, bool)                  {}
+func (r *recorder) HistoryBehind(_ string, on bool) {
+	r.mu.Lock()
+	r.behind = append(r.behind, on)
+	r.mu.Unlock()
+}
 
 // A node whose consumer of a room lags more than the stream keeps per room
 // is told how many messages it will never get (HistoryGap), instead of
@@ -94,3 +99,53 @@ func TestHistoryGapIsReported(t *testing.T) {
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
+
+// A consumer that falls half the window behind says so (the room's
+// producers are then held back), again while it lasts, and says when it
+// has caught up.
+func TestHistoryBehindIsSignalled(t *testing.T) {
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	ns := natstest.Start(t, port)
+	pub := newNode(t, ns.ClientURL(), "pub", &received{})
+	sub := newNode(t, ns.ClientURL(), "sub", &received{})
+	keeps := func(string) bool { return true }
+	pub.EnableHistory(HistoryConfig{Size: 1, TTL: time.Minute, MaxBytes: 64 << 20, Keeps: keeps, Handler: &recorder{}})
+	rec := &recorder{release: make(chan struct{})}
+	sub.EnableHistory(HistoryConfig{Size: 1, TTL: time.Minute, MaxBytes: 64 << 20, Keeps: keeps, Handler: rec})
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		if ok, why := sub.HistoryUp(); !ok {
+			return errorString(why)
+		}
+		if ok, why := pub.HistoryUp(); !ok {
+			return errorString(why)
+		}
+		return nil
+	})
+	sub.Interest("room", true)
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		if !rec.ready.Load() {
+			return errorString("not following yet")
+		}
+		return nil
+	})
+	rec.stall.Store(true)
+	const total = 8000 // more than half of the 10,000 window, less than all of it
+	for i := 0; i < total; i++ {
+		pub.KeptPublish("room", 0, false, 1, []byte("m"))
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(rec.release)
+	testutil.CheckFor(t, 15*time.Second, func() error {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if n := len(rec.behind); n < 2 || !rec.behind[0] || rec.behind[n-1] {
+			return errorString("behind not signalled on, then off")
+		}
+		return nil
+	})
+	if rec.gaps.Load() != 0 {
+		t.Fatalf("%d messages lost within the window", rec.gaps.Load())
+	}
+}
