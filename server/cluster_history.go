@@ -186,6 +186,39 @@ func (k keptHandler) HistoryMessage(room, epoch string, seq uint64, stamp int64,
 	})
 }
 
+// Producers of rooms carried by the stream are read more slowly while the
+// stream has more than inFlightHigh of this node's messages unconfirmed,
+// until fewer than inFlightLow are: chatd reads a flooding client far
+// faster than JetStream stores, and what it has read is past holding back.
+const (
+	inFlightHigh = 2000
+	inFlightLow  = 500
+)
+
+// holdForStream holds r's producers back while too many of this node's
+// messages wait for the stream (after a publish found more than
+// inFlightHigh): one goroutine per held room watches them drain.
+func (s *Server) holdForStream(r *Room) {
+	r.mu.Lock()
+	if r.streamHeld {
+		r.mu.Unlock()
+		return
+	}
+	r.streamHeld = true
+	r.mu.Unlock()
+	go func() {
+		for s.kept.nats.KeptInFlight() > inFlightLow {
+			time.Sleep(2 * time.Millisecond)
+		}
+		r.mu.Lock()
+		r.streamHeld = false
+		if !r.blockedLocked() {
+			r.releaseLocked()
+		}
+		r.mu.Unlock()
+	}()
+}
+
 // memberByJoin returns the member that joined with number seq, or nil.
 func (r *Room) memberByJoin(seq uint64) *Conn {
 	r.mu.Lock()

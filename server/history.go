@@ -141,6 +141,9 @@ func (p *rawProto) publishRaw(c *Conn, op ws.OpCode, payload []byte) (mustFlush 
 	case s.keeping():
 		// Delivered here too, from the stream, in its order.
 		s.kept.nats.KeptPublish(c.room.name, c.room.joinNumber(c), false, byte(op), payload)
+		if s.kept.nats.KeptInFlight() > inFlightHigh {
+			s.holdForStream(c.room)
+		}
 		return false
 	case s.away():
 		// Members here now; the other nodes and the history when NATS is

@@ -69,8 +69,11 @@ type Room struct {
 	signalAt  time.Time          // when it last said so
 	remote    []remoteCongestion // nodes where the room is behind: producers here wait for them
 	// feedBehind: this node's feed of the room from the cluster's history
-	// stream lags it (setFeedBehind): producers wait.
+	// stream lags it (setFeedBehind): producers wait. streamHeld: the
+	// stream has not confirmed many of this node's messages yet
+	// (holdForStream): producers wait.
 	feedBehind bool
+	streamHeld bool
 }
 
 // remoteCongestion: the room is behind on node, as that node said, until
@@ -374,7 +377,9 @@ func (r *Room) holdBack(c *Conn) {
 
 // blockedLocked reports whether producers wait: a member is behind, here
 // or on another node. r.mu held.
-func (r *Room) blockedLocked() bool { return len(r.congested) > 0 || len(r.remote) > 0 || r.feedBehind }
+func (r *Room) blockedLocked() bool {
+	return len(r.congested) > 0 || len(r.remote) > 0 || r.feedBehind || r.streamHeld
+}
 
 // setFeedBehind records that this node's feed of the room from the
 // cluster's history stream lags (cluster_history.go): producers wait.

@@ -336,6 +336,16 @@ func (b *NATS) KeptPublish(room string, member uint64, local bool, op byte, part
 	return f
 }
 
+// KeptInFlight returns how many history messages this node published that
+// the stream has not yet confirmed.
+func (b *NATS) KeptInFlight() int {
+	h := b.getHist()
+	if h == nil || h.js == nil {
+		return 0
+	}
+	return h.js.PublishAsyncPending()
+}
+
 // WaitStored waits until the stream stored what KeptPublish sent (or up
 // to timeout).
 func WaitStored(f jetstream.PubAckFuture, timeout time.Duration) error {
