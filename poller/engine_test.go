@@ -126,8 +126,10 @@ func TestRegistrationMemory(t *testing.T) {
 		got[e] = registrationBytes(t, e, n)
 		t.Logf("%s: %.1f bytes per registered fd (%d fds)", e, got[e], n)
 	}
-	if b, ok := got[EngineEpoll]; ok && b > 32 {
-		t.Errorf("epoll engine: %.1f bytes per registration, want at most 32 (a table pointer per fd number, doubling)", b)
+	// 32 for the table; the rest is slack for what the runtime and the
+	// poller's own goroutines allocate while the heap is measured.
+	if b, ok := got[EngineEpoll]; ok && b > 40 {
+		t.Errorf("epoll engine: %.1f bytes per registration, want at most 40 (a table pointer per fd number, doubling: 32)", b)
 	}
 }
 

@@ -50,8 +50,8 @@ const suffix = `${process.pid}-${Date.now()}`;
 const ann = client({ id: 'ann', info: { name: 'Ann' } });
 const bob = client({ id: 'bob', info: { name: 'Bob' } });
 try {
-  await within(10000, 'ann connected', (f) => ann.connection.bind('connected', f));
-  await within(10000, 'bob connected', (f) => bob.connection.bind('connected', f));
+  await within(30000, 'ann connected', (f) => ann.connection.bind('connected', f));
+  await within(30000, 'bob connected', (f) => bob.connection.bind('connected', f));
   check(ann.connection.socket_id, 'no socket_id');
 
   // A private channel: subscription authorized, an event through the
