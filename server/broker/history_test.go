@@ -20,6 +20,7 @@ type recorder struct {
 	gaps    atomic.Uint64
 	stall   atomic.Bool // HistoryMessage waits for release
 	release chan struct{}
+	node    *NATS // the node it handles for
 }
 
 func (r *recorder) HistoryMessage(room, epoch string, seq uint64, stamp int64, node string, member uint64, marker, local bool, payload []byte, warm bool) {
@@ -45,32 +46,7 @@ func (r *recorder) HistoryBehind(_ string, on bool) {
 // is told how many messages it will never get (HistoryGap), instead of
 // missing them silently.
 func TestHistoryGapIsReported(t *testing.T) {
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	ns := natstest.Start(t, port)
-	pub := newNode(t, ns.ClientURL(), "pub", &received{})
-	sub := newNode(t, ns.ClientURL(), "sub", &received{})
-	keeps := func(string) bool { return true }
-	pub.EnableHistory(HistoryConfig{Size: 1, TTL: time.Minute, MaxBytes: 64 << 20, Keeps: keeps, Handler: &recorder{}})
-	rec := &recorder{release: make(chan struct{})}
-	sub.EnableHistory(HistoryConfig{Size: 1, TTL: time.Minute, MaxBytes: 64 << 20, Keeps: keeps, Handler: rec})
-	testutil.CheckFor(t, 10*time.Second, func() error {
-		if ok, why := sub.HistoryUp(); !ok {
-			return errorString(why)
-		}
-		if ok, why := pub.HistoryUp(); !ok {
-			return errorString(why)
-		}
-		return nil
-	})
-	sub.Interest("room", true)
-	testutil.CheckFor(t, 10*time.Second, func() error {
-		if !rec.ready.Load() {
-			return errorString("not following yet")
-		}
-		return nil
-	})
+	pub, rec := followingPair(t)
 	rec.stall.Store(true)
 	// The window is 10,000 per room: 25,000 while the consumer is stalled.
 	const total = 25000
@@ -91,7 +67,7 @@ func TestHistoryGapIsReported(t *testing.T) {
 	if rec.gaps.Load() == 0 {
 		t.Fatal("messages were lost to the window and no gap was reported")
 	}
-	if st := sub.Stats(); st.Lost < rec.gaps.Load() {
+	if st := rec.node.Stats(); st.Lost < rec.gaps.Load() {
 		t.Fatalf("lost counted %d, gaps %d", st.Lost, rec.gaps.Load())
 	}
 }
@@ -104,32 +80,7 @@ func (e errorString) Error() string { return string(e) }
 // producers are then held back), again while it lasts, and says when it
 // has caught up.
 func TestHistoryBehindIsSignalled(t *testing.T) {
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	ns := natstest.Start(t, port)
-	pub := newNode(t, ns.ClientURL(), "pub", &received{})
-	sub := newNode(t, ns.ClientURL(), "sub", &received{})
-	keeps := func(string) bool { return true }
-	pub.EnableHistory(HistoryConfig{Size: 1, TTL: time.Minute, MaxBytes: 64 << 20, Keeps: keeps, Handler: &recorder{}})
-	rec := &recorder{release: make(chan struct{})}
-	sub.EnableHistory(HistoryConfig{Size: 1, TTL: time.Minute, MaxBytes: 64 << 20, Keeps: keeps, Handler: rec})
-	testutil.CheckFor(t, 10*time.Second, func() error {
-		if ok, why := sub.HistoryUp(); !ok {
-			return errorString(why)
-		}
-		if ok, why := pub.HistoryUp(); !ok {
-			return errorString(why)
-		}
-		return nil
-	})
-	sub.Interest("room", true)
-	testutil.CheckFor(t, 10*time.Second, func() error {
-		if !rec.ready.Load() {
-			return errorString("not following yet")
-		}
-		return nil
-	})
+	pub, rec := followingPair(t)
 	rec.stall.Store(true)
 	const total = 8000 // more than half of the 10,000 window, less than all of it
 	for i := 0; i < total; i++ {
@@ -148,4 +99,37 @@ func TestHistoryBehindIsSignalled(t *testing.T) {
 	if rec.gaps.Load() != 0 {
 		t.Fatalf("%d messages lost within the window", rec.gaps.Load())
 	}
+}
+
+// followingPair starts a nats-server with JetStream and two nodes with
+// history: pub to publish, and a node following "room" whose handler is
+// the returned recorder (ready, not yet stalled).
+func followingPair(t *testing.T) (*NATS, *recorder) {
+	t.Helper()
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	ns := natstest.Start(t, port)
+	pub := newNode(t, ns.ClientURL(), "pub", &received{})
+	sub := newNode(t, ns.ClientURL(), "sub", &received{})
+	keeps := func(string) bool { return true }
+	pub.EnableHistory(HistoryConfig{Size: 1, TTL: time.Minute, MaxBytes: 64 << 20, Keeps: keeps, Handler: &recorder{}})
+	rec := &recorder{release: make(chan struct{}), node: sub}
+	sub.EnableHistory(HistoryConfig{Size: 1, TTL: time.Minute, MaxBytes: 64 << 20, Keeps: keeps, Handler: rec})
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		for _, b := range []*NATS{pub, sub} {
+			if ok, why := b.HistoryUp(); !ok {
+				return errorString(why)
+			}
+		}
+		return nil
+	})
+	sub.Interest("room", true)
+	testutil.CheckFor(t, 10*time.Second, func() error {
+		if !rec.ready.Load() {
+			return errorString("not following yet")
+		}
+		return nil
+	})
+	return pub, rec
 }
